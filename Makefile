@@ -1,0 +1,55 @@
+# Two commands on a fresh machine with python3, git and make:
+#   make serve   local GraphQL server with GraphiQL on an embedded DynamoDB engine
+#   make test    lint, types, template checks and the whole test suite
+PYTHON ?= python3
+VENV := .venv
+ENGINE_VENV := .venv-engine
+BIN := $(VENV)/bin
+MINISTACK_VERSION := 1.5.33
+
+.PHONY: serve test lint typecheck cfn pytest schema seed bench clean
+
+$(BIN)/livecoins: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+# ministack pins graphql-core 3.2, strawberry needs 3.3: the engine gets its own venv and
+# runs as a child process of the local server.
+$(ENGINE_VENV)/bin/ministack:
+	$(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_VENV)/bin/pip install --quiet ministack==$(MINISTACK_VERSION)
+	@touch $@
+
+deps: $(BIN)/livecoins $(ENGINE_VENV)/bin/ministack
+
+serve: deps
+	$(BIN)/livecoins serve
+
+seed: deps
+	$(BIN)/livecoins seed
+
+test: deps lint typecheck cfn pytest
+
+lint: $(BIN)/livecoins
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/livecoins
+	$(BIN)/mypy
+
+cfn: $(BIN)/livecoins
+	$(BIN)/cfn-lint template.yaml
+
+pytest: deps
+	$(BIN)/pytest -q
+
+schema: $(BIN)/livecoins
+	$(BIN)/livecoins export-schema > schema/schema.graphql
+
+bench: deps
+	$(BIN)/pytest -q -m benchmark -s tests/benchmarks
+
+clean:
+	rm -rf $(VENV) $(ENGINE_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,110 @@
+"""The `livecoins` command: serve, seed, token, export-schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+from infra.config import Settings
+from infra.services import Services
+
+
+@contextlib.contextmanager
+def local_services(settings: Settings) -> Iterator[Services]:
+    """Services on the configured endpoint, or on the embedded engine started here."""
+    from infra.engine import LocalEngine
+    from infra.tables import ensure_tables
+
+    engine = None
+    if settings.dynamodb_endpoint is None:
+        engine = LocalEngine(settings.engine_command, settings.data_dir)
+        # The engine accepts any credentials; boto3 still wants some.
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        settings = dataclasses.replace(settings, dynamodb_endpoint=engine.start())
+    try:
+        services = Services.build(settings)
+        created = ensure_tables(services.dynamo.client, settings)
+        if created:
+            logging.getLogger("livecoins").info("created tables %s", ", ".join(created))
+        yield services
+    finally:
+        if engine:
+            engine.stop()
+
+
+def _seed(services: Services) -> int:
+    from resolvers.catalog import seed
+
+    return asyncio.run(seed(services.catalog))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from handlers.server import make_app
+
+    settings = Settings.from_env()
+    with local_services(settings) as services:
+        added = _seed(services)
+        print(f"catalog: {added} default items added" if added else "catalog: already seeded")
+        print(f"GraphiQL: http://{settings.host}:{settings.port}/graphql")
+        web.run_app(make_app(services), host=settings.host, port=settings.port, print=None)
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    with local_services(Settings.from_env()) as services:
+        print(f"{_seed(services)} default catalog items added")
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    import jwt
+
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": args.sub, "iat": now, "exp": now + args.hours * 3600}
+    if args.birthdate:
+        claims["birthdate"] = args.birthdate
+    if args.name:
+        claims["name"] = args.name
+    if args.admin:
+        claims["cognito:groups"] = ["admin"]
+    print(jwt.encode(claims, Settings.from_env().jwt_secret, algorithm="HS256"))
+
+
+def cmd_export_schema(args: argparse.Namespace) -> None:
+    from strawberry.printer import print_schema
+
+    from schema import schema
+
+    sys.stdout.write(print_schema(schema) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="livecoins", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the local server with GraphiQL").set_defaults(
+        run=cmd_serve
+    )
+    commands.add_parser("seed", help="add the default catalog").set_defaults(run=cmd_seed)
+    token = commands.add_parser("token", help="mint a local dev token (HS256)")
+    token.add_argument("--sub", required=True)
+    token.add_argument("--birthdate", help="YYYY-MM-DD; missing means not adult")
+    token.add_argument("--name")
+    token.add_argument("--admin", action="store_true")
+    token.add_argument("--hours", type=int, default=24)
+    token.set_defaults(run=cmd_token)
+    commands.add_parser("export-schema", help="print the SDL").set_defaults(run=cmd_export_schema)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""AWS Lambda entrypoint: GraphQL over API Gateway HTTP API (payload format 2.0).
+
+API Gateway's JWT authorizer has verified the Cognito token; its claims arrive in
+requestContext.authorizer.jwt.claims. Routes without the authorizer are anonymous.
+Strawberry's AsyncBaseHTTPView gives the same HTTP semantics as the local aiohttp server
+(GET queries, POST JSON, 400 for malformed bodies, 405 for other methods and GET mutations).
+aiohttp and the local engine stay out of this module's imports (cold start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, TypeGuard, cast
+
+from aws_lambda_powertools.utilities.data_classes.api_gateway_proxy_event import (
+    APIGatewayProxyEventV2,
+)
+from cross_web import AsyncHTTPRequestAdapter, FormData, HTTPException
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.http.async_base_view import AsyncBaseHTTPView
+
+from handlers.cors import cors_headers
+from infra.config import Settings
+from infra.services import Services
+from resolvers.context import Context
+from resolvers.identity import Identity
+from schema import schema
+
+logger = logging.getLogger("livecoins")
+Event = dict[str, Any]
+LambdaResponse = dict[str, Any]
+
+
+class ApiGatewayV2Request(AsyncHTTPRequestAdapter):
+    def __init__(self, event: APIGatewayProxyEventV2) -> None:
+        self.event = event
+        self._headers = {k.lower(): v for k, v in (event.headers or {}).items()}
+
+    @property
+    def method(self) -> Any:
+        return self.event.request_context.http.method.upper()
+
+    @property
+    def query_params(self) -> Mapping[str, Any]:
+        return self.event.query_string_parameters or {}
+
+    @property
+    def path_params(self) -> Mapping[str, Any]:
+        return self.event.path_parameters or {}
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    @property
+    def content_type(self) -> str | None:
+        return self._headers.get("content-type")
+
+    async def get_body(self) -> bytes:
+        body = self.event.body or ""
+        if self.event.is_base64_encoded:
+            return base64.b64decode(body)
+        return body.encode()
+
+    async def get_form_data(self) -> FormData:
+        raise HTTPException(400, "Unsupported content type")
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.event.request_context.domain_name}{self.event.raw_path}"
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        return {}
+
+
+class LambdaGraphQLView(
+    AsyncBaseHTTPView[APIGatewayProxyEventV2, LambdaResponse, LambdaResponse, Any, Any, Context, None]
+):
+    allow_queries_via_get = True
+    request_adapter_class = ApiGatewayV2Request
+
+    def __init__(self, services: Services) -> None:
+        self.schema = schema
+        self.services = services
+        self.graphql_ide = None
+        self.multipart_uploads_enabled = False
+        self.protocols = ()
+        self.allowed_origins = ()
+
+    async def get_context(self, request: APIGatewayProxyEventV2, response: LambdaResponse) -> Context:
+        authorizer = request.raw_event.get("requestContext", {}).get("authorizer") or {}
+        claims = (authorizer.get("jwt") or {}).get("claims") or {}
+        return Context(self.services, Identity.from_claims(claims) if claims else None)
+
+    async def get_root_value(self, request: APIGatewayProxyEventV2) -> None:
+        return None
+
+    async def get_sub_response(self, request: APIGatewayProxyEventV2) -> LambdaResponse:
+        return {"statusCode": 200, "headers": {}}
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: LambdaResponse,
+    ) -> LambdaResponse:
+        return {
+            "statusCode": sub_response["statusCode"],
+            "headers": {**sub_response["headers"], "Content-Type": "application/json"},
+            "body": json.dumps(response_data),
+        }
+
+    async def render_graphql_ide(self, request: APIGatewayProxyEventV2) -> LambdaResponse:
+        raise HTTPException(404, "Not Found")
+
+    async def create_streaming_response(
+        self, request: APIGatewayProxyEventV2, stream: Callable[[], AsyncGenerator[str, None]],
+        sub_response: LambdaResponse, headers: Mapping[str, str],
+    ) -> LambdaResponse:
+        raise HTTPException(400, "Streaming is not supported on this endpoint")
+
+    def is_websocket_request(self, request: APIGatewayProxyEventV2) -> TypeGuard[Any]:
+        return False
+
+    async def pick_websocket_subprotocol(self, request: Any) -> str | None:
+        return None
+
+    async def create_websocket_response(self, request: Any, subprotocol: str | None) -> Any:
+        raise HTTPException(400, "WebSockets are not supported on this endpoint")
+
+    def get_websocket_headers(self, request: Any) -> Mapping[str, str]:
+        return {}
+
+    async def reject_websocket(self, request: Any) -> LambdaResponse:
+        raise HTTPException(403, "Forbidden")
+
+
+def _error(status: int, message: str) -> LambdaResponse:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps({"errors": [{"message": message}]}),
+    }
+
+
+def make_handler(services: Services) -> Callable[[Event, Any], LambdaResponse]:
+    """A Lambda handler bound to `services`, with its own long-lived event loop."""
+    view = LambdaGraphQLView(services)
+    settings = services.settings
+    loop = asyncio.new_event_loop()
+
+    async def handle(event: Event) -> LambdaResponse:
+        request = APIGatewayProxyEventV2(event)
+        headers = {k.lower(): v for k, v in (request.headers or {}).items()}
+        method = request.request_context.http.method.upper()
+        origin = headers.get("origin")
+        if method == "OPTIONS":
+            return {"statusCode": 204, "headers": cors_headers(origin, settings.cors_origins, True)}
+        body = request.body or ""
+        size = len(body) * 3 // 4 if request.is_base64_encoded else len(body.encode())
+        if size > settings.max_body_bytes:
+            response = _error(413, "Request body is too large")
+        else:
+            try:
+                response = await view.run(request)
+            except HTTPException as error:
+                response = _error(error.status_code, error.reason)
+        response["headers"].update(cors_headers(origin, settings.cors_origins))
+        return response
+
+    def handler(event: Event, context: Any) -> LambdaResponse:
+        try:
+            return loop.run_until_complete(handle(event))
+        except Exception:
+            logger.exception("unhandled error in the GraphQL handler")
+            return _error(500, "Internal error.")
+
+    return handler
+
+
+_default: Callable[[Event, Any], LambdaResponse] | None = None
+
+
+def handler(event: Event, context: Any) -> LambdaResponse:
+    """The function named in template.yaml; builds its services on the first invocation."""
+    global _default
+    if _default is None:
+        _default = make_handler(Services.build(Settings.from_env()))
+    return cast(LambdaResponse, _default(event, context))

@@ -1,0 +1,108 @@
+"""Local server: aiohttp with Strawberry's GraphQLView, GraphiQL served from this package.
+
+Tokens are HS256 JWTs signed with LIVECOINS_JWT_SECRET (local only). No token: anonymous;
+a bad signature or an expired token: HTTP 401.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jwt
+from aiohttp import web
+from strawberry.aiohttp.views import GraphQLView
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from handlers.cors import cors_headers
+from infra.services import Services
+from resolvers.context import Context
+from resolvers.identity import Identity
+from schema import schema
+
+STATIC = Path(__file__).resolve().parent / "static"
+IDENTITY = web.AppKey("identity_key", str)
+SERVICES = web.AppKey("services", Services)
+
+
+class LocalGraphQLView(GraphQLView[Context, None]):
+    def __init__(self, services: Services) -> None:
+        super().__init__(
+            schema=schema,
+            graphql_ide="graphiql",
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            allowed_origins=services.settings.cors_origins,
+        )
+        self.services = services
+        self._ide = (STATIC / "graphiql.html").read_text()
+
+    async def get_context(self, request: web.Request, response: object) -> Context:
+        return Context(self.services, request.get("identity"))
+
+    async def render_graphql_ide(self, request: web.Request) -> web.Response:
+        return web.Response(text=self._ide, content_type="text/html")
+
+
+def _unauthorized(message: str) -> web.Response:
+    return web.json_response({"errors": [{"message": message}]}, status=401)
+
+
+def verify_token(token: str, secret: str) -> Identity | None:
+    claims = jwt.decode(
+        token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
+    )
+    return Identity.from_claims(claims)
+
+
+def make_app(services: Services) -> web.Application:
+    settings = services.settings
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        header = request.headers.get("Authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return _unauthorized("Authorization must be 'Bearer <token>'.")
+            try:
+                identity = verify_token(token.strip(), settings.jwt_secret)
+            except jwt.ExpiredSignatureError:
+                return _unauthorized("The token has expired.")
+            except jwt.InvalidTokenError:
+                return _unauthorized("The token is not valid.")
+            if identity is None:
+                return _unauthorized("The token has no usable sub claim.")
+            request["identity"] = identity
+        return await handler(request)
+
+    @web.middleware
+    async def cors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=cors_headers(origin, settings.cors_origins, True))
+        try:
+            response = await handler(request)
+        except web.HTTPException as error:
+            if error.status == 413:
+                body = {"errors": [{"message": "Request body is too large"}]}
+                response = web.json_response(body, status=413)
+            else:
+                raise
+        if not response.prepared:
+            response.headers.update(cors_headers(origin, settings.cors_origins))
+        return response
+
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[cors, authenticate])
+    app[SERVICES] = services
+    app.router.add_route("*", "/graphql", LocalGraphQLView(services))
+    app.router.add_static("/static/graphiql", STATIC / "graphiql")
+
+    async def root(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/graphql")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text=json.dumps({"status": "ok"}), content_type="application/json")
+
+    app.router.add_get("/", root)
+    app.router.add_get("/health", health)
+    return app

@@ -1,0 +1,86 @@
+"""Accounts table: one item per account, holding the profile and the wallet balances.
+
+Key: id (the identity provider's `sub`). Balances change only inside transactions built by
+the money operations (see `credit_action` / `debit_action`), never by read-then-write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from infra.dynamo import Dynamo, Item
+from infra.ids import iso, now
+
+TABLE = "accounts"
+
+
+class AccountsRepo:
+    def __init__(self, dynamo: Dynamo) -> None:
+        self.dynamo = dynamo
+
+    async def get(self, account_id: str, consistent: bool = False) -> Item | None:
+        return await self.dynamo.get(TABLE, {"id": account_id}, consistent=consistent)
+
+    async def get_many(self, account_ids: Sequence[str]) -> dict[str, Item]:
+        items = await self.dynamo.batch_get(TABLE, [{"id": i} for i in account_ids])
+        return {item["id"]: item for item in items}
+
+    async def create(self, account_id: str, display_name: str, birthdate: str | None) -> Item:
+        """Create the account on first sight; return whichever item won a race."""
+        item: dict[str, Any] = {
+            "id": account_id,
+            "displayName": display_name,
+            "coins": 0,
+            "diamonds": 0,
+            "birthdate": birthdate,
+            "createdAt": iso(now()),
+        }
+        existing = await self.dynamo.put_if_absent(TABLE, item, "id")
+        return existing if existing else {k: v for k, v in item.items() if v is not None}
+
+    async def set_birthdate(self, account_id: str, birthdate: str | None) -> None:
+        if birthdate is None:
+            await self.dynamo.update(TABLE, {"id": account_id}, "REMOVE birthdate")
+        else:
+            await self.dynamo.update(
+                TABLE, {"id": account_id}, "SET birthdate = :b", values={":b": birthdate}
+            )
+
+    async def set_display_name(self, account_id: str, display_name: str) -> Item | None:
+        return await self.dynamo.update(
+            TABLE,
+            {"id": account_id},
+            "SET displayName = :n",
+            values={":n": display_name},
+            condition="attribute_exists(id)",
+        )
+
+    def credit_action(
+        self, account_id: str, coins: int, diamonds: int, display_name: str,
+        birthdate: str | None,
+    ) -> dict[str, Any]:
+        """Add to the balances, creating the account if this is its first sight."""
+        expression = (
+            "SET coins = if_not_exists(coins, :zero) + :c, "
+            "diamonds = if_not_exists(diamonds, :zero) + :d, "
+            "displayName = if_not_exists(displayName, :n), "
+            "createdAt = if_not_exists(createdAt, :t)"
+        )
+        values: dict[str, Any] = {
+            ":zero": 0, ":c": coins, ":d": diamonds, ":n": display_name, ":t": iso(now()),
+        }
+        if birthdate is not None:
+            expression += ", birthdate = :b"
+            values[":b"] = birthdate
+        return self.dynamo.update_action(TABLE, {"id": account_id}, expression, values=values)
+
+    def debit_action(self, account_id: str, coins: int, diamonds: int) -> dict[str, Any]:
+        """Take from the balances; the transaction is cancelled if either would go negative."""
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": account_id},
+            "SET coins = coins - :c, diamonds = diamonds - :d",
+            condition="coins >= :c AND diamonds >= :d",
+            values={":c": coins, ":d": diamonds},
+        )

@@ -1,0 +1,61 @@
+"""Configuration: one typed object, read from the environment once per process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Logical table names, as in template.yaml without the "Table" suffix.
+TABLES = ("accounts", "ledger", "idempotency", "catalog", "purchases")
+
+LOCAL_JWT_SECRET = "livecoins-local-secret"  # noqa: S105 - documented local-only default
+
+
+@dataclass(frozen=True)
+class Settings:
+    region: str = "us-east-1"
+    # Any DynamoDB-compatible endpoint (the local engine, real AWS when None).
+    dynamodb_endpoint: str | None = None
+    table_prefix: str = "livecoins-"
+    table_overrides: Mapping[str, str] = field(default_factory=dict)
+    jwt_secret: str = LOCAL_JWT_SECRET
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 64 * 1024
+    catalog_cache_seconds: float = 30.0
+    idempotency_ttl_seconds: int = 24 * 3600
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: str = ".livecoins-data"
+    engine_command: str = ".venv-engine/bin/ministack"
+
+    def table(self, name: str) -> str:
+        """The physical table name for a logical one (template.yaml resource without 'Table')."""
+        if name not in TABLES:
+            raise KeyError(name)
+        return self.table_overrides.get(name) or f"{self.table_prefix}{name}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        overrides = {
+            name: env[f"LIVECOINS_{name.upper()}_TABLE"]
+            for name in TABLES
+            if env.get(f"LIVECOINS_{name.upper()}_TABLE")
+        }
+        origins = tuple(o.strip() for o in env.get("LIVECOINS_CORS_ORIGINS", "").split(",") if o.strip())
+        return cls(
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            dynamodb_endpoint=env.get("LIVECOINS_DYNAMODB_ENDPOINT") or None,
+            table_prefix=env.get("LIVECOINS_TABLE_PREFIX", "livecoins-"),
+            table_overrides=overrides,
+            jwt_secret=env.get("LIVECOINS_JWT_SECRET", LOCAL_JWT_SECRET),
+            cors_origins=origins,
+            max_body_bytes=int(env.get("LIVECOINS_MAX_BODY_BYTES", 64 * 1024)),
+            catalog_cache_seconds=float(env.get("LIVECOINS_CATALOG_CACHE_SECONDS", 30)),
+            idempotency_ttl_seconds=int(env.get("LIVECOINS_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)),
+            host=env.get("HOST", "127.0.0.1"),
+            port=int(env.get("PORT", 8000)),
+            data_dir=env.get("LIVECOINS_DATA_DIR", ".livecoins-data"),
+            engine_command=env.get("LIVECOINS_ENGINE_COMMAND", ".venv-engine/bin/ministack"),
+        )

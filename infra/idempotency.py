@@ -1,0 +1,83 @@
+"""Idempotency table: one record per (caller, mutation, idempotency key).
+
+Key: key = "<caller>#<mutation>#<idempotencyKey>". TTL attribute expiresAt (epoch seconds):
+records live at least `idempotency_ttl_seconds` (24 h by default); DynamoDB deletes them later.
+
+Life of a record: claimed PENDING with a hash of the request and the ids the operation will
+use; then, in the same transaction as the balance change, COMPLETED; or FAILED with the
+user error to replay. A retry finds the record and resumes or replays with the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from infra.dynamo import Dynamo, Item
+
+TABLE = "idempotency"
+PENDING, COMPLETED, FAILED = "PENDING", "COMPLETED", "FAILED"
+
+
+def request_hash(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def record_key(caller: str, mutation: str, key: str) -> str:
+    return f"{caller}#{mutation}#{key}"
+
+
+@dataclass
+class Claim:
+    """The outcome of claiming a key: `fresh` when this request created the record."""
+
+    record: Item
+    fresh: bool
+
+
+class IdempotencyRepo:
+    def __init__(self, dynamo: Dynamo) -> None:
+        self.dynamo = dynamo
+
+    async def claim(self, key: str, request: str, data: dict[str, Any]) -> Claim:
+        """Create a PENDING record, or return the one already there (one conditional put)."""
+        record = {
+            "key": key,
+            "requestHash": request,
+            "status": PENDING,
+            "expiresAt": int(time.time()) + self.dynamo.settings.idempotency_ttl_seconds,
+            **data,
+        }
+        existing = await self.dynamo.put_if_absent(TABLE, record, "key")
+        if existing is None:
+            return Claim(record, True)
+        return Claim(existing, False)
+
+    async def get(self, key: str) -> Item | None:
+        return await self.dynamo.get(TABLE, {"key": key}, consistent=True)
+
+    def complete_action(self, key: str, request: str) -> dict[str, Any]:
+        """Mark PENDING -> COMPLETED; fails (cancelling the transaction) if already done."""
+        return self.dynamo.update_action(
+            TABLE,
+            {"key": key},
+            "SET #s = :done",
+            condition="#s = :pending AND requestHash = :h",
+            names={"#s": "status"},
+            values={":done": COMPLETED, ":pending": PENDING, ":h": request},
+        )
+
+    async def fail(self, key: str, request: str, error: dict[str, Any]) -> Item | None:
+        """Record a user error for replay (PENDING -> FAILED); None if the record moved on."""
+        return await self.dynamo.update(
+            TABLE,
+            {"key": key},
+            "SET #s = :failed, #e = :e",
+            condition="#s = :pending AND requestHash = :h",
+            names={"#s": "status", "#e": "error"},
+            values={":failed": FAILED, ":pending": PENDING, ":h": request, ":e": error},
+        )

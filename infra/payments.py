@@ -1,0 +1,65 @@
+"""Payment providers. Production plugs in a real one behind the same interface."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from infra.ids import new_id
+
+
+@dataclass(frozen=True)
+class Charge:
+    id: str
+    approved: bool
+    amount: int
+    currency: str
+    decline_reason: str | None = None
+
+
+class PaymentProvider(Protocol):
+    def charge(self, token: str, amount: int, currency: str, idempotency_key: str) -> Charge:
+        """Charge once per idempotency key: a repeat returns the first outcome, charging nothing."""
+        ...
+
+    def refund(self, charge_id: str, idempotency_key: str) -> str:
+        """Refund a charge once per idempotency key; returns the refund id."""
+        ...
+
+
+class SandboxPaymentProvider:
+    """The local and test provider: tok_visa approves, everything else declines.
+
+    It keeps its idempotency records in memory, like a real provider keeps them server-side;
+    `charges` counts money actually taken, which the tests assert on.
+    """
+
+    APPROVE = frozenset({"tok_visa"})
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[str, Charge] = {}
+        self._refunds: dict[str, str] = {}
+        self.charges: list[Charge] = []
+        self.refunds: list[str] = []
+
+    def charge(self, token: str, amount: int, currency: str, idempotency_key: str) -> Charge:
+        with self._lock:
+            if idempotency_key in self._by_key:
+                return self._by_key[idempotency_key]
+            if token in self.APPROVE:
+                result = Charge(new_id("ch"), True, amount, currency)
+                self.charges.append(result)
+            else:
+                reason = "card_declined" if token == "tok_chargeDeclined" else "invalid_token"
+                result = Charge(new_id("ch"), False, amount, currency, reason)
+            self._by_key[idempotency_key] = result
+            return result
+
+    def refund(self, charge_id: str, idempotency_key: str) -> str:
+        with self._lock:
+            if idempotency_key not in self._refunds:
+                self._refunds[idempotency_key] = new_id("re")
+                self.refunds.append(charge_id)
+            return self._refunds[idempotency_key]

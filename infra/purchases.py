@@ -1,0 +1,26 @@
+"""Purchases table: one item per completed coin purchase.
+
+Key: id. Holds the package snapshot (coins, price) at the time of purchase, the charge id and
+the buyer; written only in the transaction that credits the coins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.dynamo import Dynamo, Item
+
+TABLE = "purchases"
+
+
+class PurchasesRepo:
+    def __init__(self, dynamo: Dynamo) -> None:
+        self.dynamo = dynamo
+
+    async def get(self, purchase_id: str) -> Item | None:
+        return await self.dynamo.get(TABLE, {"id": purchase_id}, consistent=True)
+
+    def put_action(self, purchase: dict[str, Any]) -> dict[str, Any]:
+        return self.dynamo.put_action(
+            TABLE, purchase, condition="attribute_not_exists(id)"
+        )

@@ -1,0 +1,35 @@
+"""The infrastructure a process needs, built once: one DynamoDB client and the repositories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from infra.accounts import AccountsRepo
+from infra.catalog import CatalogRepo
+from infra.config import Settings
+from infra.dynamo import Dynamo
+from infra.idempotency import IdempotencyRepo
+from infra.ledger import LedgerRepo
+from infra.payments import PaymentProvider, SandboxPaymentProvider
+from infra.purchases import PurchasesRepo
+
+
+@dataclass
+class Services:
+    settings: Settings
+    dynamo: Dynamo
+    payments: PaymentProvider = field(default_factory=SandboxPaymentProvider)
+
+    def __post_init__(self) -> None:
+        self.accounts = AccountsRepo(self.dynamo)
+        self.ledger = LedgerRepo(self.dynamo)
+        self.idempotency = IdempotencyRepo(self.dynamo)
+        self.catalog = CatalogRepo(self.dynamo)
+        self.purchases = PurchasesRepo(self.dynamo)
+
+    @classmethod
+    def build(cls, settings: Settings, payments: PaymentProvider | None = None) -> Services:
+        dynamo = Dynamo(settings)
+        if payments is None:
+            return cls(settings, dynamo)
+        return cls(settings, dynamo, payments)

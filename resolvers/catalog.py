@@ -1,0 +1,90 @@
+"""The catalog: coin packages and gifts, their defaults, and admin edits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.catalog import GIFT, PACKAGE, CatalogRepo
+from infra.dynamo import Item
+from infra.ids import iso, now
+from resolvers import validation
+from resolvers.context import Context
+from resolvers.errors import BadUserInput, InvalidInput
+from resolvers.money import CURRENCIES
+
+DEFAULT_PACKAGES = [  # (coins, price in US cents)
+    (70, 99), (350, 499), (700, 999), (1_400, 1_999), (3_500, 4_999), (7_000, 9_999),
+    (17_500, 24_999),
+]
+DEFAULT_GIFTS = [  # (id, name, coins = diamonds)
+    ("rose", "Rose", 1), ("panda", "Panda", 5), ("love-bang", "Love Bang", 25),
+    ("rainbow-puke", "Rainbow Puke", 100), ("concert", "Concert", 500),
+    ("galaxy", "Galaxy", 1_000), ("drama-queen", "Drama Queen", 5_000),
+    ("interstellar", "Interstellar", 10_000), ("lion", "Lion", 29_999),
+    ("universe", "Universe", 44_999),
+]
+MAX_COINS = 10_000_000
+MAX_PRICE = 100_000_000
+
+
+async def seed(catalog: CatalogRepo) -> int:
+    """Add the default catalog without overwriting admin edits; returns how many were added."""
+    added = 0
+    stamp = iso(now())
+    for coins, cents in DEFAULT_PACKAGES:
+        item = {"id": f"coins-{coins}", "coins": coins, "priceAmount": cents, "currency": "USD",
+                "active": True, "updatedAt": stamp}
+        added += await catalog.add_if_absent(PACKAGE, item)
+    for gift_id, name, coins in DEFAULT_GIFTS:
+        item = {"id": gift_id, "name": name, "coins": coins, "diamonds": coins, "active": True,
+                "updatedAt": stamp}
+        added += await catalog.add_if_absent(GIFT, item)
+    return added
+
+
+async def packages(ctx: Context) -> list[Item]:
+    items = await ctx.services.catalog.items(PACKAGE)
+    active = [i for i in items.values() if i["active"]]
+    return sorted(active, key=lambda i: (i["priceAmount"], i["coins"], i["id"]))
+
+
+async def gifts(ctx: Context) -> list[Item]:
+    items = await ctx.services.catalog.items(GIFT)
+    active = [i for i in items.values() if i["active"]]
+    return sorted(active, key=lambda i: (i["coins"], i["id"]))
+
+
+def _checked(check: Any, *args: Any) -> Any:
+    """Admin upserts return the item itself, so bad input is a GraphQL error, not a union."""
+    try:
+        return check(*args)
+    except InvalidInput as error:
+        raise BadUserInput(error.message, field=error.field) from error
+
+
+async def upsert_package(
+    ctx: Context, package_id: str, coins: int, price_amount: int, currency: str, active: bool
+) -> Item:
+    ctx.require_admin()
+    _checked(validation.identifier, package_id, "id")
+    _checked(validation.int_range, coins, "coins", 1, MAX_COINS)
+    _checked(validation.int_range, price_amount, "priceAmount", 1, MAX_PRICE)
+    if currency not in CURRENCIES:
+        raise BadUserInput(f"currency must be one of {', '.join(sorted(CURRENCIES))}", "currency")
+    item = {"id": package_id, "coins": coins, "priceAmount": price_amount,
+            "currency": currency, "active": active, "updatedAt": iso(now())}
+    return await ctx.services.catalog.upsert(PACKAGE, item)
+
+
+async def upsert_gift(
+    ctx: Context, gift_id: str, name: str, coins: int, diamonds: int, active: bool
+) -> Item:
+    ctx.require_admin()
+    _checked(validation.identifier, gift_id, "id")
+    clean_name = _checked(validation.text, name, "name", 50)
+    _checked(validation.int_range, coins, "coins", 1, MAX_COINS)
+    # A gift never pays out more diamonds than the coins it costs.
+    _checked(validation.int_range, diamonds, "diamonds", 0, coins)
+    item = {"id": gift_id, "name": clean_name, "coins": coins, "diamonds": diamonds,
+            "active": active, "updatedAt": iso(now())}
+    return await ctx.services.catalog.upsert(GIFT, item)

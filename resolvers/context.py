@@ -1,0 +1,65 @@
+"""Per-request context: the caller's identity, the process's services, per-request loaders."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from strawberry.dataloader import DataLoader
+
+from infra.dynamo import Item
+from infra.services import Services
+from resolvers.errors import AgeRestricted, Forbidden, Unauthenticated
+from resolvers.identity import Identity
+
+
+class Context:
+    """Created once per request, inside the running event loop (DataLoaders need it)."""
+
+    def __init__(self, services: Services, identity: Identity | None) -> None:
+        self.services = services
+        self.identity = identity
+        self.users: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_users)
+        self._account: Item | None = None
+
+    @property
+    def today(self) -> date:
+        return datetime.now(UTC).date()
+
+    def require_identity(self) -> Identity:
+        if self.identity is None:
+            raise Unauthenticated("Sign in to use this field.")
+        return self.identity
+
+    def require_admin(self) -> Identity:
+        identity = self.require_identity()
+        if not identity.is_admin:
+            raise Forbidden("Only admins may do this.")
+        return identity
+
+    def require_adult(self, action: str) -> Identity:
+        identity = self.require_identity()
+        if not identity.is_adult(self.today):
+            raise AgeRestricted(f"You must be 18 or older to {action}.")
+        return identity
+
+    async def account(self) -> Item:
+        """The caller's account: one GetItem; created on first sight, synced to the token."""
+        if self._account is not None:
+            return self._account
+        identity = self.require_identity()
+        accounts = self.services.accounts
+        item = await accounts.get(identity.sub)
+        if item is None:
+            item = await accounts.create(
+                identity.sub, identity.initial_display_name, identity.birthdate
+            )
+        elif item.get("birthdate") != identity.birthdate:
+            # The identity provider is the authority on birthdates; keep the copy current so
+            # rules about other accounts (gift recipients) can read it.
+            await accounts.set_birthdate(identity.sub, identity.birthdate)
+            item["birthdate"] = identity.birthdate
+        self._account = item
+        return item
+
+    async def _load_users(self, ids: list[str]) -> list[Item | None]:
+        found = await self.services.accounts.get_many(ids)
+        return [found.get(i) for i in ids]

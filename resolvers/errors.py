@@ -1,0 +1,90 @@
+"""Domain errors, raised deep down and turned into GraphQL at one place (schema/errors.py).
+
+`UserError` subclasses are failures a caller can act on: they become members of a mutation's
+result union. `Unauthenticated`, `Forbidden` and `BadUserInput` become GraphQL errors with
+extensions.code, for fields whose type has no union to carry them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+
+@dataclass
+class UserError(Exception):
+    message: str
+    registry: ClassVar[dict[str, type[UserError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        UserError.registry[cls.__name__] = cls
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-able form, kept in an idempotency record to replay the same answer."""
+        return {"type": type(self).__name__, **asdict(self)}
+
+    @staticmethod
+    def from_record(record: dict[str, Any]) -> UserError:
+        fields = dict(record)
+        cls = UserError.registry[fields.pop("type")]
+        return cls(**fields)
+
+
+@dataclass
+class NotFound(UserError):
+    pass
+
+
+@dataclass
+class InvalidInput(UserError):
+    field: str = ""
+
+
+@dataclass
+class NotAllowed(UserError):
+    pass
+
+
+@dataclass
+class AgeRestricted(UserError):
+    pass
+
+
+@dataclass
+class IdempotencyConflict(UserError):
+    pass
+
+
+@dataclass
+class InsufficientCoins(UserError):
+    required: int = 0
+    available: int = 0
+
+
+@dataclass
+class PaymentDeclined(UserError):
+    pass
+
+
+@dataclass
+class InvalidState(UserError):
+    pass
+
+
+class Unauthenticated(Exception):
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(Exception):
+    code = "FORBIDDEN"
+
+
+class BadUserInput(Exception):
+    """Bad arguments to a field that has no result union (queries, admin upserts)."""
+
+    code = "BAD_USER_INPUT"
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field

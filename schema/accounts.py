@@ -1,0 +1,153 @@
+"""Accounts: the signed-in Account, public User, wallet and ledger (Transaction)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+from infra.dynamo import Item
+from resolvers import accounts
+from resolvers.identity import is_adult
+from schema.common import Info, PageInfo, ctx, timestamp
+from schema.errors import InvalidInput, returns_user_errors
+
+
+@strawberry.type
+class User:
+    id: strawberry.ID
+    display_name: str
+
+    @classmethod
+    def of(cls, item: Item) -> User:
+        return cls(id=strawberry.ID(item["id"]), display_name=item["displayName"])
+
+
+@strawberry.type
+class Wallet:
+    coins: int = strawberry.field(description="Coins available to spend.")
+    diamonds: int = strawberry.field(description="Diamonds earned and not yet withdrawn.")
+
+    @classmethod
+    def of(cls, item: Item) -> Wallet:
+        return cls(coins=item.get("coins", 0), diamonds=item.get("diamonds", 0))
+
+
+@strawberry.enum
+class TransactionKind(Enum):
+    PURCHASE = "PURCHASE"
+    REFUND = "REFUND"
+    GIFT_SENT = "GIFT_SENT"
+    GIFT_RECEIVED = "GIFT_RECEIVED"
+    EVENT_ENTRY = "EVENT_ENTRY"
+    EVENT_INCOME = "EVENT_INCOME"
+    WITHDRAWAL = "WITHDRAWAL"
+    WITHDRAWAL_RETURNED = "WITHDRAWAL_RETURNED"
+
+
+@strawberry.type(description="One ledger entry of one account.")
+class Transaction:
+    id: strawberry.ID
+    kind: TransactionKind
+    coins: int = strawberry.field(description="Signed change to the account's coins.")
+    diamonds: int = strawberry.field(description="Signed change to the account's diamonds.")
+    reference_id: strawberry.ID = strawberry.field(
+        description="The purchase, gift transfer, event or withdrawal this entry belongs to."
+    )
+    created_at: datetime
+
+
+@strawberry.type
+class TransactionEdge:
+    cursor: str
+    node: Transaction
+
+
+@strawberry.type
+class TransactionConnection:
+    edges: list[TransactionEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class Account:
+    id: strawberry.ID
+    display_name: str
+    item: strawberry.Private[Item]
+
+    @strawberry.field(
+        description="True when the token's birthdate claim shows 18 or older; "
+        "a missing birthdate counts as not adult."
+    )
+    def is_adult(self, info: Info) -> bool:
+        identity = ctx(info).identity
+        return identity is not None and is_adult(identity.birthdate, ctx(info).today)
+
+    @strawberry.field
+    def wallet(self) -> Wallet:
+        return Wallet.of(self.item)
+
+    @strawberry.field(description="Newest first.")
+    async def transactions(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> TransactionConnection:
+        items, more = await accounts.transactions(ctx(info), self.item["id"], first, after)
+        ledger = ctx(info).services.ledger
+        edges = [
+            TransactionEdge(
+                cursor=ledger.cursor(i),
+                node=Transaction(
+                    id=strawberry.ID(i["entryId"]), kind=TransactionKind(i["kind"]),
+                    coins=i["coins"], diamonds=i["diamonds"],
+                    reference_id=strawberry.ID(i["referenceId"]),
+                    created_at=timestamp(i["createdAt"]),
+                ),
+            )
+            for i in items
+        ]
+        return TransactionConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+        )
+
+    @classmethod
+    def of(cls, item: Item) -> Account:
+        return cls(id=strawberry.ID(item["id"]), display_name=item["displayName"], item=item)
+
+
+@strawberry.input
+class UpdateProfileInput:
+    display_name: str = strawberry.field(description="1 to 50 characters after trimming.")
+
+
+@strawberry.type
+class ProfileUpdated:
+    user: User
+
+
+UpdateProfileResult = Annotated[
+    ProfileUpdated | InvalidInput, strawberry.union("UpdateProfileResult")
+]
+
+
+@strawberry.type
+class AccountQueries:
+    @strawberry.field(description="The signed-in account.")
+    async def me(self, info: Info) -> Account:
+        return Account.of(await accounts.me(ctx(info)))
+
+    @strawberry.field
+    async def user(self, info: Info, id: strawberry.ID) -> User | None:
+        item = await accounts.user(ctx(info), str(id))
+        return User.of(item) if item else None
+
+
+@strawberry.type
+class AccountMutations:
+    @strawberry.mutation
+    @returns_user_errors
+    async def update_profile(self, info: Info, input: UpdateProfileInput) -> UpdateProfileResult:
+        item = await accounts.update_profile(ctx(info), input.display_name)
+        return ProfileUpdated(user=User.of(item))

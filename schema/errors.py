@@ -1,0 +1,127 @@
+"""The one place where domain errors become GraphQL: result-union members or errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+
+from resolvers import errors
+from strawberry.extensions import MaskErrors
+
+logger = logging.getLogger("livecoins")
+
+
+@strawberry.interface(description="A failure the caller can act on.")
+class UserError:
+    message: str
+
+
+@strawberry.type
+class NotFound(UserError):
+    pass
+
+
+@strawberry.type
+class InvalidInput(UserError):
+    field: str = strawberry.field(description='The input field at fault, e.g. "quantity".')
+
+
+@strawberry.type
+class NotAllowed(UserError):
+    pass
+
+
+@strawberry.type
+class AgeRestricted(UserError):
+    pass
+
+
+@strawberry.type
+class IdempotencyConflict(UserError):
+    pass
+
+
+@strawberry.type
+class InsufficientCoins(UserError):
+    required: int
+    available: int
+
+
+@strawberry.type
+class PaymentDeclined(UserError):
+    pass
+
+
+@strawberry.type
+class InvalidState(UserError):
+    pass
+
+
+_MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
+    errors.NotFound: lambda e: NotFound(message=e.message),
+    errors.InvalidInput: lambda e: InvalidInput(message=e.message, field=e.field),
+    errors.NotAllowed: lambda e: NotAllowed(message=e.message),
+    errors.AgeRestricted: lambda e: AgeRestricted(message=e.message),
+    errors.IdempotencyConflict: lambda e: IdempotencyConflict(message=e.message),
+    errors.InsufficientCoins: lambda e: InsufficientCoins(
+        message=e.message, required=e.required, available=e.available
+    ),
+    errors.PaymentDeclined: lambda e: PaymentDeclined(message=e.message),
+    errors.InvalidState: lambda e: InvalidState(message=e.message),
+}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def returns_user_errors(resolver: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn a UserError raised below a mutation into the matching member of its result union."""
+
+    @functools.wraps(resolver)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await resolver(*args, **kwargs)
+        except errors.UserError as error:
+            member: R = _MEMBERS[type(error)](error)
+            return member
+
+    return wrapper
+
+
+_CODES = {
+    errors.Unauthenticated: "UNAUTHENTICATED",
+    errors.Forbidden: "FORBIDDEN",
+    errors.BadUserInput: "BAD_USER_INPUT",
+}
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    """True hides the message; expected errors keep it and get their extensions.code."""
+    original = error.original_error
+    if original is None:  # syntax, validation and variable errors: the caller's to fix
+        return False
+    for kind, code in _CODES.items():
+        if isinstance(original, kind):
+            error.extensions = {"code": code}
+            if isinstance(original, errors.BadUserInput):
+                error.extensions["field"] = original.field
+            return False
+    logger.error("unexpected error in %s", error.path, exc_info=original)
+    return True
+
+
+class ErrorPolicy(MaskErrors):
+    """Internal errors reach clients as "Internal error." with no message or trace."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=_should_mask, error_message="Internal error.")
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": "INTERNAL_SERVER_ERROR"}
+        return masked

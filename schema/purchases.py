@@ -1,0 +1,98 @@
+"""Coin purchases: the Purchase type and the purchaseCoins mutation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+from infra.dynamo import Item
+from resolvers import accounts, purchases
+from schema.accounts import Wallet
+from schema.catalog import CoinPackage
+from schema.common import Info, Money, ctx, timestamp
+from schema.errors import (
+    AgeRestricted,
+    IdempotencyConflict,
+    InvalidInput,
+    NotFound,
+    PaymentDeclined,
+    returns_user_errors,
+)
+
+
+@strawberry.enum
+class PurchaseStatus(Enum):
+    COMPLETED = "COMPLETED"
+    REFUNDED = "REFUNDED"
+
+
+@strawberry.type
+class Purchase:
+    id: strawberry.ID
+    coins: int
+    price: Money
+    status: PurchaseStatus
+    created_at: datetime
+    item: strawberry.Private[Item]
+
+    @strawberry.field
+    def package(self) -> CoinPackage:
+        # The package as it was sold: past purchases keep their price after a repricing.
+        item = self.item
+        return CoinPackage(
+            id=strawberry.ID(item["packageId"]), coins=item["coins"], price=self.price
+        )
+
+    @classmethod
+    def of(cls, item: Item) -> Purchase:
+        return cls(
+            id=strawberry.ID(item["id"]), coins=item["coins"],
+            price=Money.of(item["priceAmount"], item["currency"]),
+            status=PurchaseStatus(item["status"]), created_at=timestamp(item["createdAt"]),
+            item=item,
+        )
+
+
+@strawberry.type
+class CoinsPurchased:
+    purchase: Purchase
+    account_id: strawberry.Private[str]
+
+    @strawberry.field
+    async def wallet(self, info: Info) -> Wallet:
+        return Wallet.of(await accounts.wallet(ctx(info), self.account_id))
+
+
+@strawberry.input
+class PurchaseCoinsInput:
+    package_id: strawberry.ID
+    payment_token: str = strawberry.field(
+        description="From the payment provider. The local sandbox approves tok_visa and "
+        "declines tok_chargeDeclined and anything unknown."
+    )
+    idempotency_key: str = strawberry.field(
+        description="1 to 64 characters of A-Z a-z 0-9 _ - : ."
+    )
+
+
+PurchaseCoinsResult = Annotated[
+    CoinsPurchased | PaymentDeclined | NotFound | AgeRestricted | IdempotencyConflict
+    | InvalidInput,
+    strawberry.union("PurchaseCoinsResult"),
+]
+
+
+@strawberry.type
+class PurchaseMutations:
+    @strawberry.mutation(
+        description="Charge the payment token for a package and credit its coins. Adults only."
+    )
+    @returns_user_errors
+    async def purchase_coins(self, info: Info, input: PurchaseCoinsInput) -> PurchaseCoinsResult:
+        outcome = await purchases.purchase_coins(
+            ctx(info), str(input.package_id), input.payment_token, input.idempotency_key
+        )
+        return CoinsPurchased(purchase=Purchase.of(outcome.purchase), account_id=outcome.account_id)
