@@ -21,7 +21,7 @@ from resolvers.identity import Identity
 from schema import schema
 
 STATIC = Path(__file__).resolve().parent / "static"
-IDENTITY = web.AppKey("identity_key", str)
+IDENTITY = web.RequestKey("identity", Identity)
 SERVICES = web.AppKey("services", Services)
 
 
@@ -37,7 +37,7 @@ class LocalGraphQLView(GraphQLView[Context, None]):
         self._ide = (STATIC / "graphiql.html").read_text()
 
     async def get_context(self, request: web.Request, response: object) -> Context:
-        return Context(self.services, request.get("identity"))
+        return Context(self.services, request.get(IDENTITY))
 
     async def render_graphql_ide(self, request: web.Request) -> web.Response:
         return web.Response(text=self._ide, content_type="text/html")
@@ -48,6 +48,7 @@ def _unauthorized(message: str) -> web.Response:
 
 
 def verify_token(token: str, secret: str) -> Identity | None:
+    """Claims of a valid HS256 token; raises jwt.InvalidTokenError (401) otherwise."""
     claims = jwt.decode(
         token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
     )
@@ -72,7 +73,7 @@ def make_app(services: Services) -> web.Application:
                 return _unauthorized("The token is not valid.")
             if identity is None:
                 return _unauthorized("The token has no usable sub claim.")
-            request["identity"] = identity
+            request[IDENTITY] = identity
         return await handler(request)
 
     @web.middleware

@@ -8,6 +8,7 @@ pins graphql-core 3.2 (Strawberry needs 3.3), so it lives in its own virtualenv
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -22,6 +23,14 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _die_with_parent() -> None:
+    """Linux: the engine gets SIGTERM when the server process dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 class LocalEngine:
@@ -50,7 +59,7 @@ class LocalEngine:
             env.update(PERSIST_STATE="1", STATE_DIR=str(Path(self.data_dir).resolve()))
         self.process = subprocess.Popen(  # noqa: S603 - our own venv's binary
             [self.command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

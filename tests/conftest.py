@@ -1,0 +1,125 @@
+"""Shared fixtures: moto-backed services, the two entrypoint clients, DynamoDB call counts,
+and the ledger promise checked after every test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+)
+
+from moto import mock_aws  # noqa: E402
+from moto.core.botocore_stubber import BotocoreStubber  # noqa: E402
+
+from infra.config import Settings  # noqa: E402
+from infra.dynamo import from_item  # noqa: E402
+from infra.payments import SandboxPaymentProvider  # noqa: E402
+from infra.services import Services  # noqa: E402
+from infra.tables import ensure_tables  # noqa: E402
+from resolvers.catalog import seed  # noqa: E402
+from tests.clients import AiohttpClient, Client, LambdaClient, claims_for  # noqa: E402
+
+# moto is not thread-safe (FACTS.md): serialise every call into it, as DynamoDB would.
+_moto_lock = threading.Lock()
+_original_call = BotocoreStubber.__call__
+
+
+def _serialised_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+    with _moto_lock:
+        return _original_call(self, *args, **kwargs)
+
+
+BotocoreStubber.__call__ = _serialised_call  # type: ignore[method-assign]
+
+
+class CallCounter:
+    """Counts DynamoDB operations through a botocore event hook."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[str] = []
+        client.meta.events.register("before-call.dynamodb", self._record)
+
+    def _record(self, model: Any, **_: Any) -> None:
+        self.calls.append(model.name)
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.calls)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(table_prefix="test-", catalog_cache_seconds=60)
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    with mock_aws():
+        built = Services.build(settings, payments=SandboxPaymentProvider())
+        ensure_tables(built.dynamo.client, settings)
+        asyncio.run(seed(built.catalog))
+        yield built
+        assert_ledger_promise(built)
+
+
+@pytest.fixture
+def calls(services: Services) -> CallCounter:
+    return CallCounter(services.dynamo.client)
+
+
+@pytest.fixture(params=["lambda", "aiohttp"])
+async def api(request: pytest.FixtureRequest, services: Services,
+              aiohttp_client: Any) -> AsyncIterator[Client]:
+    """The same behaviour tests run through the Lambda handler and the aiohttp server."""
+    if request.param == "lambda":
+        yield LambdaClient(services)
+    else:
+        from handlers.server import make_app
+
+        test_client = await aiohttp_client(make_app(services))
+        yield AiohttpClient(test_client, services.settings.jwt_secret)
+
+
+def assert_ledger_promise(services: Services) -> None:
+    """For every account: the ledger sums to the wallet, and nothing is negative."""
+    client = services.dynamo.client
+    accounts = [from_item(i) for page in client.get_paginator("scan").paginate(
+        TableName=services.settings.table("accounts")) for i in page["Items"]]
+    entries = [from_item(i) for page in client.get_paginator("scan").paginate(
+        TableName=services.settings.table("ledger")) for i in page["Items"]]
+    coins: Counter[str] = Counter()
+    diamonds: Counter[str] = Counter()
+    for entry in entries:
+        coins[entry["accountId"]] += entry["coins"]
+        diamonds[entry["accountId"]] += entry["diamonds"]
+    known = {a["id"] for a in accounts}
+    assert set(coins) <= known, "ledger entries for an account that does not exist"
+    for account in accounts:
+        assert account["coins"] >= 0 and account["diamonds"] >= 0, account
+        assert account["coins"] == coins[account["id"]], account
+        assert account["diamonds"] == diamonds[account["id"]], account
+
+
+@pytest.fixture
+def alice() -> dict[str, Any]:
+    return claims_for("alice", name="Alice")
+
+
+@pytest.fixture
+def minor() -> dict[str, Any]:
+    return claims_for("kid", birthdate="2015-06-01")
+
+
+@pytest.fixture
+def admin() -> dict[str, Any]:
+    return claims_for("root", admin=True)
