@@ -8,7 +8,9 @@ ALLOWED_HEADERS = "authorization, content-type"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 
 
-def cors_headers(origin: str | None, allowed: Sequence[str], preflight: bool = False) -> dict[str, str]:
+def cors_headers(
+    origin: str | None, allowed: Sequence[str], preflight: bool = False
+) -> dict[str, str]:
     """Headers that let `origin` read the response; none when it is not allowed."""
     if not origin or not allowed:
         return {}

@@ -79,7 +79,9 @@ class ApiGatewayV2Request(AsyncHTTPRequestAdapter):
 
 
 class LambdaGraphQLView(
-    AsyncBaseHTTPView[APIGatewayProxyEventV2, LambdaResponse, LambdaResponse, Any, Any, Context, None]
+    AsyncBaseHTTPView[
+        APIGatewayProxyEventV2, LambdaResponse, LambdaResponse, Any, Any, Context, None
+    ]
 ):
     allow_queries_via_get = True
     request_adapter_class = ApiGatewayV2Request
@@ -92,7 +94,9 @@ class LambdaGraphQLView(
         self.protocols = ()
         self.allowed_origins = ()
 
-    async def get_context(self, request: APIGatewayProxyEventV2, response: LambdaResponse) -> Context:
+    async def get_context(
+        self, request: APIGatewayProxyEventV2, response: LambdaResponse
+    ) -> Context:
         authorizer = request.raw_event.get("requestContext", {}).get("authorizer") or {}
         claims = (authorizer.get("jwt") or {}).get("claims") or {}
         return Context(self.services, Identity.from_claims(claims) if claims else None)
@@ -104,7 +108,8 @@ class LambdaGraphQLView(
         return {"statusCode": 200, "headers": {}}
 
     def create_response(
-        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
         sub_response: LambdaResponse,
     ) -> LambdaResponse:
         return {
@@ -117,8 +122,11 @@ class LambdaGraphQLView(
         raise HTTPException(404, "Not Found")
 
     async def create_streaming_response(
-        self, request: APIGatewayProxyEventV2, stream: Callable[[], AsyncGenerator[str, None]],
-        sub_response: LambdaResponse, headers: Mapping[str, str],
+        self,
+        request: APIGatewayProxyEventV2,
+        stream: Callable[[], AsyncGenerator[str, None]],
+        sub_response: LambdaResponse,
+        headers: Mapping[str, str],
     ) -> LambdaResponse:
         raise HTTPException(400, "Streaming is not supported on this endpoint")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jwt
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
@@ -49,9 +50,7 @@ def _unauthorized(message: str) -> web.Response:
 
 def verify_token(token: str, secret: str) -> Identity | None:
     """Claims of a valid HS256 token; raises jwt.InvalidTokenError (401) otherwise."""
-    claims = jwt.decode(
-        token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
-    )
+    claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]})
     return Identity.from_claims(claims)
 
 
@@ -59,7 +58,7 @@ def make_app(services: Services) -> web.Application:
     settings = services.settings
 
     @web.middleware
-    async def authenticate(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
         if header:
             scheme, _, token = header.partition(" ")
@@ -77,10 +76,12 @@ def make_app(services: Services) -> web.Application:
         return await handler(request)
 
     @web.middleware
-    async def cors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         if request.method == "OPTIONS":
-            return web.Response(status=204, headers=cors_headers(origin, settings.cors_origins, True))
+            return web.Response(
+                status=204, headers=cors_headers(origin, settings.cors_origins, True)
+            )
         try:
             response = await handler(request)
         except web.HTTPException as error:

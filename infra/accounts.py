@@ -57,7 +57,11 @@ class AccountsRepo:
         )
 
     def credit_action(
-        self, account_id: str, coins: int, diamonds: int, display_name: str,
+        self,
+        account_id: str,
+        coins: int,
+        diamonds: int,
+        display_name: str,
         birthdate: str | None,
     ) -> dict[str, Any]:
         """Add to the balances, creating the account if this is its first sight."""
@@ -68,7 +72,11 @@ class AccountsRepo:
             "createdAt = if_not_exists(createdAt, :t)"
         )
         values: dict[str, Any] = {
-            ":zero": 0, ":c": coins, ":d": diamonds, ":n": display_name, ":t": iso(now()),
+            ":zero": 0,
+            ":c": coins,
+            ":d": diamonds,
+            ":n": display_name,
+            ":t": iso(now()),
         }
         if birthdate is not None:
             expression += ", birthdate = :b"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # Logical table names, as in template.yaml without the "Table" suffix.
@@ -47,7 +47,9 @@ class Settings:
             for name in TABLES
             if env.get(f"LIVECOINS_{name.upper()}_TABLE")
         }
-        origins = tuple(o.strip() for o in env.get("LIVECOINS_CORS_ORIGINS", "").split(",") if o.strip())
+        origins = tuple(
+            o.strip() for o in env.get("LIVECOINS_CORS_ORIGINS", "").split(",") if o.strip()
+        )
         return cls(
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             dynamodb_endpoint=env.get("LIVECOINS_DYNAMODB_ENDPOINT") or None,

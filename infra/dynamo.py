@@ -87,7 +87,9 @@ class Dynamo:
         result: dict[str, Any] = await asyncio.to_thread(method, **kwargs)
         return result
 
-    async def get(self, table: str, key: Mapping[str, Any], consistent: bool = False) -> Item | None:
+    async def get(
+        self, table: str, key: Mapping[str, Any], consistent: bool = False
+    ) -> Item | None:
         response = await self._call(
             "get_item", TableName=self.table(table), Key=to_item(key), ConsistentRead=consistent
         )
@@ -186,7 +188,9 @@ class Dynamo:
         name = self.table(table)
         unique = list({tuple(sorted(k.items())): k for k in keys}.values())
         for start in range(0, len(unique), 100):
-            request: dict[str, Any] = {name: {"Keys": [to_item(k) for k in unique[start : start + 100]]}}
+            request: dict[str, Any] = {
+                name: {"Keys": [to_item(k) for k in unique[start : start + 100]]}
+            }
             for attempt in range(8):
                 response = await self._call("batch_get_item", RequestItems=request)
                 found.extend(from_item(i) for i in response.get("Responses", {}).get(name, []))
@@ -212,27 +216,41 @@ class Dynamo:
 
     # Builders for transaction actions, so repositories state intent, not wire format.
     def put_action(
-        self, table: str, item: Mapping[str, Any], condition: str | None = None,
-        names: Mapping[str, str] | None = None, values: Mapping[str, Any] | None = None,
+        self,
+        table: str,
+        item: Mapping[str, Any],
+        condition: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"TableName": self.table(table), "Item": to_item(item)}
         _conditions(body, condition, names, values)
         return {"Put": body}
 
     def update_action(
-        self, table: str, key: Mapping[str, Any], expression: str,
-        condition: str | None = None, names: Mapping[str, str] | None = None,
+        self,
+        table: str,
+        key: Mapping[str, Any],
+        expression: str,
+        condition: str | None = None,
+        names: Mapping[str, str] | None = None,
         values: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "TableName": self.table(table), "Key": to_item(key), "UpdateExpression": expression,
+            "TableName": self.table(table),
+            "Key": to_item(key),
+            "UpdateExpression": expression,
         }
         _conditions(body, condition, names, values)
         return {"Update": body}
 
     def check_action(
-        self, table: str, key: Mapping[str, Any], condition: str,
-        names: Mapping[str, str] | None = None, values: Mapping[str, Any] | None = None,
+        self,
+        table: str,
+        key: Mapping[str, Any],
+        condition: str,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"TableName": self.table(table), "Key": to_item(key)}
         _conditions(body, condition, names, values)
@@ -240,7 +258,9 @@ class Dynamo:
 
 
 def _conditions(
-    body: dict[str, Any], condition: str | None, names: Mapping[str, str] | None,
+    body: dict[str, Any],
+    condition: str | None,
+    names: Mapping[str, str] | None,
     values: Mapping[str, Any] | None,
 ) -> None:
     if condition:

@@ -58,8 +58,12 @@ class LocalEngine:
             Path(self.data_dir).mkdir(parents=True, exist_ok=True)
             env.update(PERSIST_STATE="1", STATE_DIR=str(Path(self.data_dir).resolve()))
         self.process = subprocess.Popen(  # noqa: S603 - our own venv's binary
-            [self.command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+            [self.command],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

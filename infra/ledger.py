@@ -19,20 +19,32 @@ class LedgerRepo:
         self.dynamo = dynamo
 
     def put_action(
-        self, *, entry_id: str, account_id: str, kind: str, coins: int, diamonds: int,
-        reference_id: str, created_at: str,
+        self,
+        *,
+        entry_id: str,
+        account_id: str,
+        kind: str,
+        coins: int,
+        diamonds: int,
+        reference_id: str,
+        created_at: str,
     ) -> dict[str, Any]:
         item = {
-            "accountId": account_id, "entryId": entry_id, "kind": kind, "coins": coins,
-            "diamonds": diamonds, "referenceId": reference_id, "createdAt": created_at,
+            "accountId": account_id,
+            "entryId": entry_id,
+            "kind": kind,
+            "coins": coins,
+            "diamonds": diamonds,
+            "referenceId": reference_id,
+            "createdAt": created_at,
         }
         return self.dynamo.put_action(
-            TABLE, item, condition="attribute_not_exists(entryId)",
+            TABLE,
+            item,
+            condition="attribute_not_exists(entryId)",
         )
 
-    async def page(
-        self, account_id: str, first: int, after: str | None
-    ) -> tuple[list[Item], bool]:
+    async def page(self, account_id: str, first: int, after: str | None) -> tuple[list[Item], bool]:
         """Up to `first` entries, newest first, after the cursor; and whether more exist."""
         start = None
         if after:
@@ -58,8 +70,12 @@ class LedgerRepo:
         start = None
         while True:
             page, start = await self.dynamo.query(
-                TABLE, "accountId = :a", names={}, values={":a": account_id},
-                start_key=start, consistent=True,
+                TABLE,
+                "accountId = :a",
+                names={},
+                values={":a": account_id},
+                start_key=start,
+                consistent=True,
             )
             items.extend(page)
             if not start:

@@ -52,7 +52,8 @@ class SandboxPaymentProvider:
                 result = Charge(new_id("ch"), True, amount, currency)
                 self.charges.append(result)
             else:
-                reason = "card_declined" if token == "tok_chargeDeclined" else "invalid_token"
+                declined = token == "tok_chargeDeclined"  # noqa: S105 - sandbox test token
+                reason = "card_declined" if declined else "invalid_token"
                 result = Charge(new_id("ch"), False, amount, currency, reason)
             self._by_key[idempotency_key] = result
             return result

@@ -21,6 +21,4 @@ class PurchasesRepo:
         return await self.dynamo.get(TABLE, {"id": purchase_id}, consistent=True)
 
     def put_action(self, purchase: dict[str, Any]) -> dict[str, Any]:
-        return self.dynamo.put_action(
-            TABLE, purchase, condition="attribute_not_exists(id)"
-        )
+        return self.dynamo.put_action(TABLE, purchase, condition="attribute_not_exists(id)")

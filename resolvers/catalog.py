@@ -13,14 +13,24 @@ from resolvers.errors import BadUserInput, InvalidInput
 from resolvers.money import CURRENCIES
 
 DEFAULT_PACKAGES = [  # (coins, price in US cents)
-    (70, 99), (350, 499), (700, 999), (1_400, 1_999), (3_500, 4_999), (7_000, 9_999),
+    (70, 99),
+    (350, 499),
+    (700, 999),
+    (1_400, 1_999),
+    (3_500, 4_999),
+    (7_000, 9_999),
     (17_500, 24_999),
 ]
 DEFAULT_GIFTS = [  # (id, name, coins = diamonds)
-    ("rose", "Rose", 1), ("panda", "Panda", 5), ("love-bang", "Love Bang", 25),
-    ("rainbow-puke", "Rainbow Puke", 100), ("concert", "Concert", 500),
-    ("galaxy", "Galaxy", 1_000), ("drama-queen", "Drama Queen", 5_000),
-    ("interstellar", "Interstellar", 10_000), ("lion", "Lion", 29_999),
+    ("rose", "Rose", 1),
+    ("panda", "Panda", 5),
+    ("love-bang", "Love Bang", 25),
+    ("rainbow-puke", "Rainbow Puke", 100),
+    ("concert", "Concert", 500),
+    ("galaxy", "Galaxy", 1_000),
+    ("drama-queen", "Drama Queen", 5_000),
+    ("interstellar", "Interstellar", 10_000),
+    ("lion", "Lion", 29_999),
     ("universe", "Universe", 44_999),
 ]
 MAX_COINS = 10_000_000
@@ -32,12 +42,24 @@ async def seed(catalog: CatalogRepo) -> int:
     added = 0
     stamp = iso(now())
     for coins, cents in DEFAULT_PACKAGES:
-        item = {"id": f"coins-{coins}", "coins": coins, "priceAmount": cents, "currency": "USD",
-                "active": True, "updatedAt": stamp}
+        item = {
+            "id": f"coins-{coins}",
+            "coins": coins,
+            "priceAmount": cents,
+            "currency": "USD",
+            "active": True,
+            "updatedAt": stamp,
+        }
         added += await catalog.add_if_absent(PACKAGE, item)
     for gift_id, name, coins in DEFAULT_GIFTS:
-        item = {"id": gift_id, "name": name, "coins": coins, "diamonds": coins, "active": True,
-                "updatedAt": stamp}
+        item = {
+            "id": gift_id,
+            "name": name,
+            "coins": coins,
+            "diamonds": coins,
+            "active": True,
+            "updatedAt": stamp,
+        }
         added += await catalog.add_if_absent(GIFT, item)
     return added
 
@@ -71,8 +93,14 @@ async def upsert_package(
     _checked(validation.int_range, price_amount, "priceAmount", 1, MAX_PRICE)
     if currency not in CURRENCIES:
         raise BadUserInput(f"currency must be one of {', '.join(sorted(CURRENCIES))}", "currency")
-    item = {"id": package_id, "coins": coins, "priceAmount": price_amount,
-            "currency": currency, "active": active, "updatedAt": iso(now())}
+    item = {
+        "id": package_id,
+        "coins": coins,
+        "priceAmount": price_amount,
+        "currency": currency,
+        "active": active,
+        "updatedAt": iso(now()),
+    }
     return await ctx.services.catalog.upsert(PACKAGE, item)
 
 
@@ -85,6 +113,12 @@ async def upsert_gift(
     _checked(validation.int_range, coins, "coins", 1, MAX_COINS)
     # A gift never pays out more diamonds than the coins it costs.
     _checked(validation.int_range, diamonds, "diamonds", 0, coins)
-    item = {"id": gift_id, "name": clean_name, "coins": coins, "diamonds": diamonds,
-            "active": active, "updatedAt": iso(now())}
+    item = {
+        "id": gift_id,
+        "name": clean_name,
+        "coins": coins,
+        "diamonds": diamonds,
+        "active": active,
+        "updatedAt": iso(now()),
+    }
     return await ctx.services.catalog.upsert(GIFT, item)

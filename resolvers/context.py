@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+
 from strawberry.dataloader import DataLoader
 
 from infra.dynamo import Item

@@ -50,9 +50,14 @@ async def purchase_coins(
     if package and package["active"]:
         snapshot = {k: package[k] for k in ("id", "coins", "priceAmount", "currency")}
     claim = await services.idempotency.claim(
-        key, digest,
-        {"purchaseId": new_id("pur"), "entryId": new_id("tx"), "package": snapshot,
-         "createdAt": iso(now())},
+        key,
+        digest,
+        {
+            "purchaseId": new_id("pur"),
+            "entryId": new_id("tx"),
+            "package": snapshot,
+            "createdAt": iso(now()),
+        },
     )
     record = claim.record
     if record["requestHash"] != digest:
@@ -81,9 +86,14 @@ async def _credit(ctx: Context, record: Item, digest: str, charge_id: str) -> Pu
     identity = ctx.require_identity()
     package = record["package"]
     purchase = {
-        "id": record["purchaseId"], "accountId": identity.sub, "packageId": package["id"],
-        "coins": package["coins"], "priceAmount": package["priceAmount"],
-        "currency": package["currency"], "status": "COMPLETED", "chargeId": charge_id,
+        "id": record["purchaseId"],
+        "accountId": identity.sub,
+        "packageId": package["id"],
+        "coins": package["coins"],
+        "priceAmount": package["priceAmount"],
+        "currency": package["currency"],
+        "status": "COMPLETED",
+        "chargeId": charge_id,
         "createdAt": record["createdAt"],
     }
     actions = [
@@ -91,8 +101,12 @@ async def _credit(ctx: Context, record: Item, digest: str, charge_id: str) -> Pu
             identity.sub, package["coins"], 0, identity.initial_display_name, identity.birthdate
         ),
         services.ledger.put_action(
-            entry_id=record["entryId"], account_id=identity.sub, kind="PURCHASE",
-            coins=package["coins"], diamonds=0, reference_id=purchase["id"],
+            entry_id=record["entryId"],
+            account_id=identity.sub,
+            kind="PURCHASE",
+            coins=package["coins"],
+            diamonds=0,
+            reference_id=purchase["id"],
             created_at=record["createdAt"],
         ),
         services.purchases.put_action(purchase),

@@ -99,8 +99,10 @@ class Account:
             TransactionEdge(
                 cursor=ledger.cursor(i),
                 node=Transaction(
-                    id=strawberry.ID(i["entryId"]), kind=TransactionKind(i["kind"]),
-                    coins=i["coins"], diamonds=i["diamonds"],
+                    id=strawberry.ID(i["entryId"]),
+                    kind=TransactionKind(i["kind"]),
+                    coins=i["coins"],
+                    diamonds=i["diamonds"],
                     reference_id=strawberry.ID(i["referenceId"]),
                     created_at=timestamp(i["createdAt"]),
                 ),

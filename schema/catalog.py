@@ -18,7 +18,8 @@ class CoinPackage:
     @classmethod
     def of(cls, item: Item) -> CoinPackage:
         return cls(
-            id=strawberry.ID(item["id"]), coins=item["coins"],
+            id=strawberry.ID(item["id"]),
+            coins=item["coins"],
             price=Money.of(item["priceAmount"], item["currency"]),
         )
 
@@ -33,7 +34,9 @@ class Gift:
     @classmethod
     def of(cls, item: Item) -> Gift:
         return cls(
-            id=strawberry.ID(item["id"]), name=item["name"], coins=item["coins"],
+            id=strawberry.ID(item["id"]),
+            name=item["name"],
+            coins=item["coins"],
             diamonds=item["diamonds"],
         )
 
@@ -72,7 +75,11 @@ class CatalogMutations:
     @strawberry.mutation(description="Admin only.")
     async def upsert_coin_package(self, info: Info, input: CoinPackageInput) -> CoinPackage:
         item = await catalog.upsert_package(
-            ctx(info), str(input.id), input.coins, input.price_amount, input.currency,
+            ctx(info),
+            str(input.id),
+            input.coins,
+            input.price_amount,
+            input.currency,
             input.active,
         )
         return CoinPackage.of(item)

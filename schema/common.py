@@ -24,7 +24,9 @@ class Money:
 
     @classmethod
     def of(cls, amount: int, currency: str) -> Money:
-        return cls(amount=amount, currency=currency, formatted=MoneyValue(amount, currency).formatted)
+        return cls(
+            amount=amount, currency=currency, formatted=MoneyValue(amount, currency).formatted
+        )
 
 
 @strawberry.type

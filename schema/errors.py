@@ -9,9 +9,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
 
 from resolvers import errors
-from strawberry.extensions import MaskErrors
 
 logger = logging.getLogger("livecoins")
 

@@ -49,9 +49,11 @@ class Purchase:
     @classmethod
     def of(cls, item: Item) -> Purchase:
         return cls(
-            id=strawberry.ID(item["id"]), coins=item["coins"],
+            id=strawberry.ID(item["id"]),
+            coins=item["coins"],
             price=Money.of(item["priceAmount"], item["currency"]),
-            status=PurchaseStatus(item["status"]), created_at=timestamp(item["createdAt"]),
+            status=PurchaseStatus(item["status"]),
+            created_at=timestamp(item["createdAt"]),
             item=item,
         )
 
@@ -73,13 +75,15 @@ class PurchaseCoinsInput:
         description="From the payment provider. The local sandbox approves tok_visa and "
         "declines tok_chargeDeclined and anything unknown."
     )
-    idempotency_key: str = strawberry.field(
-        description="1 to 64 characters of A-Z a-z 0-9 _ - : ."
-    )
+    idempotency_key: str = strawberry.field(description="1 to 64 characters of A-Z a-z 0-9 _ - : .")
 
 
 PurchaseCoinsResult = Annotated[
-    CoinsPurchased | PaymentDeclined | NotFound | AgeRestricted | IdempotencyConflict
+    CoinsPurchased
+    | PaymentDeclined
+    | NotFound
+    | AgeRestricted
+    | IdempotencyConflict
     | InvalidInput,
     strawberry.union("PurchaseCoinsResult"),
 ]

@@ -39,8 +39,9 @@ class Response:
         return json.loads(self.body)
 
 
-def claims_for(sub: str, birthdate: str | None = "1990-01-01", name: str | None = None,
-               admin: bool = False) -> dict[str, Any]:
+def claims_for(
+    sub: str, birthdate: str | None = "1990-01-01", name: str | None = None, admin: bool = False
+) -> dict[str, Any]:
     claims: dict[str, Any] = {"sub": sub}
     if birthdate:
         claims["birthdate"] = birthdate
@@ -54,13 +55,22 @@ def claims_for(sub: str, birthdate: str | None = "1990-01-01", name: str | None 
 class Client:
     kind = ""
 
-    async def request(self, method: str = "POST", body: str | bytes | None = None,
-                      query: dict[str, str] | None = None, claims: dict[str, Any] | None = None,
-                      headers: dict[str, str] | None = None) -> Response:
+    async def request(
+        self,
+        method: str = "POST",
+        body: str | bytes | None = None,
+        query: dict[str, str] | None = None,
+        claims: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         raise NotImplementedError
 
-    async def gql(self, document: str, variables: dict[str, Any] | None = None,
-                  user: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def gql(
+        self,
+        document: str,
+        variables: dict[str, Any] | None = None,
+        user: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """POST a GraphQL document; returns the response JSON (asserting HTTP 200)."""
         body = json.dumps({"query": document, "variables": variables or {}})
         response = await self.request("POST", body, claims=user)
@@ -68,8 +78,12 @@ class Client:
         result: dict[str, Any] = response.json
         return result
 
-    async def data(self, document: str, variables: dict[str, Any] | None = None,
-                   user: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def data(
+        self,
+        document: str,
+        variables: dict[str, Any] | None = None,
+        user: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Like gql, asserting there are no GraphQL errors."""
         result = await self.gql(document, variables, user)
         assert not result.get("errors"), result["errors"]
@@ -92,9 +106,14 @@ class LambdaClient(Client):
         finally:
             self.idle.append(handler)
 
-    async def request(self, method: str = "POST", body: str | bytes | None = None,
-                      query: dict[str, str] | None = None, claims: dict[str, Any] | None = None,
-                      headers: dict[str, str] | None = None) -> Response:
+    async def request(
+        self,
+        method: str = "POST",
+        body: str | bytes | None = None,
+        query: dict[str, str] | None = None,
+        claims: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         event = copy.deepcopy(load_event("apiGatewayProxyEventV2"))
         event["requestContext"]["http"]["method"] = method
         event["headers"].update({k.lower(): v for k, v in (headers or {}).items()})
@@ -128,9 +147,14 @@ class AiohttpClient(Client):
         payload = {**claims, "exp": int(time.time()) + expires_in}
         return jwt.encode(payload, self.secret, algorithm="HS256")
 
-    async def request(self, method: str = "POST", body: str | bytes | None = None,
-                      query: dict[str, str] | None = None, claims: dict[str, Any] | None = None,
-                      headers: dict[str, str] | None = None) -> Response:
+    async def request(
+        self,
+        method: str = "POST",
+        body: str | bytes | None = None,
+        query: dict[str, str] | None = None,
+        claims: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         all_headers = {"Content-Type": "application/json", **(headers or {})}
         if claims is not None:
             all_headers["Authorization"] = f"Bearer {self.token(claims)}"

@@ -16,16 +16,16 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
 )
 
-from moto import mock_aws  # noqa: E402
-from moto.core.botocore_stubber import BotocoreStubber  # noqa: E402
+from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 
-from infra.config import Settings  # noqa: E402
-from infra.dynamo import from_item  # noqa: E402
-from infra.payments import SandboxPaymentProvider  # noqa: E402
-from infra.services import Services  # noqa: E402
-from infra.tables import ensure_tables  # noqa: E402
-from resolvers.catalog import seed  # noqa: E402
-from tests.clients import AiohttpClient, Client, LambdaClient, claims_for  # noqa: E402
+from infra.config import Settings
+from infra.dynamo import from_item
+from infra.payments import SandboxPaymentProvider
+from infra.services import Services
+from infra.tables import ensure_tables
+from resolvers.catalog import seed
+from tests.clients import AiohttpClient, Client, LambdaClient, claims_for
 
 # moto is not thread-safe (FACTS.md): serialise every call into it, as DynamoDB would.
 _moto_lock = threading.Lock()
@@ -78,8 +78,9 @@ def calls(services: Services) -> CallCounter:
 
 
 @pytest.fixture(params=["lambda", "aiohttp"])
-async def api(request: pytest.FixtureRequest, services: Services,
-              aiohttp_client: Any) -> AsyncIterator[Client]:
+async def api(
+    request: pytest.FixtureRequest, services: Services, aiohttp_client: Any
+) -> AsyncIterator[Client]:
     """The same behaviour tests run through the Lambda handler and the aiohttp server."""
     if request.param == "lambda":
         yield LambdaClient(services)
@@ -93,10 +94,20 @@ async def api(request: pytest.FixtureRequest, services: Services,
 def assert_ledger_promise(services: Services) -> None:
     """For every account: the ledger sums to the wallet, and nothing is negative."""
     client = services.dynamo.client
-    accounts = [from_item(i) for page in client.get_paginator("scan").paginate(
-        TableName=services.settings.table("accounts")) for i in page["Items"]]
-    entries = [from_item(i) for page in client.get_paginator("scan").paginate(
-        TableName=services.settings.table("ledger")) for i in page["Items"]]
+    accounts = [
+        from_item(i)
+        for page in client.get_paginator("scan").paginate(
+            TableName=services.settings.table("accounts")
+        )
+        for i in page["Items"]
+    ]
+    entries = [
+        from_item(i)
+        for page in client.get_paginator("scan").paginate(
+            TableName=services.settings.table("ledger")
+        )
+        for i in page["Items"]
+    ]
     coins: Counter[str] = Counter()
     diamonds: Counter[str] = Counter()
     for entry in entries:

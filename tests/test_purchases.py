@@ -24,8 +24,9 @@ mutation Buy($input: PurchaseCoinsInput!) {
 WALLET = "{ me { wallet { coins diamonds } } }"
 
 
-async def buy(api: Client, user: dict[str, Any], key: str, package: str = "coins-70",
-              token: str = "tok_visa") -> dict[str, Any]:
+async def buy(
+    api: Client, user: dict[str, Any], key: str, package: str = "coins-70", token: str = "tok_visa"
+) -> dict[str, Any]:
     variables = {"input": {"packageId": package, "paymentToken": token, "idempotencyKey": key}}
     data = await api.data(PURCHASE, variables, user)
     result: dict[str, Any] = data["purchaseCoins"]
@@ -37,8 +38,9 @@ async def coins_of(api: Client, user: dict[str, Any]) -> int:
     return coins
 
 
-async def test_purchase_credits_coins_and_ledger(api: Client, alice: dict[str, Any],
-                                                 services: Services) -> None:
+async def test_purchase_credits_coins_and_ledger(
+    api: Client, alice: dict[str, Any], services: Services
+) -> None:
     # GIVEN a new adult account WHEN it buys the 350-coin package
     result = await buy(api, alice, "k-1", "coins-350")
     # THEN it is charged $4.99 once and credited 350 coins with one PURCHASE entry
@@ -48,15 +50,18 @@ async def test_purchase_credits_coins_and_ledger(api: Client, alice: dict[str, A
     assert result["purchase"]["price"] == {"amount": 499, "currency": "USD", "formatted": "$4.99"}
     assert result["wallet"] == {"coins": 350, "diamonds": 0}
     assert [c.amount for c in services.payments.charges] == [499]  # type: ignore[attr-defined]
-    me = await api.data("{ me { transactions { edges { node { kind coins diamonds referenceId } } } } }",
-                        user=alice)
+    me = await api.data(
+        "{ me { transactions { edges { node { kind coins diamonds referenceId } } } } }", user=alice
+    )
     nodes = [e["node"] for e in me["me"]["transactions"]["edges"]]
-    assert nodes == [{"kind": "PURCHASE", "coins": 350, "diamonds": 0,
-                      "referenceId": result["purchase"]["id"]}]
+    assert nodes == [
+        {"kind": "PURCHASE", "coins": 350, "diamonds": 0, "referenceId": result["purchase"]["id"]}
+    ]
 
 
-async def test_same_key_same_input_replays_first_result(api: Client, alice: dict[str, Any],
-                                                        services: Services) -> None:
+async def test_same_key_same_input_replays_first_result(
+    api: Client, alice: dict[str, Any], services: Services
+) -> None:
     first = await buy(api, alice, "k-1")
     again = await buy(api, alice, "k-1")
     assert again["purchase"]["id"] == first["purchase"]["id"]
@@ -79,8 +84,9 @@ async def test_keys_are_scoped_to_the_caller(api: Client, alice: dict[str, Any])
     assert await coins_of(api, bob) == 70
 
 
-async def test_idempotency_record_has_ttl_of_at_least_a_day(alice: dict[str, Any], api: Client,
-                                                            services: Services) -> None:
+async def test_idempotency_record_has_ttl_of_at_least_a_day(
+    alice: dict[str, Any], api: Client, services: Services
+) -> None:
     import time
 
     await buy(api, alice, "k-ttl")
@@ -90,8 +96,9 @@ async def test_idempotency_record_has_ttl_of_at_least_a_day(alice: dict[str, Any
 
 
 @pytest.mark.parametrize("token", ["tok_chargeDeclined", "tok_unknown"])
-async def test_declined_payment_changes_nothing_and_replays(api: Client, alice: dict[str, Any],
-                                                            token: str, services: Services) -> None:
+async def test_declined_payment_changes_nothing_and_replays(
+    api: Client, alice: dict[str, Any], token: str, services: Services
+) -> None:
     result = await buy(api, alice, "k-d", token=token)
     assert result["__typename"] == "PaymentDeclined"
     assert (await buy(api, alice, "k-d", token=token))["__typename"] == "PaymentDeclined"
@@ -106,26 +113,40 @@ async def test_minors_and_missing_birthdates_cannot_buy(api: Client, minor: dict
     assert await coins_of(api, minor) == 0
 
 
-async def test_unknown_and_inactive_packages_are_not_found(api: Client, alice: dict[str, Any],
-                                                           admin: dict[str, Any]) -> None:
+async def test_unknown_and_inactive_packages_are_not_found(
+    api: Client, alice: dict[str, Any], admin: dict[str, Any]
+) -> None:
     assert (await buy(api, alice, "k1", "coins-3"))["__typename"] == "NotFound"
-    await api.data('mutation { upsertCoinPackage(input: {id: "coins-70", coins: 70, '
-                   'priceAmount: 99, active: false}) { id } }', user=admin)
+    await api.data(
+        'mutation { upsertCoinPackage(input: {id: "coins-70", coins: 70, '
+        "priceAmount: 99, active: false}) { id } }",
+        user=admin,
+    )
     assert (await buy(api, alice, "k2", "coins-70"))["__typename"] == "NotFound"
     assert await coins_of(api, alice) == 0
 
 
-@pytest.mark.parametrize(("field", "input_"), [
-    ("idempotencyKey", {"idempotencyKey": ""}),
-    ("idempotencyKey", {"idempotencyKey": "x" * 65}),
-    ("idempotencyKey", {"idempotencyKey": "has space"}),
-    ("packageId", {"packageId": "bad id!"}),
-    ("paymentToken", {"paymentToken": "  "}),
-])
-async def test_bad_input_names_the_field(api: Client, alice: dict[str, Any], field: str,
-                                         input_: dict[str, str]) -> None:
-    variables = {"input": {"packageId": "coins-70", "paymentToken": "tok_visa",
-                           "idempotencyKey": "k", **input_}}
+@pytest.mark.parametrize(
+    ("field", "input_"),
+    [
+        ("idempotencyKey", {"idempotencyKey": ""}),
+        ("idempotencyKey", {"idempotencyKey": "x" * 65}),
+        ("idempotencyKey", {"idempotencyKey": "has space"}),
+        ("packageId", {"packageId": "bad id!"}),
+        ("paymentToken", {"paymentToken": "  "}),
+    ],
+)
+async def test_bad_input_names_the_field(
+    api: Client, alice: dict[str, Any], field: str, input_: dict[str, str]
+) -> None:
+    variables = {
+        "input": {
+            "packageId": "coins-70",
+            "paymentToken": "tok_visa",
+            "idempotencyKey": "k",
+            **input_,
+        }
+    }
     result = (await api.data(PURCHASE, variables, alice))["purchaseCoins"]
     assert result["__typename"] == "InvalidInput"
     assert result["field"] == field
@@ -133,17 +154,22 @@ async def test_bad_input_names_the_field(api: Client, alice: dict[str, Any], fie
 
 
 async def test_anonymous_purchase_is_unauthenticated(api: Client) -> None:
-    variables = {"input": {"packageId": "coins-70", "paymentToken": "tok_visa",
-                           "idempotencyKey": "k"}}
+    variables = {
+        "input": {"packageId": "coins-70", "paymentToken": "tok_visa", "idempotencyKey": "k"}
+    }
     result = await api.gql(PURCHASE, variables)
     assert result["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
-async def test_past_purchases_keep_their_price(api: Client, alice: dict[str, Any],
-                                               admin: dict[str, Any], services: Services) -> None:
+async def test_past_purchases_keep_their_price(
+    api: Client, alice: dict[str, Any], admin: dict[str, Any], services: Services
+) -> None:
     first = await buy(api, alice, "k1")
-    await api.data('mutation { upsertCoinPackage(input: {id: "coins-70", coins: 70, '
-                   'priceAmount: 149}) { id } }', user=admin)
+    await api.data(
+        'mutation { upsertCoinPackage(input: {id: "coins-70", coins: 70, '
+        "priceAmount: 149}) { id } }",
+        user=admin,
+    )
     second = await buy(api, alice, "k2")
     replay = await buy(api, alice, "k1")
     assert first["purchase"]["price"]["amount"] == 99
@@ -151,8 +177,9 @@ async def test_past_purchases_keep_their_price(api: Client, alice: dict[str, Any
     assert replay["purchase"]["price"]["amount"] == 99
 
 
-async def test_concurrent_distinct_keys_each_land_once(api: Client, alice: dict[str, Any],
-                                                       services: Services) -> None:
+async def test_concurrent_distinct_keys_each_land_once(
+    api: Client, alice: dict[str, Any], services: Services
+) -> None:
     results = await asyncio.gather(*(buy(api, alice, f"k-{i}") for i in range(12)))
     assert {r["__typename"] for r in results} == {"CoinsPurchased"}
     assert len({r["purchase"]["id"] for r in results}) == 12
@@ -160,8 +187,9 @@ async def test_concurrent_distinct_keys_each_land_once(api: Client, alice: dict[
     assert len(services.payments.charges) == 12  # type: ignore[attr-defined]
 
 
-async def test_concurrent_repeats_of_one_key_land_once(api: Client, alice: dict[str, Any],
-                                                       services: Services) -> None:
+async def test_concurrent_repeats_of_one_key_land_once(
+    api: Client, alice: dict[str, Any], services: Services
+) -> None:
     results = await asyncio.gather(*(buy(api, alice, "same") for _ in range(12)))
     assert {r["__typename"] for r in results} == {"CoinsPurchased"}
     assert len({r["purchase"]["id"] for r in results}) == 1
@@ -169,9 +197,9 @@ async def test_concurrent_repeats_of_one_key_land_once(api: Client, alice: dict[
     assert len(services.payments.charges) == 1  # type: ignore[attr-defined]
 
 
-async def test_crash_between_charge_and_credit_then_retry(api: Client, alice: dict[str, Any],
-                                                          services: Services,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_crash_between_charge_and_credit_then_retry(
+    api: Client, alice: dict[str, Any], services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # GIVEN the credit transaction fails once after the card was charged
     real_transact = services.dynamo.transact
     failures = []
@@ -184,8 +212,17 @@ async def test_crash_between_charge_and_credit_then_retry(api: Client, alice: di
 
     monkeypatch.setattr(services.dynamo, "transact", crash_once)
     # WHEN the first attempt errors (masked) and the client retries with the same key
-    result = await api.gql(PURCHASE, {"input": {"packageId": "coins-70", "paymentToken": "tok_visa",
-                                                "idempotencyKey": "retry-me"}}, alice)
+    result = await api.gql(
+        PURCHASE,
+        {
+            "input": {
+                "packageId": "coins-70",
+                "paymentToken": "tok_visa",
+                "idempotencyKey": "retry-me",
+            }
+        },
+        alice,
+    )
     assert result["errors"][0]["message"] == "Internal error."
     assert "network" not in str(result)
     assert await coins_of(api, alice) == 0
@@ -200,10 +237,15 @@ async def test_crash_between_charge_and_credit_then_retry(api: Client, alice: di
 async def test_purchase_call_counts(api: Client, alice: dict[str, Any], calls: Any) -> None:
     await buy(api, alice, "warm")  # warms the catalog cache and creates the account
     calls.reset()
-    variables = {"input": {"packageId": "coins-70", "paymentToken": "tok_visa",
-                           "idempotencyKey": "counted"}}
-    await api.data("mutation B($input: PurchaseCoinsInput!) { purchaseCoins(input: $input) "
-                   "{ ... on CoinsPurchased { purchase { id } } } }", variables, alice)
+    variables = {
+        "input": {"packageId": "coins-70", "paymentToken": "tok_visa", "idempotencyKey": "counted"}
+    }
+    await api.data(
+        "mutation B($input: PurchaseCoinsInput!) { purchaseCoins(input: $input) "
+        "{ ... on CoinsPurchased { purchase { id } } } }",
+        variables,
+        alice,
+    )
     # one conditional PutItem claims the key, one transaction credits
     assert calls.counts() == {"PutItem": 1, "TransactWriteItems": 1}
     calls.reset()
