@@ -172,3 +172,21 @@ def _json_form(node: object) -> object:
     if isinstance(node, list):
         return [_json_form(v) for v in node]
     return node
+
+
+async def test_repeated_documents_skip_validation(services: object) -> None:
+    """ParserCache/ValidationCache must hit on a repeated document (not a timing test)."""
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    from resolvers.context import Context
+    from schema import schema
+
+    cache = _get_validate_cache(256)
+    document = "{ gifts { id name } coinPackages { id } }"
+    await schema.execute(document, context_value=Context(services, None))  # type: ignore[arg-type]
+    before = cache.cache_info()
+    for _ in range(3):
+        result = await schema.execute(document, context_value=Context(services, None))  # type: ignore[arg-type]
+        assert not result.errors
+    after = cache.cache_info()
+    assert after.hits - before.hits == 3 and after.misses == before.misses
