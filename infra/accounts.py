@@ -1,5 +1,8 @@
 """Accounts table: one item per account, holding the profile and the wallet balances.
 
+A gift recipient's account also has `shards`: its gift diamonds live in the earnings table
+and are added to `diamonds` here when the wallet is read.
+
 Key: id (the identity provider's `sub`). Balances change only inside transactions built by
 the money operations (see `credit_action` / `debit_action`), never by read-then-write.
 """
@@ -63,8 +66,13 @@ class AccountsRepo:
         diamonds: int,
         display_name: str,
         birthdate: str | None,
+        shards: int | None = None,
     ) -> dict[str, Any]:
-        """Add to the balances, creating the account if this is its first sight."""
+        """Add to the balances, creating the account if this is its first sight.
+
+        `shards` marks the account as a gift recipient whose diamonds and ledger are spread
+        over that many shards (infra/earnings.py, infra/ledger.py); it is set once.
+        """
         expression = (
             "SET coins = if_not_exists(coins, :zero) + :c, "
             "diamonds = if_not_exists(diamonds, :zero) + :d, "
@@ -81,6 +89,9 @@ class AccountsRepo:
         if birthdate is not None:
             expression += ", birthdate = :b"
             values[":b"] = birthdate
+        if shards is not None:
+            expression += ", shards = if_not_exists(shards, :k)"
+            values[":k"] = shards
         return self.dynamo.update_action(TABLE, {"id": account_id}, expression, values=values)
 
     def debit_action(self, account_id: str, coins: int, diamonds: int) -> dict[str, Any]:

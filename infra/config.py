@@ -8,7 +8,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # Logical table names, as in template.yaml without the "Table" suffix.
-TABLES = ("accounts", "ledger", "idempotency", "catalog", "purchases")
+TABLES = (
+    "accounts",
+    "ledger",
+    "idempotency",
+    "catalog",
+    "purchases",
+    "streams",
+    "videos",
+    "transfers",
+    "rankings",
+    "earnings",
+    "events",
+)
 
 LOCAL_JWT_SECRET = "livecoins-local-secret"  # noqa: S105 - documented local-only default
 # PyJWT warns that the documented local default is shorter than 32 bytes; set a longer
@@ -28,6 +40,11 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     catalog_cache_seconds: float = 30.0
     idempotency_ttl_seconds: int = 24 * 3600
+    # Hot gift targets (a stream, a video, a creator's earnings and ledger) are spread over
+    # this many items; see docs/scaling.md. Changing it needs a data migration.
+    gift_shards: int = 32
+    # Stream and video facts that never change (creator, shard count) cached per process.
+    target_cache_size: int = 10_000
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: str = ".livecoins-data"
@@ -60,6 +77,7 @@ class Settings:
             max_body_bytes=int(env.get("LIVECOINS_MAX_BODY_BYTES", 64 * 1024)),
             catalog_cache_seconds=float(env.get("LIVECOINS_CATALOG_CACHE_SECONDS", 30)),
             idempotency_ttl_seconds=int(env.get("LIVECOINS_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)),
+            gift_shards=int(env.get("LIVECOINS_GIFT_SHARDS", 32)),
             host=env.get("HOST", "127.0.0.1"),
             port=int(env.get("PORT", 8000)),
             data_dir=env.get("LIVECOINS_DATA_DIR", ".livecoins-data"),

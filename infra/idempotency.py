@@ -81,3 +81,28 @@ class IdempotencyRepo:
             names={"#s": "status", "#e": "error"},
             values={":failed": FAILED, ":pending": PENDING, ":h": request, ":e": error},
         )
+
+    def completed_action(self, key: str, request: str, data: dict[str, Any]) -> dict[str, Any]:
+        """For one-transaction operations: the record is born COMPLETED with the balance
+        change; a retry's transaction is cancelled here and gets this record back."""
+        record = {
+            "key": key,
+            "requestHash": request,
+            "status": COMPLETED,
+            "expiresAt": int(time.time()) + self.dynamo.settings.idempotency_ttl_seconds,
+            **data,
+        }
+        return self.dynamo.put_action(
+            TABLE, record, condition="attribute_not_exists(#k)", names={"#k": "key"}
+        )
+
+    async def put_failed(self, key: str, request: str, error: dict[str, Any]) -> Item | None:
+        """Remember a user error for replay; the existing record if there already is one."""
+        record = {
+            "key": key,
+            "requestHash": request,
+            "status": FAILED,
+            "error": error,
+            "expiresAt": int(time.time()) + self.dynamo.settings.idempotency_ttl_seconds,
+        }
+        return await self.dynamo.put_if_absent(TABLE, record, "key")

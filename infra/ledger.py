@@ -2,10 +2,16 @@
 
 Key: accountId (HASH), entryId (RANGE, a ULID: newest first with ScanIndexForward=False).
 Entries are only ever written inside the transaction that changes the balance.
+
+A creator's gift income can arrive faster than one partition takes writes, so an account with
+`shards` spreads its GIFT_RECEIVED entries over partition keys "<accountId>#<kk>" (shard 0 is
+"<accountId>" itself); a page of its ledger merges one Query per shard.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
@@ -18,6 +24,10 @@ class LedgerRepo:
     def __init__(self, dynamo: Dynamo) -> None:
         self.dynamo = dynamo
 
+    @staticmethod
+    def partition(account_id: str, shard: int) -> str:
+        return account_id if shard == 0 else f"{account_id}#{shard:02d}"
+
     def put_action(
         self,
         *,
@@ -28,9 +38,10 @@ class LedgerRepo:
         diamonds: int,
         reference_id: str,
         created_at: str,
+        shard: int = 0,
     ) -> dict[str, Any]:
         item = {
-            "accountId": account_id,
+            "accountId": self.partition(account_id, shard),
             "entryId": entry_id,
             "kind": kind,
             "coins": coins,
@@ -38,45 +49,28 @@ class LedgerRepo:
             "referenceId": reference_id,
             "createdAt": created_at,
         }
-        return self.dynamo.put_action(
-            TABLE,
-            item,
-            condition="attribute_not_exists(entryId)",
-        )
+        return self.dynamo.put_action(TABLE, item, condition="attribute_not_exists(entryId)")
 
-    async def page(self, account_id: str, first: int, after: str | None) -> tuple[list[Item], bool]:
+    async def page(
+        self, account_id: str, first: int, after: str | None, shards: int = 1
+    ) -> tuple[list[Item], bool]:
         """Up to `first` entries, newest first, after the cursor; and whether more exist."""
-        start = None
-        if after:
-            start = {"accountId": account_id, **decode_cursor(after, ("entryId",))}
-        items, _ = await self.dynamo.query(
-            TABLE,
-            "accountId = :a",
-            names={},
-            values={":a": account_id},
-            limit=first + 1,
-            forward=False,
-            start_key=start,
-        )
-        return items[:first], len(items) > first
+        before = decode_cursor(after, ("entryId",))["entryId"] if after else None
+
+        async def one(shard: int) -> list[Item]:
+            condition = "accountId = :a" + (" AND entryId < :c" if before else "")
+            values = {":a": self.partition(account_id, shard)}
+            if before:
+                values[":c"] = before
+            items, _ = await self.dynamo.query(
+                TABLE, condition, names={}, values=values, limit=first + 1, forward=False
+            )
+            return items
+
+        pages = await asyncio.gather(*(one(k) for k in range(max(shards, 1))))
+        merged = list(heapq.merge(*pages, key=lambda i: i["entryId"], reverse=True))
+        return merged[:first], len(merged) > first
 
     @staticmethod
     def cursor(item: Item) -> str:
         return encode_cursor({"entryId": item["entryId"]})
-
-    async def all_entries(self, account_id: str) -> list[Item]:
-        """Every entry of one account (audits and tests; not on any request path)."""
-        items: list[Item] = []
-        start = None
-        while True:
-            page, start = await self.dynamo.query(
-                TABLE,
-                "accountId = :a",
-                names={},
-                values={":a": account_id},
-                start_key=start,
-                consistent=True,
-            )
-            items.extend(page)
-            if not start:
-                return items

@@ -8,10 +8,17 @@ from infra.accounts import AccountsRepo
 from infra.catalog import CatalogRepo
 from infra.config import Settings
 from infra.dynamo import Dynamo
+from infra.earnings import EarningsRepo
+from infra.events import EventsRepo
+from infra.feed import GiftFeed
 from infra.idempotency import IdempotencyRepo
 from infra.ledger import LedgerRepo
 from infra.payments import PaymentProvider, SandboxPaymentProvider
 from infra.purchases import PurchasesRepo
+from infra.rankings import RankingsRepo
+from infra.streams import StreamsRepo
+from infra.transfers import TransfersRepo
+from infra.videos import VideosRepo
 
 
 @dataclass
@@ -26,6 +33,13 @@ class Services:
         self.idempotency = IdempotencyRepo(self.dynamo)
         self.catalog = CatalogRepo(self.dynamo)
         self.purchases = PurchasesRepo(self.dynamo)
+        self.streams = StreamsRepo(self.dynamo)
+        self.videos = VideosRepo(self.dynamo)
+        self.transfers = TransfersRepo(self.dynamo)
+        self.rankings = RankingsRepo(self.dynamo)
+        self.earnings = EarningsRepo(self.dynamo)
+        self.events = EventsRepo(self.dynamo)
+        self.feed = GiftFeed()
 
     @classmethod
     def build(cls, settings: Settings, payments: PaymentProvider | None = None) -> Services:

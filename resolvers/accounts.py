@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from infra.dynamo import Item
 from infra.ids import BadCursor
 from resolvers import validation
@@ -28,17 +30,35 @@ async def update_profile(ctx: Context, display_name: str) -> Item:
     return updated
 
 
-async def wallet(ctx: Context, account_id: str) -> Item:
-    """Fresh balances after a write (strongly consistent GetItem)."""
+@dataclass(frozen=True)
+class Balances:
+    coins: int
+    diamonds: int
+
+
+async def balances(ctx: Context, account: Item) -> Balances:
+    """The wallet of an account item: a recipient's diamonds include every earnings shard."""
+    diamonds = account.get("diamonds", 0)
+    shards = account.get("shards")
+    if shards:
+        found = await ctx.services.earnings.shards([(account["id"], shards)])
+        diamonds += sum(found[account["id"]])
+    return Balances(account.get("coins", 0), diamonds)
+
+
+async def wallet(ctx: Context, account_id: str) -> Balances:
+    """Fresh balances after a write (strongly consistent GetItem, + shards of a recipient)."""
     item = await ctx.services.accounts.get(account_id, consistent=True)
-    return item or {"id": account_id, "coins": 0, "diamonds": 0}
+    return await balances(ctx, item or {"id": account_id})
 
 
 async def transactions(
-    ctx: Context, account_id: str, first: int | None, after: str | None
+    ctx: Context, account: Item, first: int | None, after: str | None
 ) -> tuple[list[Item], bool]:
     size = validation.page_size(first)
     try:
-        return await ctx.services.ledger.page(account_id, size, after)
+        return await ctx.services.ledger.page(
+            account["id"], size, after, shards=account.get("shards") or 1
+        )
     except BadCursor as error:
         raise BadUserInput("after is not a cursor from this list", field="after") from error

@@ -19,6 +19,15 @@ class Context:
         self.services = services
         self.identity = identity
         self.users: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_users)
+        self.streams: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_streams)
+        self.videos: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_videos)
+        # (target id, shard count) -> coins gifted; one BatchGetItem for every target asked
+        self.stream_coins: DataLoader[tuple[str, int], int] = DataLoader(
+            load_fn=self._load_stream_coins
+        )
+        self.video_coins: DataLoader[tuple[str, int], int] = DataLoader(
+            load_fn=self._load_video_coins
+        )
         self._account: Item | None = None
 
     @property
@@ -64,3 +73,19 @@ class Context:
     async def _load_users(self, ids: list[str]) -> list[Item | None]:
         found = await self.services.accounts.get_many(ids)
         return [found.get(i) for i in ids]
+
+    async def _load_streams(self, ids: list[str]) -> list[Item | None]:
+        found = await self.services.streams.get_many(ids)
+        return [found.get(i) for i in ids]
+
+    async def _load_videos(self, ids: list[str]) -> list[Item | None]:
+        found = await self.services.videos.get_many(ids)
+        return [found.get(i) for i in ids]
+
+    async def _load_stream_coins(self, keys: list[tuple[str, int]]) -> list[int]:
+        found = await self.services.streams.coins(keys)
+        return [found[k[0]] for k in keys]
+
+    async def _load_video_coins(self, keys: list[tuple[str, int]]) -> list[int]:
+        found = await self.services.videos.coins(keys)
+        return [found[k[0]] for k in keys]

@@ -72,6 +72,16 @@ class InvalidState(UserError):
     pass
 
 
+@dataclass
+class StreamNotLive(UserError):
+    pass
+
+
+@dataclass
+class AlreadyJoined(UserError):
+    pass
+
+
 class Unauthenticated(Exception):
     code = "UNAUTHENTICATED"
 

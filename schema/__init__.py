@@ -16,10 +16,27 @@ from strawberry.tools import merge_types
 from schema.accounts import AccountMutations, AccountQueries
 from schema.catalog import CatalogMutations, CatalogQueries
 from schema.errors import ErrorPolicy
+from schema.events import EventMutations, EventQueries
+from schema.gifts import GiftMutations, GiftSubscriptions
 from schema.purchases import PurchaseMutations
+from schema.streams import StreamMutations, StreamQueries
+from schema.videos import VideoMutations, VideoQueries
 
-Query = merge_types("Query", (AccountQueries, CatalogQueries))
-Mutation = merge_types("Mutation", (AccountMutations, PurchaseMutations, CatalogMutations))
+Query = merge_types(
+    "Query", (AccountQueries, CatalogQueries, StreamQueries, VideoQueries, EventQueries)
+)
+Mutation = merge_types(
+    "Mutation",
+    (
+        AccountMutations,
+        PurchaseMutations,
+        GiftMutations,
+        StreamMutations,
+        VideoMutations,
+        EventMutations,
+        CatalogMutations,
+    ),
+)
 
 # The limiters build a new rule class per instance, and ValidationCache keys on the rules: built
 # per request they would make every validation a cache miss. Build the rules once.
@@ -37,6 +54,7 @@ class QueryLimits(AddValidationRules):
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
+    subscription=merge_types("Subscription", (GiftSubscriptions,)),
     extensions=[
         ErrorPolicy,
         # Repeated documents skip parsing and validation (about 12x less CPU per request).

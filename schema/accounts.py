@@ -31,8 +31,8 @@ class Wallet:
     diamonds: int = strawberry.field(description="Diamonds earned and not yet withdrawn.")
 
     @classmethod
-    def of(cls, item: Item) -> Wallet:
-        return cls(coins=item.get("coins", 0), diamonds=item.get("diamonds", 0))
+    def of(cls, balances: accounts.Balances) -> Wallet:
+        return cls(coins=balances.coins, diamonds=balances.diamonds)
 
 
 @strawberry.enum
@@ -86,14 +86,14 @@ class Account:
         return identity is not None and is_adult(identity.birthdate, ctx(info).today)
 
     @strawberry.field
-    def wallet(self) -> Wallet:
-        return Wallet.of(self.item)
+    async def wallet(self, info: Info) -> Wallet:
+        return Wallet.of(await accounts.balances(ctx(info), self.item))
 
     @strawberry.field(description="Newest first.")
     async def transactions(
         self, info: Info, first: int | None = 20, after: str | None = None
     ) -> TransactionConnection:
-        items, more = await accounts.transactions(ctx(info), self.item["id"], first, after)
+        items, more = await accounts.transactions(ctx(info), self.item, first, after)
         ledger = ctx(info).services.ledger
         edges = [
             TransactionEdge(

@@ -62,6 +62,16 @@ class InvalidState(UserError):
     pass
 
 
+@strawberry.type
+class StreamNotLive(UserError):
+    pass
+
+
+@strawberry.type
+class AlreadyJoined(UserError):
+    pass
+
+
 _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
     errors.NotFound: lambda e: NotFound(message=e.message),
     errors.InvalidInput: lambda e: InvalidInput(message=e.message, field=e.field),
@@ -73,6 +83,8 @@ _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
     ),
     errors.PaymentDeclined: lambda e: PaymentDeclined(message=e.message),
     errors.InvalidState: lambda e: InvalidState(message=e.message),
+    errors.StreamNotLive: lambda e: StreamNotLive(message=e.message),
+    errors.AlreadyJoined: lambda e: AlreadyJoined(message=e.message),
 }
 
 P = ParamSpec("P")

@@ -1,0 +1,46 @@
+"""Events table: events "<eventId>" and their participants "<eventId>#<accountId>"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from infra.dynamo import Dynamo, Item
+
+TABLE = "events"
+
+
+def member_key(event_id: str, account_id: str) -> dict[str, str]:
+    return {"id": f"{event_id}#{account_id}"}
+
+
+class EventsRepo:
+    def __init__(self, dynamo: Dynamo) -> None:
+        self.dynamo = dynamo
+
+    async def create(self, event: Item) -> None:
+        await self.dynamo.put_if_absent(TABLE, event, "id")
+
+    async def get(self, event_id: str, consistent: bool = False) -> Item | None:
+        if "#" in event_id:
+            return None
+        return await self.dynamo.get(TABLE, {"id": event_id}, consistent=consistent)
+
+    async def joined(self, event_id: str, account_ids: Sequence[str]) -> set[str]:
+        keys = [member_key(event_id, a) for a in account_ids]
+        return {i["accountId"] for i in await self.dynamo.batch_get(TABLE, keys)}
+
+    def join_actions(self, event_id: str, account_id: str, joined_at: str) -> list[dict[str, Any]]:
+        count = self.dynamo.update_action(
+            TABLE,
+            {"id": event_id},
+            "ADD participants :one",
+            condition="attribute_exists(id)",
+            values={":one": 1},
+        )
+        member = self.dynamo.put_action(
+            TABLE,
+            {**member_key(event_id, account_id), "accountId": account_id, "joinedAt": joined_at},
+            condition="attribute_not_exists(id)",
+        )
+        return [count, member]

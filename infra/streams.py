@@ -1,0 +1,124 @@
+"""Streams table: live streams, their shards, and the one-live-stream-per-account lock.
+
+Items, all keyed by `id`:
+- "<streamId>": the stream (creatorId, title, status, startedAt, endedAt, shards). While it is
+  live it carries liveIndex="LIVE" and liveSort="<startedAt>#<id>", which put it in the sparse
+  `live` index that lists live streams newest first; ending removes them.
+- "<streamId>#<kk>": shard kk of the stream's gift totals: `live` flag and `coins`. A gift
+  adds to one shard under the condition live = true, so the LIVE check happens inside the
+  gift's transaction without every gift writing one item.
+- "live#<accountId>": exists while the account has a live stream (streamId).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from infra.dynamo import Dynamo, Item
+from infra.ids import decode_cursor, encode_cursor
+from infra.lru import Lru
+
+TABLE = "streams"
+LIVE = "LIVE"
+
+
+def shard_key(stream_id: str, shard: int) -> dict[str, str]:
+    return {"id": f"{stream_id}#{shard:02d}"}
+
+
+class StreamsRepo:
+    def __init__(self, dynamo: Dynamo) -> None:
+        self.dynamo = dynamo
+        self._facts: Lru[str, Item] = Lru(dynamo.settings.target_cache_size)
+
+    def start_actions(self, stream: Item) -> list[dict[str, Any]]:
+        lock = self.dynamo.put_action(
+            TABLE,
+            {"id": f"live#{stream['creatorId']}", "streamId": stream["id"]},
+            condition="attribute_not_exists(id)",
+        )
+        meta = self.dynamo.put_action(
+            TABLE,
+            {**stream, "liveIndex": LIVE, "liveSort": f"{stream['startedAt']}#{stream['id']}"},
+            condition="attribute_not_exists(id)",
+        )
+        shards = [
+            self.dynamo.put_action(TABLE, {**shard_key(stream["id"], k), "live": True, "coins": 0})
+            for k in range(stream["shards"])
+        ]
+        return [lock, meta, *shards]
+
+    def end_actions(self, stream: Item, ended_at: str) -> list[dict[str, Any]]:
+        meta = self.dynamo.update_action(
+            TABLE,
+            {"id": stream["id"]},
+            "SET #s = :ended, endedAt = :t REMOVE liveIndex, liveSort",
+            condition="#s = :live",
+            names={"#s": "status"},
+            values={":ended": "ENDED", ":t": ended_at, ":live": LIVE},
+        )
+        lock = {
+            "Delete": {
+                "TableName": self.dynamo.table(TABLE),
+                "Key": {"id": {"S": f"live#{stream['creatorId']}"}},
+            }
+        }
+        shards = [
+            self.dynamo.update_action(
+                TABLE, shard_key(stream["id"], k), "SET live = :f", values={":f": False}
+            )
+            for k in range(stream["shards"])
+        ]
+        return [meta, lock, *shards]
+
+    def gift_action(self, stream_id: str, shard: int, coins: int) -> dict[str, Any]:
+        return self.dynamo.update_action(
+            TABLE,
+            shard_key(stream_id, shard),
+            "ADD coins :c",
+            condition="live = :t",
+            values={":c": coins, ":t": True},
+        )
+
+    async def get(self, stream_id: str) -> Item | None:
+        if "#" in stream_id:
+            return None
+        item = await self.dynamo.get(TABLE, {"id": stream_id}, consistent=True)
+        if item is not None and "creatorId" in item:
+            self._facts.put(stream_id, {"creatorId": item["creatorId"], "shards": item["shards"]})
+            return item
+        return None
+
+    async def facts(self, stream_id: str) -> Item | None:
+        """The stream's creator and shard count: cached, since they never change."""
+        cached = self._facts.get(stream_id)
+        if cached is not None:
+            return cached
+        await self.get(stream_id)
+        return self._facts.get(stream_id)
+
+    async def get_many(self, stream_ids: Sequence[str]) -> dict[str, Item]:
+        keys = [{"id": i} for i in stream_ids if "#" not in i]
+        return {i["id"]: i for i in await self.dynamo.batch_get(TABLE, keys) if "creatorId" in i}
+
+    async def live_page(self, first: int, after: str | None) -> tuple[list[Item], bool]:
+        condition = "liveIndex = :live"
+        values: dict[str, Any] = {":live": LIVE}
+        if after:
+            condition += " AND liveSort < :c"
+            values[":c"] = decode_cursor(after, ("liveSort",))["liveSort"]
+        items, _ = await self.dynamo.query(
+            TABLE, condition, names={}, values=values, limit=first + 1, forward=False, index="live"
+        )
+        return items[:first], len(items) > first
+
+    @staticmethod
+    def cursor(item: Item) -> str:
+        return encode_cursor({"liveSort": item["liveSort"]})
+
+    async def coins(self, streams: Sequence[tuple[str, int]]) -> dict[str, int]:
+        """Coins gifted in each (stream id, shard count): one BatchGetItem per 100 shards."""
+        keys = [shard_key(s, k) for s, n in streams for k in range(n)]
+        found = {i["id"]: i.get("coins", 0) for i in await self.dynamo.batch_get(TABLE, keys)}
+        return {s: sum(found.get(shard_key(s, k)["id"], 0) for k in range(n)) for s, n in streams}

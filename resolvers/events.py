@@ -1,0 +1,168 @@
+"""Events: a host creates one with an entry price in coins; joining pays it, once per account.
+
+joinEvent is one TransactWriteItems, like a gift:
+  0 accounts[joiner]         coins -= entryCoins   (condition: enough coins)
+  1 earnings[host#kk]        diamonds += entryCoins
+  2 events[event]            participants += 1     (condition: the event exists)
+  3 events[event#joiner]     the membership        (condition: not joined yet)
+  4 ledger[joiner]           EVENT_ENTRY
+  5 ledger[host#kk]          EVENT_INCOME
+  6 idempotency[key]         born COMPLETED        (condition: key unused)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+
+from infra.dynamo import Item, TransactionCancelled
+from infra.ids import iso, new_id, now
+from resolvers import idempotency, validation
+from resolvers.context import Context
+from resolvers.errors import AlreadyJoined, InsufficientCoins, NotAllowed, NotFound
+
+MUTATION = "joinEvent"
+MAX_ENTRY = 100_000
+CONFLICT_RETRIES = 6
+JOINER, EVENT, MEMBER, IDEMPOTENCY = 0, 2, 3, 6
+
+
+@dataclass
+class JoinOutcome:
+    event_id: str
+    account_id: str
+
+
+async def create_event(ctx: Context, title: str, entry_coins: int) -> Item:
+    identity = ctx.require_identity()
+    clean_title = validation.text(title, "title", 100)
+    validation.int_range(entry_coins, "entryCoins", 1, MAX_ENTRY)
+    ctx.require_adult("host events")
+    services = ctx.services
+    event = {
+        "id": new_id("evt"),
+        "hostId": identity.sub,
+        "title": clean_title,
+        "entryCoins": entry_coins,
+        "participants": 0,
+        "shards": services.settings.gift_shards,
+        "createdAt": iso(now()),
+    }
+    await services.dynamo.transact(
+        [
+            services.dynamo.put_action("events", event, condition="attribute_not_exists(id)"),
+            services.accounts.credit_action(
+                identity.sub,
+                0,
+                0,
+                identity.initial_display_name,
+                identity.birthdate,
+                shards=services.settings.gift_shards,
+            ),
+        ]
+    )
+    return event
+
+
+async def event(ctx: Context, event_id: str) -> Item | None:
+    if not event_id or len(event_id) > 64:
+        return None
+    return await ctx.services.events.get(event_id)
+
+
+async def joined(ctx: Context, event_id: str) -> bool:
+    if ctx.identity is None:
+        return False
+    return ctx.identity.sub in await ctx.services.events.joined(event_id, [ctx.identity.sub])
+
+
+async def join_event(ctx: Context, event_id: str, idempotency_key: str) -> JoinOutcome:
+    identity = ctx.require_identity()
+    validation.idempotency_key(idempotency_key)
+    validation.identifier(event_id, "eventId")
+    ctx.require_adult("join events")
+    attempt = idempotency.begin(ctx, MUTATION, idempotency_key, {"eventId": event_id})
+    services = ctx.services
+    found = await services.events.get(event_id)
+    if found is None:
+        return await _replay(
+            ctx, await idempotency.fail(ctx, attempt, NotFound(f"No event {event_id}."))
+        )
+    if found["hostId"] == identity.sub:
+        return await _replay(
+            ctx,
+            await idempotency.fail(ctx, attempt, NotAllowed("Hosts cannot join their own event.")),
+        )
+    price, host, shard = found["entryCoins"], found["hostId"], secrets.randbelow(found["shards"])
+    created = iso(now())
+    actions = [
+        services.accounts.debit_action(identity.sub, price, 0),
+        services.earnings.credit_action(host, shard, price),
+        *services.events.join_actions(event_id, identity.sub, created),
+        services.ledger.put_action(
+            entry_id=new_id("tx"),
+            account_id=identity.sub,
+            kind="EVENT_ENTRY",
+            coins=-price,
+            diamonds=0,
+            reference_id=event_id,
+            created_at=created,
+        ),
+        services.ledger.put_action(
+            entry_id=new_id("tx"),
+            account_id=host,
+            kind="EVENT_INCOME",
+            coins=0,
+            diamonds=price,
+            reference_id=event_id,
+            created_at=created,
+            shard=shard,
+        ),
+        idempotency.completed_action(ctx, attempt, {"eventId": event_id}),
+    ]
+    for retry in range(CONFLICT_RETRIES):
+        try:
+            await services.dynamo.transact(actions)
+            return JoinOutcome(event_id, identity.sub)
+        except TransactionCancelled as cancelled:
+            outcome = await _cancelled(ctx, attempt, cancelled, price)
+            if outcome is not None:
+                return outcome
+            if retry == CONFLICT_RETRIES - 1:
+                raise
+            # joins to one event all add to its participant count: back off and retry
+            await asyncio.sleep(0.01 * 2**retry + secrets.randbelow(10) / 1000)
+    raise AssertionError("unreachable")
+
+
+async def _cancelled(
+    ctx: Context, attempt: idempotency.Attempt, cancelled: TransactionCancelled, price: int
+) -> JoinOutcome | None:
+    """The answer for a cancelled join, or None when it only met a concurrent one."""
+    services = ctx.services
+    if cancelled.failed(IDEMPOTENCY):
+        record = cancelled.items[IDEMPOTENCY] or await services.idempotency.get(attempt.key)
+        return await _replay(ctx, idempotency.settle(attempt, record or {}))
+    if cancelled.failed(MEMBER):
+        return await _replay(
+            ctx,
+            await idempotency.fail(
+                ctx, attempt, AlreadyJoined("You have already joined this event.")
+            ),
+        )
+    if cancelled.failed(JOINER):
+        available = (cancelled.items[JOINER] or {}).get("coins", 0)
+        error = InsufficientCoins(
+            f"Entry costs {price} coins; you have {available}.",
+            required=price,
+            available=available,
+        )
+        return await _replay(ctx, await idempotency.fail(ctx, attempt, error))
+    if cancelled.conflict:
+        return None
+    raise cancelled
+
+
+async def _replay(ctx: Context, record: Item) -> JoinOutcome:
+    return JoinOutcome(record["eventId"], ctx.require_identity().sub)

@@ -1,0 +1,54 @@
+"""Idempotency for operations that change balances in one transaction (gifts, event entry,
+withdrawals): the idempotency record is written COMPLETED inside that same transaction.
+
+A retry's transaction is cancelled by the record's attribute_not_exists condition, and
+DynamoDB hands the record back (ALL_OLD): same input replays its result, a different input
+is IdempotencyConflict. User errors are remembered too, so a retry answers the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from infra.dynamo import Item
+from infra.idempotency import FAILED, record_key, request_hash
+from resolvers import validation
+from resolvers.context import Context
+from resolvers.errors import IdempotencyConflict, UserError
+
+
+@dataclass(frozen=True)
+class Attempt:
+    key: str
+    digest: str
+
+
+def begin(ctx: Context, mutation: str, idempotency_key: str, payload: dict[str, Any]) -> Attempt:
+    identity = ctx.require_identity()
+    validation.idempotency_key(idempotency_key)
+    return Attempt(record_key(identity.sub, mutation, idempotency_key), request_hash(payload))
+
+
+def completed_action(ctx: Context, attempt: Attempt, data: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.idempotency.completed_action(attempt.key, attempt.digest, data)
+
+
+def settle(attempt: Attempt, record: Item) -> Item:
+    """An earlier attempt's record: raise its error or conflict, or return it to replay."""
+    if record.get("requestHash") != attempt.digest:
+        raise IdempotencyConflict("This idempotency key was used with a different input.")
+    if record.get("status") == FAILED:
+        raise UserError.from_record(record["error"])
+    return record
+
+
+async def fail(ctx: Context, attempt: Attempt, error: UserError) -> Item:
+    """Remember `error` for this key and raise it; if the key already has a record (a
+    concurrent or earlier attempt), answer as that record does."""
+    existing = await ctx.services.idempotency.put_failed(
+        attempt.key, attempt.digest, error.to_record()
+    )
+    if existing is None:
+        raise error
+    return settle(attempt, existing)

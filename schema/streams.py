@@ -1,0 +1,173 @@
+"""Live streams: LiveStream, its viewer ranking and gifts, going live and ending."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+from infra.dynamo import Item
+from resolvers import streams
+from schema.accounts import User
+from schema.common import Info, PageInfo, ctx, timestamp
+from schema.errors import (
+    AgeRestricted,
+    InvalidInput,
+    InvalidState,
+    NotAllowed,
+    NotFound,
+    returns_user_errors,
+)
+from schema.gifts import GiftTransferConnection, load_user
+
+
+@strawberry.enum
+class LiveStreamStatus(Enum):
+    LIVE = "LIVE"
+    ENDED = "ENDED"
+
+
+@strawberry.type
+class GifterRank:
+    rank: int
+    coins: int
+    user_id: strawberry.Private[str]
+
+    @strawberry.field
+    async def user(self, info: Info) -> User:
+        return await load_user(info, self.user_id)
+
+
+@strawberry.type
+class LiveStream:
+    id: strawberry.ID
+    title: str
+    status: LiveStreamStatus
+    started_at: datetime
+    ended_at: datetime | None
+    item: strawberry.Private[Item]
+
+    @strawberry.field
+    async def creator(self, info: Info) -> User:
+        return await load_user(info, self.item["creatorId"])
+
+    @strawberry.field(description="All coins gifted in this stream.")
+    async def coins_received(self, info: Info) -> int:
+        return await streams.coins_received(ctx(info), self.item)
+
+    @strawberry.field(
+        description="The stream's viewer ranking: senders by coins gifted here, highest first, "
+        "ties by user id."
+    )
+    async def top_gifters(self, info: Info, first: int | None = 10) -> list[GifterRank]:
+        ranked = await streams.top_gifters(ctx(info), self.item, first)
+        return [
+            GifterRank(rank=n, coins=i["coins"], user_id=i["senderId"])
+            for n, i in enumerate(ranked, start=1)
+        ]
+
+    @strawberry.field(description="Gifts sent in this stream, newest first.")
+    async def gifts(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> GiftTransferConnection:
+        items, more = await streams.gifts(ctx(info), self.item["id"], first, after)
+        return GiftTransferConnection.of(info, items, more)
+
+    @classmethod
+    def of(cls, item: Item) -> LiveStream:
+        return cls(
+            id=strawberry.ID(item["id"]),
+            title=item["title"],
+            status=LiveStreamStatus(item["status"]),
+            started_at=timestamp(item["startedAt"]),
+            ended_at=timestamp(item["endedAt"]) if item.get("endedAt") else None,
+            item=item,
+        )
+
+
+@strawberry.type
+class LiveStreamEdge:
+    cursor: str
+    node: LiveStream
+
+
+@strawberry.type
+class LiveStreamConnection:
+    edges: list[LiveStreamEdge]
+    page_info: PageInfo
+
+
+@strawberry.input
+class StartLiveStreamInput:
+    title: str = strawberry.field(description="1 to 100 characters after trimming.")
+
+
+@strawberry.type
+class LiveStreamStarted:
+    stream: LiveStream
+
+
+@strawberry.input
+class EndLiveStreamInput:
+    stream_id: strawberry.ID
+
+
+@strawberry.type
+class LiveStreamEnded:
+    stream: LiveStream
+
+
+StartLiveStreamResult = Annotated[
+    LiveStreamStarted | AgeRestricted | InvalidState | InvalidInput,
+    strawberry.union(
+        "StartLiveStreamResult", description="InvalidState: the account already has a live stream."
+    ),
+]
+EndLiveStreamResult = Annotated[
+    LiveStreamEnded | NotFound | NotAllowed | InvalidState,
+    strawberry.union(
+        "EndLiveStreamResult",
+        description="NotAllowed: someone else's stream. InvalidState: already ended.",
+    ),
+]
+
+
+@strawberry.type
+class StreamQueries:
+    @strawberry.field(description="Streams that are live now, newest first.")
+    async def live_streams(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> LiveStreamConnection:
+        items, more = await streams.live_streams(ctx(info), first, after)
+        repo = ctx(info).services.streams
+        edges = [LiveStreamEdge(cursor=repo.cursor(i), node=LiveStream.of(i)) for i in items]
+        return LiveStreamConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+        )
+
+    @strawberry.field
+    async def live_stream(self, info: Info, id: strawberry.ID) -> LiveStream | None:
+        item = await streams.live_stream(ctx(info), str(id))
+        return LiveStream.of(item) if item else None
+
+
+@strawberry.type
+class StreamMutations:
+    @strawberry.mutation(description="Go live. Adults only; one live stream per account at a time.")
+    @returns_user_errors
+    async def start_live_stream(
+        self, info: Info, input: StartLiveStreamInput
+    ) -> StartLiveStreamResult:
+        return LiveStreamStarted(
+            stream=LiveStream.of(await streams.start_live_stream(ctx(info), input.title))
+        )
+
+    @strawberry.mutation(description="End one of your own live streams.")
+    @returns_user_errors
+    async def end_live_stream(self, info: Info, input: EndLiveStreamInput) -> EndLiveStreamResult:
+        return LiveStreamEnded(
+            stream=LiveStream.of(await streams.end_live_stream(ctx(info), str(input.stream_id)))
+        )
