@@ -11,7 +11,8 @@ START = """mutation S($title: String!) { startLiveStream(input: {title: $title})
   __typename ... on LiveStreamStarted { stream { id status title creator { id } } }
   ... on UserError { message } ... on InvalidInput { field } } }"""
 END = """mutation E($id: ID!) { endLiveStream(input: {streamId: $id}) {
-  __typename ... on LiveStreamEnded { stream { id status endedAt } } ... on UserError { message } } }"""
+  __typename ... on LiveStreamEnded { stream { id status endedAt } }
+  ... on UserError { message } } }"""
 SEND = """mutation G($input: SendGiftInput!) { sendGift(input: $input) {
   __typename
   ... on GiftSent { transfer { id coins diamonds quantity gift { id coins }
@@ -32,15 +33,24 @@ async def go_live(api: Client, user: dict[str, Any], title: str = "Hello") -> st
     return stream_id
 
 
-async def top_up(api: Client, user: dict[str, Any], packages: int = 1,
-                 package: str = "coins-70") -> None:
+async def top_up(
+    api: Client, user: dict[str, Any], packages: int = 1, package: str = "coins-70"
+) -> None:
     for n in range(packages):
-        assert (await buy(api, user, f"topup-{package}-{n}", package))["__typename"] == "CoinsPurchased"
+        assert (await buy(api, user, f"topup-{package}-{n}", package))[
+            "__typename"
+        ] == "CoinsPurchased"
 
 
-async def send(api: Client, user: dict[str, Any], key: str, gift: str = "rose",
-               stream: str | None = None, video: str | None = None,
-               quantity: int | None = 1) -> dict[str, Any]:
+async def send(
+    api: Client,
+    user: dict[str, Any],
+    key: str,
+    gift: str = "rose",
+    stream: str | None = None,
+    video: str | None = None,
+    quantity: int | None = 1,
+) -> dict[str, Any]:
     payload: dict[str, Any] = {"giftId": gift, "idempotencyKey": key}
     if stream is not None:
         payload["streamId"] = stream

@@ -41,14 +41,20 @@ async def test_gift_moves_coins_to_diamonds(api: Client, alice: dict[str, Any]) 
     assert transfer["stream"] == {"id": stream} and transfer["video"] is None
     assert sent["wallet"] == {"coins": 55, "diamonds": 0}
     assert await wallet(api, creator) == {"coins": 0, "diamonds": 15}
-    entries = (await api.data("{ me { transactions { edges { node { kind coins diamonds "
-                              "referenceId } } } } }", user=creator))["me"]["transactions"]
+    entries = (
+        await api.data(
+            "{ me { transactions { edges { node { kind coins diamonds referenceId } } } } }",
+            user=creator,
+        )
+    )["me"]["transactions"]
     assert [e["node"] for e in entries["edges"]] == [
-        {"kind": "GIFT_RECEIVED", "coins": 0, "diamonds": 15, "referenceId": transfer["id"]}]
+        {"kind": "GIFT_RECEIVED", "coins": 0, "diamonds": 15, "referenceId": transfer["id"]}
+    ]
     ranking = (await api.data(RANKING, {"id": stream}))["liveStream"]
     assert ranking["coinsReceived"] == 15
     assert ranking["topGifters"] == [
-        {"rank": 1, "coins": 15, "user": {"id": "alice", "displayName": "Alice"}}]
+        {"rank": 1, "coins": 15, "user": {"id": "alice", "displayName": "Alice"}}
+    ]
 
 
 async def test_gifts_to_videos(api: Client, alice: dict[str, Any]) -> None:
@@ -57,23 +63,32 @@ async def test_gifts_to_videos(api: Client, alice: dict[str, Any]) -> None:
     await top_up(api, alice)
     sent = await send(api, alice, "v1", gift="love-bang", video=video)
     assert sent["transfer"]["video"] == {"id": video} and sent["transfer"]["stream"] is None
-    found = (await api.data('query V($id: ID!) { video(id: $id) { coinsReceived gifts { edges { '
-                            'node { id } } } } }', {"id": video}))["video"]
+    found = (
+        await api.data(
+            "query V($id: ID!) { video(id: $id) { coinsReceived gifts { edges { "
+            "node { id } } } } }",
+            {"id": video},
+        )
+    )["video"]
     assert found["coinsReceived"] == 25
     assert [e["node"]["id"] for e in found["gifts"]["edges"]] == [sent["transfer"]["id"]]
     assert await wallet(api, creator) == {"coins": 0, "diamonds": 25}
 
 
-@pytest.mark.parametrize(("payload", "field"), [
-    ({"quantity": 0}, "quantity"),
-    ({"quantity": 1001}, "quantity"),
-    ({"stream": None}, "streamId"),
-    ({"video": "vid_x"}, "streamId"),
-    ({"key": ""}, "idempotencyKey"),
-    ({"gift": "bad gift"}, "giftId"),
-])
-async def test_gift_input_limits(api: Client, alice: dict[str, Any], payload: dict[str, Any],
-                                 field: str) -> None:
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"quantity": 0}, "quantity"),
+        ({"quantity": 1001}, "quantity"),
+        ({"stream": None}, "streamId"),
+        ({"video": "vid_x"}, "streamId"),
+        ({"key": ""}, "idempotencyKey"),
+        ({"gift": "bad gift"}, "giftId"),
+    ],
+)
+async def test_gift_input_limits(
+    api: Client, alice: dict[str, Any], payload: dict[str, Any], field: str
+) -> None:
     stream = await go_live(api, claims_for("creator"))
     await top_up(api, alice)
     args: dict[str, Any] = {"key": "k", "gift": "rose", "stream": stream, "quantity": 1, **payload}
@@ -105,13 +120,16 @@ async def test_gift_idempotency(api: Client, alice: dict[str, Any], services: Se
     again = await send(api, alice, "once", gift="panda", stream=stream)
     assert again["transfer"]["id"] == first["transfer"]["id"]
     assert (await send(api, alice, "once", gift="rose", stream=stream))["__typename"] == (
-        "IdempotencyConflict")
+        "IdempotencyConflict"
+    )
     # a remembered failure replays even after it would succeed
     assert (await send(api, alice, "big", gift="galaxy", stream=stream))["__typename"] == (
-        "InsufficientCoins")
+        "InsufficientCoins"
+    )
     await top_up(api, alice, 1, "coins-1400")
     assert (await send(api, alice, "big", gift="galaxy", stream=stream))["__typename"] == (
-        "InsufficientCoins")
+        "InsufficientCoins"
+    )
     assert (await wallet(api, alice))["coins"] == 70 - 5 + 1400
 
 
@@ -119,8 +137,11 @@ async def test_price_when_sent(api: Client, alice: dict[str, Any], admin: dict[s
     stream = await go_live(api, claims_for("creator"))
     await top_up(api, alice)
     first = await send(api, alice, "a", gift="panda", stream=stream)
-    await api.data('mutation { upsertGift(input: {id: "panda", name: "Panda", coins: 7, '
-                   'diamonds: 6}) { id } }', user=admin)
+    await api.data(
+        'mutation { upsertGift(input: {id: "panda", name: "Panda", coins: 7, '
+        "diamonds: 6}) { id } }",
+        user=admin,
+    )
     second = await send(api, alice, "b", gift="panda", stream=stream)
     assert (first["transfer"]["coins"], second["transfer"]["coins"]) == (5, 7)
     assert second["transfer"]["diamonds"] == 6
@@ -145,11 +166,14 @@ async def test_crowd_of_overspenders(api: Client, services: Services) -> None:
     for viewer in viewers:
         await top_up(api, viewer)
     # WHEN each tries 20 concurrent Pandas (100 coins' worth) at once
-    attempts = [send(api, v, f"p{n}", gift="panda", stream=stream)
-                for n in range(20) for v in viewers]
+    attempts = [
+        send(api, v, f"p{n}", gift="panda", stream=stream) for n in range(20) for v in viewers
+    ]
     results = await asyncio.gather(*attempts)
     # THEN exactly the affordable 14 per viewer land, and nobody overspends
-    landed = Counter(r["transfer"]["sender"]["id"] for r in results if r["__typename"] == "GiftSent")
+    landed = Counter(
+        r["transfer"]["sender"]["id"] for r in results if r["__typename"] == "GiftSent"
+    )
     assert landed == {v["sub"]: 14 for v in viewers}
     assert {r["__typename"] for r in results} == {"GiftSent", "InsufficientCoins"}
     for viewer in viewers:
@@ -159,7 +183,8 @@ async def test_crowd_of_overspenders(api: Client, services: Services) -> None:
     ranking = (await api.data(RANKING, {"id": stream, "first": 20}))["liveStream"]
     assert ranking["coinsReceived"] == total
     assert [(g["rank"], g["user"]["id"], g["coins"]) for g in ranking["topGifters"]] == [
-        (n + 1, f"viewer{n:02d}", 70) for n in range(12)]  # all tied: by user id
+        (n + 1, f"viewer{n:02d}", 70) for n in range(12)
+    ]  # all tied: by user id
     # paging through gifts sees every transfer once
     seen, after = [], None
     while True:
@@ -181,12 +206,16 @@ async def test_top_gifters_order_and_boundary_ties(api: Client) -> None:
         await send(api, user, "r", stream=stream, quantity=roses)
     ranking = (await api.data(RANKING, {"id": stream, "first": 3}))["liveStream"]["topGifters"]
     assert [(g["user"]["id"], g["coins"]) for g in ranking] == [
-        ("bob", 5), ("abby", 3), ("carol", 3)]
+        ("bob", 5),
+        ("abby", 3),
+        ("carol", 3),
+    ]
     assert [g["rank"] for g in ranking] == [1, 2, 3]
 
 
-async def test_no_item_is_written_by_every_gift(services: Services, api: Client,
-                                                calls: Any) -> None:
+async def test_no_item_is_written_by_every_gift(
+    services: Services, api: Client, calls: Any
+) -> None:
     """A superstar's stream: gifts from many senders spread over many items."""
     stream = await go_live(api, claims_for("superstar"))
     senders = [claims_for(f"fan{i:03d}") for i in range(60)]
@@ -196,12 +225,13 @@ async def test_no_item_is_written_by_every_gift(services: Services, api: Client,
 
     def record(params: dict[str, Any], **_: Any) -> None:
         for action in params.get("TransactItems", []):
-            (kind, body), = action.items()
+            ((_kind, body),) = action.items()
             key = body.get("Key") or {k: body["Item"][k] for k in _key_attrs(body["TableName"])}
             written[f"{body['TableName']}:{sorted(key.items())}"] += 1
 
     services.dynamo.client.meta.events.register(
-        "provide-client-params.dynamodb.TransactWriteItems", record)
+        "provide-client-params.dynamodb.TransactWriteItems", record
+    )
     await asyncio.gather(*(send(api, s, "g", stream=stream) for s in senders))
     gifts = 60
     stream_items = [k for k in written if f"'{stream}#" in k]
@@ -212,8 +242,11 @@ async def test_no_item_is_written_by_every_gift(services: Services, api: Client,
 
 
 def _key_attrs(table: str) -> tuple[str, ...]:
-    return {"test-ledger": ("accountId", "entryId"), "test-rankings": ("streamId", "senderId"),
-            "test-idempotency": ("key",)}.get(table, ("id",))
+    return {
+        "test-ledger": ("accountId", "entryId"),
+        "test-rankings": ("streamId", "senderId"),
+        "test-idempotency": ("key",),
+    }.get(table, ("id",))
 
 
 async def test_call_counts(api: Client, alice: dict[str, Any], calls: Any) -> None:
@@ -221,19 +254,26 @@ async def test_call_counts(api: Client, alice: dict[str, Any], calls: Any) -> No
     await top_up(api, alice)
     await send(api, alice, "warm", stream=stream)  # warms the catalog and stream caches
     calls.reset()
-    doc = ("mutation G($input: SendGiftInput!) { sendGift(input: $input) { "
-           "... on GiftSent { transfer { id coins diamonds } } } }")
-    await api.data(doc, {"input": {"giftId": "rose", "streamId": stream,
-                                   "idempotencyKey": "counted"}}, alice)
+    doc = (
+        "mutation G($input: SendGiftInput!) { sendGift(input: $input) { "
+        "... on GiftSent { transfer { id coins diamonds } } } }"
+    )
+    await api.data(
+        doc, {"input": {"giftId": "rose", "streamId": stream, "idempotencyKey": "counted"}}, alice
+    )
     assert calls.counts() == {"TransactWriteItems": 1}
     calls.reset()
-    listing = ('query L($id: ID!) { liveStream(id: $id) { gifts(first: 50) { edges { node { '
-               'sender { displayName } } } } } }')
+    listing = (
+        "query L($id: ID!) { liveStream(id: $id) { gifts(first: 50) { edges { node { "
+        "sender { displayName } } } } } }"
+    )
     await api.data(listing, {"id": stream})
     assert calls.counts() == {"GetItem": 1, "Query": 1, "BatchGetItem": 1}
     calls.reset()
-    ranking = ('query R($id: ID!) { liveStream(id: $id) { topGifters(first: 10) { user { '
-               'displayName } } } }')
+    ranking = (
+        "query R($id: ID!) { liveStream(id: $id) { topGifters(first: 10) { user { "
+        "displayName } } } }"
+    )
     await api.data(ranking, {"id": stream})
     # the stream's GetItem, then the ranking: one Query and one BatchGetItem
     assert calls.counts() == {"GetItem": 1, "Query": 1, "BatchGetItem": 1}

@@ -23,8 +23,13 @@ async def test_going_live_and_listing_newest_first(api: Client) -> None:
             break
         after = page["pageInfo"]["endCursor"]
     assert [n["id"] for n in seen] == list(reversed(ids))
-    assert seen[0] == {"id": ids[2], "title": "Stream 2", "status": "LIVE",
-                       "creator": {"displayName": "Creator 2"}, "coinsReceived": 0}
+    assert seen[0] == {
+        "id": ids[2],
+        "title": "Stream 2",
+        "status": "LIVE",
+        "creator": {"displayName": "Creator 2"},
+        "coinsReceived": 0,
+    }
 
 
 async def test_one_live_stream_per_account(api: Client, alice: dict[str, Any]) -> None:
@@ -37,39 +42,49 @@ async def test_one_live_stream_per_account(api: Client, alice: dict[str, Any]) -
     assert await go_live(api, alice) != first
 
 
-async def test_only_adults_go_live_and_titles_are_checked(api: Client, minor: dict[str, Any],
-                                                          alice: dict[str, Any]) -> None:
+async def test_only_adults_go_live_and_titles_are_checked(
+    api: Client, minor: dict[str, Any], alice: dict[str, Any]
+) -> None:
     assert (await api.data(START, {"title": "hi"}, minor))["startLiveStream"]["__typename"] == (
-        "AgeRestricted")
+        "AgeRestricted"
+    )
     for bad in ["", "   ", "x" * 101]:
         result = (await api.data(START, {"title": bad}, alice))["startLiveStream"]
-        assert result == {"__typename": "InvalidInput", "message": result["message"],
-                          "field": "title"}
+        assert result == {
+            "__typename": "InvalidInput",
+            "message": result["message"],
+            "field": "title",
+        }
 
 
 async def test_ending_rules(api: Client, alice: dict[str, Any]) -> None:
     stream = await go_live(api, alice)
     bob = claims_for("bob")
     assert (await api.data(END, {"id": stream}, bob))["endLiveStream"]["__typename"] == (
-        "NotAllowed")
+        "NotAllowed"
+    )
     assert (await api.data(END, {"id": "str_nope"}, alice))["endLiveStream"]["__typename"] == (
-        "NotFound")
+        "NotFound"
+    )
     assert (await api.data(END, {"id": stream}, alice))["endLiveStream"]["__typename"] == (
-        "LiveStreamEnded")
+        "LiveStreamEnded"
+    )
     assert (await api.data(END, {"id": stream}, alice))["endLiveStream"]["__typename"] == (
-        "InvalidState")
+        "InvalidState"
+    )
     assert (await api.data(LIVE))["liveStreams"]["edges"] == []
     # an ended stream refuses gifts and changes nothing
     await top_up(api, bob)
     assert (await send(api, bob, "g1", stream=stream))["__typename"] == "StreamNotLive"
     assert (await api.data("{ me { wallet { coins } } }", user=bob))["me"]["wallet"]["coins"] == 70
     assert (await api.data("{ me { wallet { diamonds } } }", user=alice))["me"]["wallet"] == {
-        "diamonds": 0}
+        "diamonds": 0
+    }
 
 
 async def test_live_stream_lookup_is_public(api: Client, alice: dict[str, Any]) -> None:
     stream = await go_live(api, alice, "Public")
-    doc = 'query S($id: ID!) { liveStream(id: $id) { id title status startedAt endedAt } }'
+    doc = "query S($id: ID!) { liveStream(id: $id) { id title status startedAt endedAt } }"
     found = (await api.data(doc, {"id": stream}))["liveStream"]
     assert found["title"] == "Public" and found["status"] == "LIVE" and found["endedAt"] is None
     assert (await api.data(doc, {"id": "str_missing"}))["liveStream"] is None
@@ -81,8 +96,12 @@ async def test_videos(api: Client, alice: dict[str, Any], minor: dict[str, Any])
     assert published["__typename"] == "VideoPublished"
     video = published["video"]
     assert video["title"] == "My clip" and video["creator"] == {"id": "alice"}
-    found = (await api.data('query V($id: ID!) { video(id: $id) { id coinsReceived '
-                            'gifts { edges { cursor } } } }', {"id": video["id"]}))["video"]
+    found = (
+        await api.data(
+            "query V($id: ID!) { video(id: $id) { id coinsReceived gifts { edges { cursor } } } }",
+            {"id": video["id"]},
+        )
+    )["video"]
     assert found == {"id": video["id"], "coinsReceived": 0, "gifts": {"edges": []}}
     bad = (await api.data(PUBLISH, {"title": ""}, alice))["publishVideo"]
     assert bad["__typename"] == "InvalidInput" and bad["field"] == "title"
