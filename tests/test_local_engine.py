@@ -63,3 +63,48 @@ async def test_concurrent_purchases_on_the_local_engine(
     assert await coins_of(api, alice) == 33 * 70
     assert len(engine_services.payments.charges) == 33  # type: ignore[attr-defined]
     assert_ledger_promise(engine_services)
+
+
+async def test_gifting_on_the_local_engine(engine_services: Services, aiohttp_client: Any) -> None:
+    from handlers.server import make_app
+    from tests.gifting import go_live, send, top_up
+    from tests.test_gift_feed import next_gift, subscribe, wait_for_subscribers
+
+    client = await aiohttp_client(make_app(engine_services))
+    api = AiohttpClient(client, engine_services.settings.jwt_secret)
+    stream = await go_live(api, claims_for("star"))
+    watcher = await subscribe(client, stream)
+    await wait_for_subscribers(engine_services, stream, 1)
+    viewers = [claims_for(f"v{i:02d}") for i in range(12)]
+    for viewer in viewers:
+        await top_up(api, viewer)
+    # each viewer tries 10 Love Bangs (25 coins) at once with 70 coins: two land each
+    results = await asyncio.gather(
+        *(
+            send(api, v, f"g{n}", gift="love-bang", stream=stream)
+            for n in range(10)
+            for v in viewers
+        )
+    )
+    landed = [r for r in results if r["__typename"] == "GiftSent"]
+    assert len(landed) == 24
+    ranking = await api.data(
+        "query R($id: ID!) { liveStream(id: $id) { coinsReceived topGifters(first: 3) { "
+        "rank coins user { id } } gifts(first: 50) { edges { node { id } } } } }",
+        {"id": stream},
+    )
+    found = ranking["liveStream"]
+    assert found["coinsReceived"] == 24 * 25
+    assert [(g["user"]["id"], g["coins"]) for g in found["topGifters"]] == [
+        ("v00", 50),
+        ("v01", 50),
+        ("v02", 50),
+    ]
+    assert {e["node"]["id"] for e in found["gifts"]["edges"]} == {
+        r["transfer"]["id"] for r in landed
+    }
+    assert {(await next_gift(watcher))["id"] for _ in landed} == {
+        r["transfer"]["id"] for r in landed
+    }
+    await watcher.close()
+    assert_ledger_promise(engine_services)
