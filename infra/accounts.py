@@ -103,3 +103,41 @@ class AccountsRepo:
             condition="coins >= :c AND diamonds >= :d",
             values={":c": coins, ":d": diamonds},
         )
+
+    def add_diamonds_action(self, account_id: str, diamonds: int) -> dict[str, Any]:
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": account_id},
+            "SET diamonds = diamonds + :d",
+            condition="attribute_exists(id)",
+            values={":d": diamonds},
+        )
+
+    # A refund holds the purchase's coins while the payment provider refunds the charge:
+    # held coins still count in the wallet (and the ledger) but cannot be spent.
+    def hold_coins_action(self, account_id: str, coins: int) -> dict[str, Any]:
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": account_id},
+            "SET coins = coins - :c, heldCoins = if_not_exists(heldCoins, :zero) + :c",
+            condition="coins >= :c",
+            values={":c": coins, ":zero": 0},
+        )
+
+    def release_held_action(self, account_id: str, coins: int) -> dict[str, Any]:
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": account_id},
+            "SET coins = coins + :c, heldCoins = heldCoins - :c",
+            condition="heldCoins >= :c",
+            values={":c": coins},
+        )
+
+    def take_held_action(self, account_id: str, coins: int) -> dict[str, Any]:
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": account_id},
+            "SET heldCoins = heldCoins - :c",
+            condition="heldCoins >= :c",
+            values={":c": coins},
+        )

@@ -20,6 +20,7 @@ TABLES = (
     "rankings",
     "earnings",
     "events",
+    "withdrawals",
 )
 
 LOCAL_JWT_SECRET = "livecoins-local-secret"  # noqa: S105 - documented local-only default
@@ -45,6 +46,12 @@ class Settings:
     gift_shards: int = 32
     # Stream and video facts that never change (creator, shard count) cached per process.
     target_cache_size: int = 10_000
+    # The economy: a diamond is worth diamond_cents_per_2 / 2 US cents (rounded down, never in
+    # the creator's favour); withdrawals are at least / at most (per UTC day) these many cents.
+    diamond_cents_per_2: int = 1
+    minimum_withdrawal_cents: int = 1_000
+    daily_withdrawal_limit_cents: int = 100_000
+    payout_currency: str = "USD"
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: str = ".livecoins-data"
@@ -78,6 +85,11 @@ class Settings:
             catalog_cache_seconds=float(env.get("LIVECOINS_CATALOG_CACHE_SECONDS", 30)),
             idempotency_ttl_seconds=int(env.get("LIVECOINS_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)),
             gift_shards=int(env.get("LIVECOINS_GIFT_SHARDS", 32)),
+            diamond_cents_per_2=int(env.get("LIVECOINS_DIAMOND_CENTS_PER_2", 1)),
+            minimum_withdrawal_cents=int(env.get("LIVECOINS_MINIMUM_WITHDRAWAL_CENTS", 1_000)),
+            daily_withdrawal_limit_cents=int(
+                env.get("LIVECOINS_DAILY_WITHDRAWAL_LIMIT_CENTS", 100_000)
+            ),
             host=env.get("HOST", "127.0.0.1"),
             port=int(env.get("PORT", 8000)),
             data_dir=env.get("LIVECOINS_DATA_DIR", ".livecoins-data"),

@@ -22,3 +22,17 @@ class PurchasesRepo:
 
     def put_action(self, purchase: dict[str, Any]) -> dict[str, Any]:
         return self.dynamo.put_action(TABLE, purchase, condition="attribute_not_exists(id)")
+
+    def status_action(
+        self, purchase_id: str, before: str, after: str, stamp: str | None = None
+    ) -> dict[str, Any]:
+        expression = "SET #s = :after" + (", refundedAt = :t" if stamp else "")
+        values = {":after": after, ":before": before, **({":t": stamp} if stamp else {})}
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": purchase_id},
+            expression,
+            condition="#s = :before",
+            names={"#s": "status"},
+            values=values,
+        )

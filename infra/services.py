@@ -19,6 +19,7 @@ from infra.rankings import RankingsRepo
 from infra.streams import StreamsRepo
 from infra.transfers import TransfersRepo
 from infra.videos import VideosRepo
+from infra.withdrawals import WithdrawalsRepo
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Services:
         self.rankings = RankingsRepo(self.dynamo)
         self.earnings = EarningsRepo(self.dynamo)
         self.events = EventsRepo(self.dynamo)
+        self.withdrawals = WithdrawalsRepo(self.dynamo)
         self.feed = GiftFeed()
 
     @classmethod

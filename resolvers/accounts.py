@@ -43,7 +43,8 @@ async def balances(ctx: Context, account: Item) -> Balances:
     if shards:
         found = await ctx.services.earnings.shards([(account["id"], shards)])
         diamonds += sum(found[account["id"]])
-    return Balances(account.get("coins", 0), diamonds)
+    # Coins held for a refund in progress still belong to the wallet until it completes.
+    return Balances(account.get("coins", 0) + account.get("heldCoins", 0), diamonds)
 
 
 async def wallet(ctx: Context, account_id: str) -> Balances:

@@ -82,12 +82,36 @@ class AlreadyJoined(UserError):
     pass
 
 
+@dataclass
+class InsufficientDiamonds(UserError):
+    required: int = 0
+    available: int = 0
+
+
+@dataclass
+class BelowMinimum(UserError):
+    minimum: int = 0
+    currency: str = "USD"
+
+
+@dataclass
+class DailyLimitExceeded(UserError):
+    remaining: int = 0
+    currency: str = "USD"
+
+
 class Unauthenticated(Exception):
     code = "UNAUTHENTICATED"
 
 
 class Forbidden(Exception):
     code = "FORBIDDEN"
+
+
+class PaymentProviderUnavailable(Exception):
+    """The payment provider failed; the operation changed nothing and may be retried."""
+
+    code = "PAYMENT_PROVIDER_UNAVAILABLE"
 
 
 class BadUserInput(Exception):

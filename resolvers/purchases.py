@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,16 @@ from infra.idempotency import COMPLETED, FAILED, record_key, request_hash
 from infra.ids import iso, new_id, now
 from resolvers import validation
 from resolvers.context import Context
-from resolvers.errors import IdempotencyConflict, NotFound, PaymentDeclined, UserError
+from resolvers.errors import (
+    IdempotencyConflict,
+    InsufficientCoins,
+    NotFound,
+    PaymentDeclined,
+    PaymentProviderUnavailable,
+    UserError,
+)
 
+logger = logging.getLogger("livecoins")
 MUTATION = "purchaseCoins"
 CONFLICT_RETRIES = 5
 
@@ -146,3 +155,88 @@ async def _fail(ctx: Context, key: str, digest: str, error: UserError) -> None:
         if latest and latest["status"] == FAILED:
             raise UserError.from_record(latest["error"])
     raise error
+
+
+REFUNDING, REFUNDED = "REFUNDING", "REFUNDED"
+
+
+async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
+    """Admin: refund the charge and take the purchase's coins back, atomically with the status.
+
+    1. Hold: one transaction moves the coins from spendable to held (the wallet still counts
+       them) and the purchase COMPLETED -> REFUNDING. Coins already spent: InsufficientCoins,
+       nothing changes.
+    2. Refund the charge at the provider, with an idempotency key of the purchase.
+    3. Success: one transaction drops the held coins, writes the REFUND entry and marks the
+       purchase REFUNDED. Provider failure: one transaction releases the hold and puts the
+       purchase back to COMPLETED, so coins and purchase are as before.
+    A refund interrupted after step 1 resumes at step 2 when asked again.
+    """
+    ctx.require_admin()
+    services = ctx.services
+    purchase = await services.purchases.get(purchase_id) if purchase_id.startswith("pur_") else None
+    if purchase is None:
+        raise NotFound(f"No purchase {purchase_id}.")
+    buyer, coins = purchase["accountId"], purchase["coins"]
+    if purchase["status"] == REFUNDED:
+        return purchase
+    if purchase["status"] == "COMPLETED":
+        try:
+            await services.dynamo.transact(
+                [
+                    services.accounts.hold_coins_action(buyer, coins),
+                    services.purchases.status_action(purchase_id, "COMPLETED", REFUNDING),
+                ]
+            )
+        except TransactionCancelled as cancelled:
+            latest = await services.purchases.get(purchase_id)
+            moved_on = cancelled.failed(1) or (latest or {}).get("status") != "COMPLETED"
+            if cancelled.failed(0) and not moved_on:
+                held = cancelled.items[0] or {}
+                raise InsufficientCoins(
+                    "The buyer has already spent these coins.",
+                    required=coins,
+                    available=held.get("coins", 0),
+                ) from None
+            return await refund_purchase(ctx, purchase_id)  # moved on concurrently
+    try:
+        await asyncio.to_thread(
+            services.payments.refund, purchase["chargeId"], f"refund-{purchase_id}"
+        )
+    except Exception as error:
+        logger.warning("refund of %s failed at the provider: %r", purchase_id, error)
+        try:
+            await services.dynamo.transact(
+                [
+                    services.accounts.release_held_action(buyer, coins),
+                    services.purchases.status_action(purchase_id, REFUNDING, "COMPLETED"),
+                ]
+            )
+        except TransactionCancelled:
+            pass  # a concurrent attempt finished the refund or the release first
+        raise PaymentProviderUnavailable(
+            "The payment provider could not refund the charge; nothing changed."
+        ) from error
+    stamp = iso(now())
+    try:
+        await services.dynamo.transact(
+            [
+                services.accounts.take_held_action(buyer, coins),
+                services.ledger.put_action(
+                    entry_id=new_id("tx"),
+                    account_id=buyer,
+                    kind="REFUND",
+                    coins=-coins,
+                    diamonds=0,
+                    reference_id=purchase_id,
+                    created_at=stamp,
+                ),
+                services.purchases.status_action(purchase_id, REFUNDING, REFUNDED, stamp),
+            ]
+        )
+    except TransactionCancelled:
+        latest = await services.purchases.get(purchase_id)
+        if latest is None or latest["status"] != REFUNDED:
+            raise
+        return latest
+    return {**purchase, "status": REFUNDED, "refundedAt": stamp}

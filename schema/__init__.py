@@ -18,9 +18,10 @@ from schema.catalog import CatalogMutations, CatalogQueries
 from schema.errors import ErrorPolicy
 from schema.events import EventMutations, EventQueries
 from schema.gifts import GiftMutations, GiftSubscriptions
-from schema.purchases import PurchaseMutations
+from schema.purchases import PurchaseMutations, RefundMutations
 from schema.streams import StreamMutations, StreamQueries
 from schema.videos import VideoMutations, VideoQueries
+from schema.withdrawals import WithdrawalMutations
 
 Query = merge_types(
     "Query", (AccountQueries, CatalogQueries, StreamQueries, VideoQueries, EventQueries)
@@ -34,6 +35,8 @@ Mutation = merge_types(
         StreamMutations,
         VideoMutations,
         EventMutations,
+        WithdrawalMutations,
+        RefundMutations,
         CatalogMutations,
     ),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
@@ -13,6 +13,9 @@ from resolvers import accounts
 from resolvers.identity import is_adult
 from schema.common import Info, PageInfo, ctx, timestamp
 from schema.errors import InvalidInput, returns_user_errors
+
+if TYPE_CHECKING:
+    from schema.withdrawals import Earnings, WithdrawalConnection
 
 
 @strawberry.type
@@ -113,6 +116,25 @@ class Account:
             edges=edges,
             page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
         )
+
+    @strawberry.field
+    async def earnings(
+        self, info: Info
+    ) -> Annotated[Earnings, strawberry.lazy("schema.withdrawals")]:
+        from resolvers.withdrawals import earnings
+        from schema.withdrawals import Earnings
+
+        return Earnings.of(await earnings(ctx(info), self.item))
+
+    @strawberry.field(description="Newest first.")
+    async def withdrawals(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> Annotated[WithdrawalConnection, strawberry.lazy("schema.withdrawals")]:
+        from resolvers.withdrawals import withdrawals
+        from schema.withdrawals import WithdrawalConnection
+
+        items, more = await withdrawals(ctx(info), self.item["id"], first, after)
+        return WithdrawalConnection.of(info, items, more)
 
     @classmethod
     def of(cls, item: Item) -> Account:

@@ -12,6 +12,7 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
 from resolvers import errors
+from schema.common import Money
 
 logger = logging.getLogger("livecoins")
 
@@ -63,6 +64,22 @@ class InvalidState(UserError):
 
 
 @strawberry.type
+class InsufficientDiamonds(UserError):
+    required: int
+    available: int
+
+
+@strawberry.type
+class BelowMinimum(UserError):
+    minimum: Money
+
+
+@strawberry.type
+class DailyLimitExceeded(UserError):
+    remaining: Money
+
+
+@strawberry.type
 class StreamNotLive(UserError):
     pass
 
@@ -84,6 +101,15 @@ _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
     errors.PaymentDeclined: lambda e: PaymentDeclined(message=e.message),
     errors.InvalidState: lambda e: InvalidState(message=e.message),
     errors.StreamNotLive: lambda e: StreamNotLive(message=e.message),
+    errors.InsufficientDiamonds: lambda e: InsufficientDiamonds(
+        message=e.message, required=e.required, available=e.available
+    ),
+    errors.BelowMinimum: lambda e: BelowMinimum(
+        message=e.message, minimum=Money.of(e.minimum, e.currency)
+    ),
+    errors.DailyLimitExceeded: lambda e: DailyLimitExceeded(
+        message=e.message, remaining=Money.of(e.remaining, e.currency)
+    ),
     errors.AlreadyJoined: lambda e: AlreadyJoined(message=e.message),
 }
 
@@ -109,6 +135,7 @@ _CODES = {
     errors.Unauthenticated: "UNAUTHENTICATED",
     errors.Forbidden: "FORBIDDEN",
     errors.BadUserInput: "BAD_USER_INPUT",
+    errors.PaymentProviderUnavailable: "PAYMENT_PROVIDER_UNAVAILABLE",
 }
 
 

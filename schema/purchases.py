@@ -16,7 +16,9 @@ from schema.common import Info, Money, ctx, timestamp
 from schema.errors import (
     AgeRestricted,
     IdempotencyConflict,
+    InsufficientCoins,
     InvalidInput,
+    InvalidState,
     NotFound,
     PaymentDeclined,
     returns_user_errors,
@@ -100,3 +102,34 @@ class PurchaseMutations:
             ctx(info), str(input.package_id), input.payment_token, input.idempotency_key
         )
         return CoinsPurchased(purchase=Purchase.of(outcome.purchase), account_id=outcome.account_id)
+
+
+@strawberry.input
+class RefundPurchaseInput:
+    purchase_id: strawberry.ID
+
+
+@strawberry.type
+class PurchaseRefunded:
+    purchase: Purchase
+
+
+RefundPurchaseResult = Annotated[
+    PurchaseRefunded | NotFound | InvalidState | InsufficientCoins,
+    strawberry.union(
+        "RefundPurchaseResult",
+        description="Refunding a refunded purchase returns PurchaseRefunded and changes nothing. "
+        "InsufficientCoins: the buyer has already spent the coins; nothing changes.",
+    ),
+]
+
+
+@strawberry.type
+class RefundMutations:
+    @strawberry.mutation(
+        description="Admin only. Refund the charge and take the purchase's coins back."
+    )
+    @returns_user_errors
+    async def refund_purchase(self, info: Info, input: RefundPurchaseInput) -> RefundPurchaseResult:
+        item = await purchases.refund_purchase(ctx(info), str(input.purchase_id))
+        return PurchaseRefunded(purchase=Purchase.of(item))

@@ -109,7 +109,8 @@ def assert_ledger_promise(services: Services) -> None:
     assert set(earned) <= known, "earnings for an account that does not exist"
     for account in accounts:
         assert account["coins"] >= 0 and account["diamonds"] >= 0, account
-        assert account["coins"] == coins[account["id"]], account
+        assert account.get("heldCoins", 0) >= 0, account
+        assert account["coins"] + account.get("heldCoins", 0) == coins[account["id"]], account
         assert account["diamonds"] + earned[account["id"]] == diamonds[account["id"]], account
 
 

@@ -1,0 +1,56 @@
+"""AWS Lambda entrypoint for operations: list PENDING withdrawals for review, a page at a time.
+
+Invoke with {"limit": 50, "cursor": "<from the last page>"}; returns
+{"withdrawals": [...], "cursor": "<next page>" | null}. Reads the sparse `pending` index
+oldest first: never a scan. Paying out happens elsewhere; admins then settle each one with the
+settleWithdrawal mutation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from infra.config import Settings
+from infra.ids import BadCursor
+from infra.services import Services
+
+logger = logging.getLogger("livecoins.payouts")
+MAX_LIMIT = 100
+FIELDS = ("id", "accountId", "diamonds", "amount", "currency", "createdAt")
+
+
+def make_handler(services: Services) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    loop = asyncio.new_event_loop()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        limit = event.get("limit", 50)
+        cursor = event.get("cursor")
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            return {"error": f"limit must be an integer from 1 to {MAX_LIMIT}"}
+        if cursor is not None and not isinstance(cursor, str):
+            return {"error": "cursor must be a string from a previous page"}
+        try:
+            items, next_cursor = loop.run_until_complete(
+                services.withdrawals.pending_page(limit, cursor)
+            )
+        except BadCursor:
+            return {"error": "cursor must be a string from a previous page"}
+        page = [{k: item[k] for k in FIELDS} for item in items]
+        logger.info(json.dumps({"pending": len(page), "more": next_cursor is not None}))
+        return {"withdrawals": page, "cursor": next_cursor}
+
+    return handler
+
+
+_default: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _default
+    if _default is None:
+        _default = make_handler(Services.build(Settings.from_env()))
+    return _default(event, context)

@@ -1,0 +1,173 @@
+"""Money out: Earnings, Withdrawal, requestWithdrawal and the admin's settleWithdrawal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+from infra.dynamo import Item
+from resolvers import accounts, withdrawals
+from schema.accounts import Wallet
+from schema.common import Info, Money, PageInfo, ctx, timestamp
+from schema.errors import (
+    AgeRestricted,
+    BelowMinimum,
+    DailyLimitExceeded,
+    IdempotencyConflict,
+    InsufficientDiamonds,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    returns_user_errors,
+)
+
+
+@strawberry.type
+class Earnings:
+    diamonds: int
+    cash_value: Money = strawberry.field(description="What the diamonds are worth now.")
+    minimum_withdrawal: Money
+    remaining_today: Money = strawberry.field(
+        description="Cash that may still be requested today (UTC) under the daily limit."
+    )
+
+    @classmethod
+    def of(cls, view: withdrawals.EarningsView) -> Earnings:
+        return cls(
+            diamonds=view.diamonds,
+            cash_value=Money.of(view.cash, view.currency),
+            minimum_withdrawal=Money.of(view.minimum, view.currency),
+            remaining_today=Money.of(view.remaining_today, view.currency),
+        )
+
+
+@strawberry.enum
+class WithdrawalStatus(Enum):
+    PENDING = "PENDING"
+    PAID = "PAID"
+    REJECTED = "REJECTED"
+
+
+@strawberry.enum
+class WithdrawalOutcome(Enum):
+    PAID = "PAID"
+    REJECTED = "REJECTED"
+
+
+@strawberry.type
+class Withdrawal:
+    id: strawberry.ID
+    diamonds: int
+    amount: Money
+    status: WithdrawalStatus
+    created_at: datetime
+    settled_at: datetime | None
+
+    @classmethod
+    def of(cls, item: Item) -> Withdrawal:
+        return cls(
+            id=strawberry.ID(item["id"]),
+            diamonds=item["diamonds"],
+            amount=Money.of(item["amount"], item["currency"]),
+            status=WithdrawalStatus(item["status"]),
+            created_at=timestamp(item["createdAt"]),
+            settled_at=timestamp(item["settledAt"]) if item.get("settledAt") else None,
+        )
+
+
+@strawberry.type
+class WithdrawalEdge:
+    cursor: str
+    node: Withdrawal
+
+
+@strawberry.type
+class WithdrawalConnection:
+    edges: list[WithdrawalEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, info: Info, items: list[Item], more: bool) -> WithdrawalConnection:
+        repo = ctx(info).services.withdrawals
+        edges = [WithdrawalEdge(cursor=repo.cursor(i), node=Withdrawal.of(i)) for i in items]
+        return cls(
+            edges=edges,
+            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+        )
+
+
+@strawberry.input
+class RequestWithdrawalInput:
+    diamonds: int
+    idempotency_key: str
+
+
+@strawberry.type
+class WithdrawalRequested:
+    withdrawal: Withdrawal
+    account_id: strawberry.Private[str]
+
+    @strawberry.field
+    async def wallet(self, info: Info) -> Wallet:
+        return Wallet.of(await accounts.wallet(ctx(info), self.account_id))
+
+
+@strawberry.input
+class SettleWithdrawalInput:
+    withdrawal_id: strawberry.ID
+    outcome: WithdrawalOutcome
+
+
+@strawberry.type
+class WithdrawalSettled:
+    withdrawal: Withdrawal
+
+
+RequestWithdrawalResult = Annotated[
+    WithdrawalRequested
+    | InsufficientDiamonds
+    | BelowMinimum
+    | DailyLimitExceeded
+    | AgeRestricted
+    | IdempotencyConflict
+    | InvalidInput,
+    strawberry.union("RequestWithdrawalResult"),
+]
+SettleWithdrawalResult = Annotated[
+    WithdrawalSettled | NotFound | InvalidState,
+    strawberry.union(
+        "SettleWithdrawalResult",
+        description="Settling again with the same outcome returns WithdrawalSettled and changes "
+        "nothing; a different outcome is InvalidState.",
+    ),
+]
+
+
+@strawberry.type
+class WithdrawalMutations:
+    @strawberry.mutation(
+        description="Turn diamonds into a cash withdrawal, pending review. Adults only."
+    )
+    @returns_user_errors
+    async def request_withdrawal(
+        self, info: Info, input: RequestWithdrawalInput
+    ) -> RequestWithdrawalResult:
+        item = await withdrawals.request_withdrawal(
+            ctx(info), input.diamonds, input.idempotency_key
+        )
+        return WithdrawalRequested(withdrawal=Withdrawal.of(item), account_id=item["accountId"])
+
+    @strawberry.mutation(
+        description="Admin only. PAID closes it; REJECTED returns its diamonds to the creator."
+    )
+    @returns_user_errors
+    async def settle_withdrawal(
+        self, info: Info, input: SettleWithdrawalInput
+    ) -> SettleWithdrawalResult:
+        item = await withdrawals.settle_withdrawal(
+            ctx(info), str(input.withdrawal_id), input.outcome.value
+        )
+        return WithdrawalSettled(withdrawal=Withdrawal.of(item))
