@@ -27,7 +27,8 @@ REQUEST = """mutation W($d: Int!, $key: String!) { requestWithdrawal(input: {dia
 SETTLE = """mutation S($id: ID!, $outcome: WithdrawalOutcome!) {
   settleWithdrawal(input: {
   withdrawalId: $id, outcome: $outcome}) { __typename
-  ... on WithdrawalSettled { withdrawal { id status settledAt } } ... on UserError { message } } }"""
+  ... on WithdrawalSettled { withdrawal { id status settledAt } }
+  ... on UserError { message } } }"""
 
 
 async def earn(
