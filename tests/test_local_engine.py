@@ -108,3 +108,33 @@ async def test_gifting_on_the_local_engine(engine_services: Services, aiohttp_cl
     }
     await watcher.close()
     assert_ledger_promise(engine_services)
+
+
+async def test_money_out_on_the_local_engine(
+    engine_services: Services, aiohttp_client: Any
+) -> None:
+    from handlers.server import make_app
+    from tests.test_refunds import refund
+    from tests.test_withdrawals import SETTLE, earn, request
+
+    api = AiohttpClient(
+        await aiohttp_client(make_app(engine_services)), engine_services.settings.jwt_secret
+    )
+    creator, admin = claims_for("cora"), claims_for("root", admin=True)
+    await earn(api, creator, [("galaxy", 5)], "coins-17500")
+    results = await asyncio.gather(*(request(api, creator, 2000, f"w{i}") for i in range(4)))
+    # 5,000 diamonds: two requests of 2,000 land, two find too few left
+    assert (
+        sorted(r["__typename"] for r in results)
+        == ["InsufficientDiamonds"] * 2 + ["WithdrawalRequested"] * 2
+    )
+    landed = [r["withdrawal"]["id"] for r in results if r["__typename"] == "WithdrawalRequested"]
+    settled = await api.data(SETTLE, {"id": landed[0], "outcome": "REJECTED"}, admin)
+    assert settled["settleWithdrawal"]["withdrawal"]["status"] == "REJECTED"
+    wallet = await api.data("{ me { wallet { diamonds } } }", user=creator)
+    assert wallet["me"]["wallet"] == {"diamonds": 5000 - 2000}
+    buyer = claims_for("buyer")
+    purchase = (await buy(api, buyer, "b"))["purchase"]["id"]
+    assert (await refund(api, admin, purchase))["purchase"]["status"] == "REFUNDED"
+    assert await coins_of(api, buyer) == 0
+    assert_ledger_promise(engine_services)
