@@ -18,6 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from infra.config import Settings
+from infra.ids import decode_cursor, encode_cursor
 
 Item = dict[str, Any]
 
@@ -181,6 +182,44 @@ class Dynamo:
         items = [from_item(i) for i in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")
         return items, (from_item(last) if last else None)
+
+    async def page(
+        self,
+        table: str,
+        *,
+        key: tuple[str, str],
+        sort: str,
+        first: int,
+        after: str | None,
+        index: str | None = None,
+        newest_first: bool = True,
+    ) -> tuple[list[Item], bool]:
+        """One page of a partition in sort-key order after a cursor; and whether more exist.
+
+        The cursor is the last item's sort key (see `cursor`), so a page is one Query whatever
+        the page number; `Limit first + 1` tells whether another page exists.
+        """
+        condition = "#pk = :pk"
+        names = {"#pk": key[0]}
+        values: dict[str, Any] = {":pk": key[1]}
+        if after:
+            condition += " AND #sk < :after" if newest_first else " AND #sk > :after"
+            names["#sk"] = sort
+            values[":after"] = decode_cursor(after, (sort,))[sort]
+        items, _ = await self.query(
+            table,
+            condition,
+            names=names,
+            values=values,
+            limit=first + 1,
+            forward=not newest_first,
+            index=index,
+        )
+        return items[:first], len(items) > first
+
+    @staticmethod
+    def cursor(item: Item, sort: str) -> str:
+        return encode_cursor({sort: item[sort]})
 
     async def batch_get(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[Item]:
         """BatchGetItem in chunks of 100, retrying unprocessed keys."""

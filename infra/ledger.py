@@ -15,7 +15,6 @@ import heapq
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
-from infra.ids import decode_cursor, encode_cursor
 
 TABLE = "ledger"
 
@@ -54,23 +53,23 @@ class LedgerRepo:
     async def page(
         self, account_id: str, first: int, after: str | None, shards: int = 1
     ) -> tuple[list[Item], bool]:
-        """Up to `first` entries, newest first, after the cursor; and whether more exist."""
-        before = decode_cursor(after, ("entryId",))["entryId"] if after else None
-
-        async def one(shard: int) -> list[Item]:
-            condition = "accountId = :a" + (" AND entryId < :c" if before else "")
-            values = {":a": self.partition(account_id, shard)}
-            if before:
-                values[":c"] = before
-            items, _ = await self.dynamo.query(
-                TABLE, condition, names={}, values=values, limit=first + 1, forward=False
+        """Up to `first` entries, newest first, after the cursor; and whether more exist.
+        A sharded account's partitions are read in parallel and merged by entry id."""
+        pages = await asyncio.gather(
+            *(
+                self.dynamo.page(
+                    TABLE,
+                    key=("accountId", self.partition(account_id, k)),
+                    sort="entryId",
+                    first=first,
+                    after=after,
+                )
+                for k in range(max(shards, 1))
             )
-            return items
-
-        pages = await asyncio.gather(*(one(k) for k in range(max(shards, 1))))
-        merged = list(heapq.merge(*pages, key=lambda i: i["entryId"], reverse=True))
-        return merged[:first], len(merged) > first
+        )
+        merged = list(heapq.merge(*(p[0] for p in pages), key=lambda i: i["entryId"], reverse=True))
+        return merged[:first], len(merged) > first or any(p[1] for p in pages)
 
     @staticmethod
     def cursor(item: Item) -> str:
-        return encode_cursor({"entryId": item["entryId"]})
+        return Dynamo.cursor(item, "entryId")

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
-from infra.ids import decode_cursor, encode_cursor
 from infra.lru import Lru
 
 TABLE = "streams"
@@ -103,19 +102,18 @@ class StreamsRepo:
         return {i["id"]: i for i in await self.dynamo.batch_get(TABLE, keys) if "creatorId" in i}
 
     async def live_page(self, first: int, after: str | None) -> tuple[list[Item], bool]:
-        condition = "liveIndex = :live"
-        values: dict[str, Any] = {":live": LIVE}
-        if after:
-            condition += " AND liveSort < :c"
-            values[":c"] = decode_cursor(after, ("liveSort",))["liveSort"]
-        items, _ = await self.dynamo.query(
-            TABLE, condition, names={}, values=values, limit=first + 1, forward=False, index="live"
+        return await self.dynamo.page(
+            TABLE,
+            key=("liveIndex", LIVE),
+            sort="liveSort",
+            first=first,
+            after=after,
+            index="live",
         )
-        return items[:first], len(items) > first
 
     @staticmethod
     def cursor(item: Item) -> str:
-        return encode_cursor({"liveSort": item["liveSort"]})
+        return Dynamo.cursor(item, "liveSort")
 
     async def coins(self, streams: Sequence[tuple[str, int]]) -> dict[str, int]:
         """Coins gifted in each (stream id, shard count): one BatchGetItem per 100 shards."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
-from infra.ids import decode_cursor, encode_cursor
 
 TABLE = "transfers"
 
@@ -25,22 +24,15 @@ class TransfersRepo:
         return await self.dynamo.get(TABLE, {"id": transfer_id}, consistent=True)
 
     async def page(self, target_id: str, first: int, after: str | None) -> tuple[list[Item], bool]:
-        condition = "targetId = :t"
-        values = {":t": target_id}
-        if after:
-            condition += " AND id < :c"
-            values[":c"] = decode_cursor(after, ("id",))["id"]
-        items, _ = await self.dynamo.query(
+        return await self.dynamo.page(
             TABLE,
-            condition,
-            names={},
-            values=values,
-            limit=first + 1,
-            forward=False,
+            key=("targetId", target_id),
+            sort="id",
+            first=first,
+            after=after,
             index="byTarget",
         )
-        return items[:first], len(items) > first
 
     @staticmethod
     def cursor(item: Item) -> str:
-        return encode_cursor({"id": item["id"]})
+        return Dynamo.cursor(item, "id")

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
-from infra.ids import decode_cursor, encode_cursor
 
 TABLE = "withdrawals"
 PENDING = "PENDING"
@@ -77,36 +76,28 @@ class WithdrawalsRepo:
         return item["cents"] if item else 0
 
     async def page(self, account_id: str, first: int, after: str | None) -> tuple[list[Item], bool]:
-        condition = "accountId = :a"
-        values = {":a": account_id}
-        if after:
-            condition += " AND id < :c"
-            values[":c"] = decode_cursor(after, ("id",))["id"]
-        items, _ = await self.dynamo.query(
+        return await self.dynamo.page(
             TABLE,
-            condition,
-            names={},
-            values=values,
-            limit=first + 1,
-            forward=False,
+            key=("accountId", account_id),
+            sort="id",
+            first=first,
+            after=after,
             index="byAccount",
         )
-        return items[:first], len(items) > first
 
     async def pending_page(self, limit: int, after: str | None) -> tuple[list[Item], str | None]:
-        """The review queue, oldest first."""
-        condition = "pendingIndex = :p"
-        values = {":p": PENDING}
-        if after:
-            condition += " AND pendingSort > :c"
-            values[":c"] = decode_cursor(after, ("pendingSort",))["pendingSort"]
-        items, _ = await self.dynamo.query(
-            TABLE, condition, names={}, values=values, limit=limit + 1, index="pending"
+        """The review queue, oldest first, and the next page's cursor."""
+        page, more = await self.dynamo.page(
+            TABLE,
+            key=("pendingIndex", PENDING),
+            sort="pendingSort",
+            first=limit,
+            after=after,
+            index="pending",
+            newest_first=False,
         )
-        page = items[:limit]
-        more = len(items) > limit
-        return page, encode_cursor({"pendingSort": page[-1]["pendingSort"]}) if more else None
+        return page, Dynamo.cursor(page[-1], "pendingSort") if more else None
 
     @staticmethod
     def cursor(item: Item) -> str:
-        return encode_cursor({"id": item["id"]})
+        return Dynamo.cursor(item, "id")
