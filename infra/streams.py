@@ -57,12 +57,7 @@ class StreamsRepo:
             names={"#s": "status"},
             values={":ended": "ENDED", ":t": ended_at, ":live": LIVE},
         )
-        lock = {
-            "Delete": {
-                "TableName": self.dynamo.table(TABLE),
-                "Key": {"id": {"S": f"live#{stream['creatorId']}"}},
-            }
-        }
+        lock = self.dynamo.delete_action(TABLE, {"id": f"live#{stream['creatorId']}"})
         shards = [
             self.dynamo.update_action(
                 TABLE, shard_key(stream["id"], k), "SET live = :f", values={":f": False}

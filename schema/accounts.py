@@ -114,7 +114,7 @@ class Account:
         ]
         return TransactionConnection(
             edges=edges,
-            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+            page_info=PageInfo.of([e.cursor for e in edges], more),
         )
 
     @strawberry.field

@@ -34,6 +34,10 @@ class PageInfo:
     has_next_page: bool
     end_cursor: str | None
 
+    @classmethod
+    def of(cls, cursors: list[str], more: bool) -> PageInfo:
+        return cls(has_next_page=more, end_cursor=cursors[-1] if cursors else None)
+
 
 def timestamp(text: str) -> datetime:
     return datetime.fromisoformat(text)

@@ -145,7 +145,7 @@ class StreamQueries:
         edges = [LiveStreamEdge(cursor=repo.cursor(i), node=LiveStream.of(i)) for i in items]
         return LiveStreamConnection(
             edges=edges,
-            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+            page_info=PageInfo.of([e.cursor for e in edges], more),
         )
 
     @strawberry.field

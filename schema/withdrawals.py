@@ -95,7 +95,7 @@ class WithdrawalConnection:
         edges = [WithdrawalEdge(cursor=repo.cursor(i), node=Withdrawal.of(i)) for i in items]
         return cls(
             edges=edges,
-            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+            page_info=PageInfo.of([e.cursor for e in edges], more),
         )
 
 
