@@ -44,6 +44,10 @@ class Settings:
     # Hot gift targets (a stream, a video, a creator's earnings and ledger) are spread over
     # this many items; see docs/scaling.md. Changing it needs a data migration.
     gift_shards: int = 32
+    # The stream-wide gift list and ranking indexes are spread over this many index
+    # partitions. 1 keeps each of those reads to one Query; a superstar deployment sets 32 and
+    # pays one Query per index partition (docs/scaling.md). Fixed per stream at its start.
+    index_shards: int = 1
     # Stream and video facts that never change (creator, shard count) cached per process.
     target_cache_size: int = 10_000
     # The economy: a diamond is worth diamond_cents_per_2 / 2 US cents (rounded down, never in
@@ -85,6 +89,7 @@ class Settings:
             catalog_cache_seconds=float(env.get("LIVECOINS_CATALOG_CACHE_SECONDS", 30)),
             idempotency_ttl_seconds=int(env.get("LIVECOINS_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)),
             gift_shards=int(env.get("LIVECOINS_GIFT_SHARDS", 32)),
+            index_shards=int(env.get("LIVECOINS_INDEX_SHARDS", 1)),
             diamond_cents_per_2=int(env.get("LIVECOINS_DIAMOND_CENTS_PER_2", 1)),
             minimum_withdrawal_cents=int(env.get("LIVECOINS_MINIMUM_WITHDRAWAL_CENTS", 1_000)),
             daily_withdrawal_limit_cents=int(

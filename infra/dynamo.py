@@ -7,6 +7,7 @@ boto3 is synchronous; every call runs in a worker thread so the aiohttp server's
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -216,6 +217,31 @@ class Dynamo:
             index=index,
         )
         return items[:first], len(items) > first
+
+    async def merged_page(
+        self,
+        table: str,
+        *,
+        keys: Sequence[tuple[str, str]],
+        sort: str,
+        first: int,
+        after: str | None,
+        index: str | None = None,
+    ) -> tuple[list[Item], bool]:
+        """`page` over several partitions (write shards of one list), read in parallel and
+        merged newest first: one Query per partition."""
+        if len(keys) == 1:
+            return await self.page(
+                table, key=keys[0], sort=sort, first=first, after=after, index=index
+            )
+        pages = await asyncio.gather(
+            *(
+                self.page(table, key=key, sort=sort, first=first, after=after, index=index)
+                for key in keys
+            )
+        )
+        merged = list(heapq.merge(*(p[0] for p in pages), key=lambda i: i[sort], reverse=True))
+        return merged[:first], len(merged) > first or any(p[1] for p in pages)
 
     @staticmethod
     def cursor(item: Item, sort: str) -> str:

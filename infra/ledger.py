@@ -10,8 +10,6 @@ A creator's gift income can arrive faster than one partition takes writes, so an
 
 from __future__ import annotations
 
-import asyncio
-import heapq
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
@@ -55,20 +53,10 @@ class LedgerRepo:
     ) -> tuple[list[Item], bool]:
         """Up to `first` entries, newest first, after the cursor; and whether more exist.
         A sharded account's partitions are read in parallel and merged by entry id."""
-        pages = await asyncio.gather(
-            *(
-                self.dynamo.page(
-                    TABLE,
-                    key=("accountId", self.partition(account_id, k)),
-                    sort="entryId",
-                    first=first,
-                    after=after,
-                )
-                for k in range(max(shards, 1))
-            )
+        keys = [("accountId", self.partition(account_id, k)) for k in range(max(shards, 1))]
+        return await self.dynamo.merged_page(
+            TABLE, keys=keys, sort="entryId", first=first, after=after
         )
-        merged = list(heapq.merge(*(p[0] for p in pages), key=lambda i: i["entryId"], reverse=True))
-        return merged[:first], len(merged) > first or any(p[1] for p in pages)
 
     @staticmethod
     def cursor(item: Item) -> str:

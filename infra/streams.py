@@ -80,7 +80,9 @@ class StreamsRepo:
             return None
         item = await self.dynamo.get(TABLE, {"id": stream_id}, consistent=True)
         if item is not None and "creatorId" in item:
-            self._facts.put(stream_id, {"creatorId": item["creatorId"], "shards": item["shards"]})
+            facts = {k: item[k] for k in ("creatorId", "shards")}
+            facts["indexShards"] = item.get("indexShards", 1)
+            self._facts.put(stream_id, facts)
             return item
         return None
 

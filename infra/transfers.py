@@ -1,7 +1,9 @@
 """Transfers table: one item per gift transfer, keyed by its id (a ULID).
 
 The byTarget index (targetId = the stream or video id, id) lists a target's gifts newest
-first. The table's stream (NEW_IMAGE) lets an AWS deployment fan gifts out to subscribers.
+first. With `index_shards` > 1 a target's transfers spread over "<targetId>#<jj>" index
+partitions, read in parallel and merged. The table's stream (NEW_IMAGE) lets an AWS
+deployment fan gifts out to subscribers.
 """
 
 from __future__ import annotations
@@ -23,14 +25,22 @@ class TransfersRepo:
     async def get(self, transfer_id: str) -> Item | None:
         return await self.dynamo.get(TABLE, {"id": transfer_id}, consistent=True)
 
-    async def page(self, target_id: str, first: int, after: str | None) -> tuple[list[Item], bool]:
-        return await self.dynamo.page(
-            TABLE,
-            key=("targetId", target_id),
-            sort="id",
-            first=first,
-            after=after,
-            index="byTarget",
+    @staticmethod
+    def index_key(target_id: str, index_shard: int, index_shards: int) -> str:
+        """The transfer's byTarget partition: the target itself, or one of its index shards."""
+        if index_shards <= 1:
+            return target_id
+        return f"{target_id}#{index_shard % index_shards:02d}"
+
+    async def page(
+        self, target_id: str, index_shards: int, first: int, after: str | None
+    ) -> tuple[list[Item], bool]:
+        keys = [
+            ("targetId", self.index_key(target_id, j, index_shards))
+            for j in range(max(index_shards, 1))
+        ]
+        return await self.dynamo.merged_page(
+            TABLE, keys=keys, sort="id", first=first, after=after, index="byTarget"
         )
 
     @staticmethod

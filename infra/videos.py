@@ -37,6 +37,7 @@ class VideosRepo:
         item = await self.dynamo.get(TABLE, {"id": video_id})
         if item is not None:
             facts = {k: item[k] for k in ("creatorId", "shards", "creatorAdult")}
+            facts["indexShards"] = item.get("indexShards", 1)
             self._facts.put(video_id, facts)
         return item
 

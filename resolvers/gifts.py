@@ -98,7 +98,7 @@ async def send_gift(
     created = iso(now())
     transfer = {
         "id": new_id("gft"),
-        "targetId": target_id,
+        "targetId": services.transfers.index_key(target_id, shard, facts["indexShards"]),
         "streamId": stream_id,
         "videoId": video_id,
         "senderId": identity.sub,
@@ -138,7 +138,9 @@ async def send_gift(
         idempotency.completed_action(ctx, attempt, {"transferId": transfer["id"]}),
     ]
     if stream_id is not None:
-        actions.append(services.rankings.add_action(target_id, identity.sub, coins))
+        actions.append(
+            services.rankings.add_action(target_id, identity.sub, coins, facts["indexShards"])
+        )
 
     for retry in range(CONFLICT_RETRIES):
         try:

@@ -25,6 +25,7 @@ async def start_live_stream(ctx: Context, title: str) -> Item:
         "status": "LIVE",
         "startedAt": iso(now()),
         "shards": services.settings.gift_shards,
+        "indexShards": services.settings.index_shards,
     }
     actions = [
         *services.streams.start_actions(stream),
@@ -91,15 +92,17 @@ async def coins_received(ctx: Context, stream: Item) -> int:
 
 async def top_gifters(ctx: Context, stream: Item, first: int | None) -> list[Item]:
     size = validation.page_size(first)
-    return await ctx.services.rankings.top(stream["id"], size)
+    return await ctx.services.rankings.top(stream["id"], size, stream.get("indexShards", 1))
 
 
 async def gifts(
-    ctx: Context, target_id: str, first: int | None, after: str | None
+    ctx: Context, target: Item, first: int | None, after: str | None
 ) -> tuple[list[Item], bool]:
     """A stream's or a video's gift transfers, newest first."""
     size = validation.page_size(first)
     try:
-        return await ctx.services.transfers.page(target_id, size, after)
+        return await ctx.services.transfers.page(
+            target["id"], target.get("indexShards", 1), size, after
+        )
     except BadCursor as error:
         raise _cursor_error(error) from error

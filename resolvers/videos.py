@@ -19,6 +19,7 @@ async def publish_video(ctx: Context, title: str) -> Item:
         # Only adults collect diamonds: a minor's video never accepts gifts.
         "creatorAdult": identity.is_adult(ctx.today),
         "shards": services.settings.gift_shards,
+        "indexShards": services.settings.index_shards,
         "createdAt": iso(now()),
     }
     await services.dynamo.transact(

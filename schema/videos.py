@@ -32,7 +32,7 @@ class Video:
     async def gifts(
         self, info: Info, first: int | None = 20, after: str | None = None
     ) -> GiftTransferConnection:
-        items, more = await streams.gifts(ctx(info), self.item["id"], first, after)
+        items, more = await streams.gifts(ctx(info), self.item, first, after)
         return GiftTransferConnection.of(info, items, more)
 
     @classmethod
