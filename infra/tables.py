@@ -69,14 +69,31 @@ def create_table_requests(settings: Settings) -> list[tuple[dict[str, Any], dict
     return requests
 
 
+def _shape(table: dict[str, Any]) -> tuple[Any, ...]:
+    """What must match between a table and its definition: keys and index keys."""
+    indexes = sorted(
+        (i["IndexName"], tuple((k["AttributeName"], k["KeyType"]) for k in i["KeySchema"]))
+        for i in table.get("GlobalSecondaryIndexes") or []
+    )
+    keys = tuple((k["AttributeName"], k["KeyType"]) for k in table["KeySchema"])
+    return keys, tuple(indexes)
+
+
 def ensure_tables(client: Any, settings: Settings) -> list[str]:
-    """Create the missing tables (and their TTL); return the names created."""
+    """Create the missing tables (and their TTL); return the names created. An existing table
+    whose keys or indexes differ from template.yaml is an error, not something to work on."""
     existing: set[str] = set()
     for page in client.get_paginator("list_tables").paginate():
         existing.update(page["TableNames"])
     created = []
     for kwargs, ttl in create_table_requests(settings):
         if kwargs["TableName"] in existing:
+            found = client.describe_table(TableName=kwargs["TableName"])["Table"]
+            if _shape(found) != _shape(kwargs):
+                raise RuntimeError(
+                    f"table {kwargs['TableName']} has other keys or indexes than template.yaml "
+                    "defines: migrate it, or for local data delete the data directory"
+                )
             continue
         client.create_table(**kwargs)
         client.get_waiter("table_exists").wait(

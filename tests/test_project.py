@@ -122,3 +122,22 @@ async def test_repeated_documents_skip_validation(services: object) -> None:
         assert not result.errors
     after = cache.cache_info()
     assert after.hits - before.hits == 3 and after.misses == before.misses
+
+
+def test_tables_that_drifted_from_the_template_are_refused(services: object) -> None:
+    from infra.services import Services
+    from infra.tables import ensure_tables
+
+    assert isinstance(services, Services)
+    client, settings = services.dynamo.client, services.settings
+    assert ensure_tables(client, settings) == []  # all there and matching: nothing to do
+    name = settings.table("rankings")
+    client.delete_table(TableName=name)
+    client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "streamId", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "streamId", "AttributeType": "S"}],
+    )
+    with pytest.raises(RuntimeError, match="rankings"):
+        ensure_tables(client, settings)
