@@ -76,7 +76,7 @@ async def purchase_coins(
     if record["status"] == COMPLETED:
         return await _replay(ctx, record)
     if record.get("package") is None:
-        await _fail(ctx, key, digest, NotFound(f"No coin package {package_id} is on sale."))
+        return await _fail(ctx, key, digest, NotFound(f"No coin package {package_id} is on sale."))
 
     charge = await asyncio.to_thread(
         services.payments.charge,
@@ -86,7 +86,7 @@ async def purchase_coins(
         record["purchaseId"],
     )
     if not charge.approved:
-        await _fail(ctx, key, digest, PaymentDeclined("The payment was declined."))
+        return await _fail(ctx, key, digest, PaymentDeclined("The payment was declined."))
     return await _credit(ctx, record, digest, charge.id)
 
 
@@ -145,13 +145,14 @@ async def _replay(ctx: Context, record: Item) -> PurchaseOutcome:
     return PurchaseOutcome(purchase, purchase["accountId"])
 
 
-async def _fail(ctx: Context, key: str, digest: str, error: UserError) -> None:
-    """Remember a user error so a retry with the same key gets the same answer; raise it."""
+async def _fail(ctx: Context, key: str, digest: str, error: UserError) -> PurchaseOutcome:
+    """Remember a user error so a retry with the same key gets the same answer, and raise it;
+    if a concurrent attempt with the key got further first, answer as it did."""
     moved = await ctx.services.idempotency.fail(key, digest, error.to_record())
     if moved is None:
         latest = await ctx.services.idempotency.get(key)
         if latest and latest["status"] == COMPLETED:
-            raise RuntimeError("purchase completed while failing")  # cannot happen: see docs
+            return await _replay(ctx, latest)
         if latest and latest["status"] == FAILED:
             raise UserError.from_record(latest["error"])
     raise error
