@@ -6,7 +6,9 @@ a bad signature or an expired token: HTTP 401.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jwt
@@ -105,6 +107,14 @@ def make_app(services: Services) -> web.Application:
     async def health(request: web.Request) -> web.Response:
         return web.Response(text=json.dumps({"status": "ok"}), content_type="application/json")
 
+    async def worker_threads(app: web.Application) -> None:
+        # DynamoDB calls run in threads; the default pool (cores + 4) would queue concurrent
+        # requests behind six calls. Match botocore's connection pool instead.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=32, thread_name_prefix="dynamodb")
+        )
+
+    app.on_startup.append(worker_threads)
     app.router.add_get("/", root)
     app.router.add_get("/health", health)
     return app

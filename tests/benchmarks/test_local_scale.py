@@ -74,3 +74,38 @@ async def test_purchase_latency_flat_with_ledger_size(
         f"\npurchase median: {empty:.2f} ms empty, {full:.2f} ms after {ROWS:,} ledger rows "
         f"(ratio {full / empty:.2f}); filling took {fill_s:.1f} s"
     )
+
+
+async def test_gift_throughput_concurrency_ratio(
+    engine_services: Services,  # noqa: F811
+    aiohttp_client: Any,
+) -> None:
+    """Gifts a second to one stream through the local server: 1 client vs 16 at once."""
+    from handlers.server import make_app
+    from tests.gifting import go_live, send, top_up
+
+    api = AiohttpClient(
+        await aiohttp_client(make_app(engine_services)), engine_services.settings.jwt_secret
+    )
+    stream = await go_live(api, claims_for("star"))
+    fans = [claims_for(f"fan{i:02d}") for i in range(16)]
+    for fan in fans:
+        await top_up(api, fan, 1, "coins-700")
+
+    async def run(clients: list[dict[str, Any]], per_client: int, tag: str) -> float:
+        async def one(fan: dict[str, Any]) -> None:
+            for n in range(per_client):
+                assert (await send(api, fan, f"{tag}{n}", stream=stream))["__typename"] == (
+                    "GiftSent"
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(f) for f in clients))
+        return len(clients) * per_client / (time.perf_counter() - started)
+
+    serial = await run(fans[:1], 160, "s")
+    parallel = await run(fans, 10, "p")
+    print(
+        f"\ngifts/s to one stream on the local engine: {serial:.0f} with 1 client, "
+        f"{parallel:.0f} with 16 (ratio {parallel / serial:.2f})"
+    )
