@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, TypeGuard, cast
 
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes.api_gateway_proxy_event import (
     APIGatewayProxyEventV2,
 )
@@ -30,7 +31,9 @@ from resolvers.context import Context
 from resolvers.identity import Identity
 from schema import schema
 
-logger = logging.getLogger("livecoins")
+# Powertools' Logger owns the "livecoins" logger: every log line (the error policy's too) is
+# structured JSON with the Lambda context and the API Gateway request id.
+logger = Logger(service="livecoins")
 Event = dict[str, Any]
 LambdaResponse = dict[str, Any]
 
@@ -192,6 +195,7 @@ def make_handler(services: Services) -> Callable[[Event, Any], LambdaResponse]:
 _default: Callable[[Event, Any], LambdaResponse] | None = None
 
 
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 def handler(event: Event, context: Any) -> LambdaResponse:
     """The function named in template.yaml; builds its services on the first invocation."""
     global _default

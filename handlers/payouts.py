@@ -9,16 +9,16 @@ settleWithdrawal mutation.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 from collections.abc import Callable
 from typing import Any
+
+from aws_lambda_powertools import Logger
 
 from infra.config import Settings
 from infra.ids import BadCursor
 from infra.services import Services
 
-logger = logging.getLogger("livecoins.payouts")
+logger = Logger(service="livecoins")
 MAX_LIMIT = 100
 FIELDS = ("id", "accountId", "diamonds", "amount", "currency", "createdAt")
 
@@ -40,7 +40,7 @@ def make_handler(services: Services) -> Callable[[dict[str, Any], Any], dict[str
         except BadCursor:
             return {"error": "cursor must be a string from a previous page"}
         page = [{k: item[k] for k in FIELDS} for item in items]
-        logger.info(json.dumps({"pending": len(page), "more": next_cursor is not None}))
+        logger.info("pending withdrawals", extra={"pending": len(page), "more": bool(next_cursor)})
         return {"withdrawals": page, "cursor": next_cursor}
 
     return handler
@@ -49,6 +49,7 @@ def make_handler(services: Services) -> Callable[[dict[str, Any], Any], dict[str
 _default: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
 
 
+@logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _default
     if _default is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -12,6 +13,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from schema.accounts import AccountMutations, AccountQueries
 from schema.catalog import CatalogMutations, CatalogQueries
@@ -54,7 +56,15 @@ class QueryLimits(AddValidationRules):
         super().__init__(_LIMIT_RULES)
 
 
-schema = strawberry.Schema(
+class LiveCoinsSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Strawberry logs every error with its stack, a caller's bad query included; the error
+        policy (schema/errors.py) logs the unexpected ones, once, and nothing else."""
+
+
+schema = LiveCoinsSchema(
     query=Query,
     mutation=Mutation,
     subscription=merge_types("Subscription", (GiftSubscriptions,)),

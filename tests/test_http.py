@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -136,3 +137,47 @@ async def test_admin_groups_as_flattened_string(services: Services) -> None:
     client = LambdaClient(services)  # sends cognito:groups as "[admin]" like the HTTP API
     doc = 'mutation { upsertGift(input: {id: "x", name: "X", coins: 1, diamonds: 1}) { id } }'
     assert (await client.data(doc, user=claims_for("root", admin=True)))["upsertGift"]["id"] == "x"
+
+
+def test_deployed_handler_logs_structured_json(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The function named in template.yaml: built from the environment, logging JSON lines
+    with the request's correlation id, and masking what went wrong from the client."""
+    from types import SimpleNamespace
+
+    import handlers.lambda_api as lambda_api
+    from tests.clients import load_event
+
+    monkeypatch.setenv("LIVECOINS_TABLE_PREFIX", services.settings.table_prefix)
+    monkeypatch.setattr(lambda_api, "_default", None)
+    context = SimpleNamespace(
+        function_name="GraphQLFunction",
+        memory_limit_in_mb=1024,
+        invoked_function_arn="arn:aws:lambda:us-east-1:1:function:f",
+        aws_request_id="req-1",
+    )
+    event = load_event("apiGatewayProxyEventV2")
+    event["body"] = json.dumps({"query": "{ gifts { id } }"})
+    ok = lambda_api.handler(event, context)
+    assert ok["statusCode"] == 200 and len(json.loads(ok["body"])["data"]["gifts"]) == 10
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(Services, "build", lambda *a, **k: services)
+    monkeypatch.setattr(services.accounts, "get", broken)
+    monkeypatch.setattr(lambda_api, "_default", None)
+    event["requestContext"]["authorizer"] = {"jwt": {"claims": {"sub": "alice"}}}
+    event["body"] = json.dumps({"query": "{ me { id } }"})
+    stream = io.StringIO()
+    previous = lambda_api.logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
+    try:
+        failed = json.loads(lambda_api.handler(event, context)["body"])
+    finally:
+        lambda_api.logger.registered_handler.setStream(previous)  # type: ignore[attr-defined]
+    assert failed["errors"][0]["message"] == "Internal error."
+    assert "secret" not in json.dumps(failed)
+    logged = [json.loads(line) for line in stream.getvalue().splitlines()]
+    error = next(line for line in logged if line["level"] == "ERROR")
+    assert error["correlation_id"] == "id" and "secret detail" in error["exception"]
