@@ -7,7 +7,8 @@ ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
 MINISTACK_VERSION := 1.5.33
 
-.PHONY: serve test lint typecheck cfn pytest schema seed bench clean
+.PHONY: serve test lint typecheck cfn pytest schema seed bench clean deps \
+	build-GraphQLFunction build-PayoutsFunction
 
 $(BIN)/livecoins: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,15 @@ schema: $(BIN)/livecoins
 
 bench: deps
 	$(BIN)/pytest -q -m benchmark -s tests/benchmarks
+
+# `sam build` calls these (BuildMethod: makefile): the four packages and requirements.txt only,
+# with wheels for the functions' runtime (python3.12 on arm64), not this machine's.
+build-GraphQLFunction build-PayoutsFunction:
+	cp -r schema resolvers infra handlers "$(ARTIFACTS_DIR)/"
+	rm -rf "$(ARTIFACTS_DIR)/handlers/static" "$(ARTIFACTS_DIR)"/*/__pycache__
+	$(PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)" --requirement requirements.txt \
+		--platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
+		--only-binary=:all: --no-warn-conflicts --root-user-action=ignore
 
 clean:
 	rm -rf $(VENV) $(ENGINE_VENV) .pytest_cache .mypy_cache .ruff_cache

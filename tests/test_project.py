@@ -141,3 +141,12 @@ def test_tables_that_drifted_from_the_template_are_refused(services: object) -> 
     )
     with pytest.raises(RuntimeError, match="rankings"):
         ensure_tables(client, settings)
+
+
+def test_lambda_requirements_match_the_runtime_dependencies() -> None:
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    deployed = [line for line in lines if line and not line.startswith("#")]
+    assert deployed == declared
