@@ -138,3 +138,51 @@ async def test_money_out_on_the_local_engine(
     assert (await refund(api, admin, purchase))["purchase"]["status"] == "REFUNDED"
     assert await coins_of(api, buyer) == 0
     assert_ledger_promise(engine_services)
+
+
+def test_cli_seed_and_token(engine: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import jwt
+
+    cli = [sys.executable, "-m", "handlers.cli"]
+    env = {
+        **os.environ,
+        "LIVECOINS_DYNAMODB_ENDPOINT": engine,
+        "LIVECOINS_TABLE_PREFIX": "clitest-",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+    }
+    root = Path(__file__).resolve().parent.parent
+    first = subprocess.run(
+        [*cli, "seed"], env=env, cwd=root, capture_output=True, text=True, check=True
+    )
+    again = subprocess.run(
+        [*cli, "seed"], env=env, cwd=root, capture_output=True, text=True, check=True
+    )
+    assert first.stdout.strip() == "17 default catalog items added"
+    assert again.stdout.strip() == "0 default catalog items added"
+    token = subprocess.run(
+        [
+            *cli,
+            "token",
+            "--sub",
+            "alice",
+            "--birthdate",
+            "1990-01-01",
+            "--admin",
+            "--name",
+            "Alice",
+        ],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    claims = jwt.decode(token, "livecoins-local-secret", algorithms=["HS256"])
+    assert claims["sub"] == "alice" and claims["birthdate"] == "1990-01-01"
+    assert claims["cognito:groups"] == ["admin"] and claims["name"] == "Alice"
+    assert claims["exp"] > claims["iat"]
