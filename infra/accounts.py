@@ -50,14 +50,21 @@ class AccountsRepo:
                 TABLE, {"id": account_id}, "SET birthdate = :b", values={":b": birthdate}
             )
 
-    async def set_display_name(self, account_id: str, display_name: str) -> Item | None:
-        return await self.dynamo.update(
-            TABLE,
-            {"id": account_id},
-            "SET displayName = :n",
-            values={":n": display_name},
-            condition="attribute_exists(id)",
+    async def set_display_name(
+        self, account_id: str, display_name: str, birthdate: str | None
+    ) -> Item:
+        """Rename the account in one UpdateItem, creating it if this is its first sight."""
+        expression = (
+            "SET displayName = :n, coins = if_not_exists(coins, :zero), "
+            "diamonds = if_not_exists(diamonds, :zero), createdAt = if_not_exists(createdAt, :t)"
         )
+        values: dict[str, Any] = {":n": display_name, ":zero": 0, ":t": iso(now())}
+        if birthdate is not None:
+            expression += ", birthdate = :b"
+            values[":b"] = birthdate
+        updated = await self.dynamo.update(TABLE, {"id": account_id}, expression, values=values)
+        assert updated is not None  # unconditional
+        return updated
 
     def credit_action(
         self,

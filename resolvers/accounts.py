@@ -24,10 +24,7 @@ async def user(ctx: Context, user_id: str) -> Item | None:
 async def update_profile(ctx: Context, display_name: str) -> Item:
     identity = ctx.require_identity()
     name = validation.text(display_name, "displayName", 50)
-    await ctx.account()  # first sight creates the account
-    updated = await ctx.services.accounts.set_display_name(identity.sub, name)
-    assert updated is not None
-    return updated
+    return await ctx.services.accounts.set_display_name(identity.sub, name, identity.birthdate)
 
 
 @dataclass(frozen=True)

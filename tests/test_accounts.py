@@ -110,3 +110,13 @@ async def test_birthdate_change_is_synced(api: Client, services: Services) -> No
     await api.data(ME, user=claims_for("grower", birthdate="1999-01-01"))
     stored = await services.accounts.get("grower")
     assert stored is not None and stored["birthdate"] == "1999-01-01"
+
+
+async def test_update_profile_is_one_write(api: Client, calls: Any) -> None:
+    newcomer = claims_for("newcomer", name="New")
+    calls.reset()
+    doc = 'mutation { updateProfile(input: {displayName: "Renamed"}) { __typename } }'
+    await api.data(doc, user=newcomer)  # first sight included
+    assert calls.counts() == {"UpdateItem": 1}
+    assert (await api.data(ME, user=newcomer))["me"]["displayName"] == "Renamed"
+    assert (await api.data(ME, user=newcomer))["me"]["wallet"] == {"coins": 0, "diamonds": 0}
