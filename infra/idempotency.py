@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
@@ -31,20 +30,13 @@ def record_key(caller: str, mutation: str, key: str) -> str:
     return f"{caller}#{mutation}#{key}"
 
 
-@dataclass
-class Claim:
-    """The outcome of claiming a key: `fresh` when this request created the record."""
-
-    record: Item
-    fresh: bool
-
-
 class IdempotencyRepo:
     def __init__(self, dynamo: Dynamo) -> None:
         self.dynamo = dynamo
 
-    async def claim(self, key: str, request: str, data: dict[str, Any]) -> Claim:
-        """Create a PENDING record, or return the one already there (one conditional put)."""
+    async def claim(self, key: str, request: str, data: dict[str, Any]) -> Item:
+        """Create a PENDING record and return it, or return the one already there (one
+        conditional put)."""
         record = {
             "key": key,
             "requestHash": request,
@@ -53,9 +45,7 @@ class IdempotencyRepo:
             **data,
         }
         existing = await self.dynamo.put_if_absent(TABLE, record, "key")
-        if existing is None:
-            return Claim(record, True)
-        return Claim(existing, False)
+        return record if existing is None else existing
 
     async def get(self, key: str) -> Item | None:
         return await self.dynamo.get(TABLE, {"key": key}, consistent=True)

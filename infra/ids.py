@@ -31,10 +31,6 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
 class BadCursor(ValueError):
     pass
 

@@ -25,7 +25,7 @@ from resolvers.errors import AlreadyJoined, InsufficientCoins, NotAllowed, NotFo
 MUTATION = "joinEvent"
 MAX_ENTRY = 100_000
 CONFLICT_RETRIES = 6
-JOINER, EVENT, MEMBER, IDEMPOTENCY = 0, 2, 3, 6
+JOINER, MEMBER, IDEMPOTENCY = 0, 3, 6
 
 
 @dataclass

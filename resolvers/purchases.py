@@ -58,7 +58,7 @@ async def purchase_coins(
     snapshot: dict[str, Any] | None = None
     if package and package["active"]:
         snapshot = {k: package[k] for k in ("id", "coins", "priceAmount", "currency")}
-    claim = await services.idempotency.claim(
+    record = await services.idempotency.claim(
         key,
         digest,
         {
@@ -68,7 +68,6 @@ async def purchase_coins(
             "createdAt": iso(now()),
         },
     )
-    record = claim.record
     if record["requestHash"] != digest:
         raise IdempotencyConflict("This idempotency key was used with a different input.")
     if record["status"] == FAILED:
