@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -64,6 +65,11 @@ class TransactionCancelled(Exception):
     @property
     def conflict(self) -> bool:
         return "TransactionConflict" in self.reasons
+
+
+async def backoff(attempt: int) -> None:
+    """Jittered exponential wait before retrying a transaction that met a concurrent one."""
+    await asyncio.sleep(0.01 * 2**attempt + secrets.randbelow(10) / 1000)
 
 
 class Dynamo:

@@ -12,11 +12,10 @@ joinEvent is one TransactWriteItems, like a gift:
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass
 
-from infra.dynamo import Item, TransactionCancelled
+from infra.dynamo import Item, TransactionCancelled, backoff
 from infra.ids import iso, new_id, now
 from resolvers import idempotency, validation
 from resolvers.context import Context
@@ -132,7 +131,7 @@ async def join_event(ctx: Context, event_id: str, idempotency_key: str) -> JoinO
             if retry == CONFLICT_RETRIES - 1:
                 raise
             # joins to one event all add to its participant count: back off and retry
-            await asyncio.sleep(0.01 * 2**retry + secrets.randbelow(10) / 1000)
+            await backoff(retry)
     raise AssertionError("unreachable")
 
 
@@ -140,10 +139,8 @@ async def _cancelled(
     ctx: Context, attempt: idempotency.Attempt, cancelled: TransactionCancelled, price: int
 ) -> JoinOutcome | None:
     """The answer for a cancelled join, or None when it only met a concurrent one."""
-    services = ctx.services
     if cancelled.failed(IDEMPOTENCY):
-        record = cancelled.items[IDEMPOTENCY] or await services.idempotency.get(attempt.key)
-        return await _replay(ctx, idempotency.settle(attempt, record or {}))
+        return await _replay(ctx, await idempotency.earlier(ctx, attempt, cancelled, IDEMPOTENCY))
     if cancelled.failed(MEMBER):
         return await _replay(
             ctx,

@@ -16,12 +16,11 @@ kk is a random shard of the target, so a crowd of gifters spreads over `gift_sha
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass
 
 from infra.catalog import GIFT
-from infra.dynamo import Item, TransactionCancelled
+from infra.dynamo import Item, TransactionCancelled, backoff
 from infra.ids import iso, new_id, now
 from resolvers import idempotency, validation
 from resolvers.context import Context
@@ -148,8 +147,9 @@ async def send_gift(
             break
         except TransactionCancelled as cancelled:
             if cancelled.failed(IDEMPOTENCY):
-                record = cancelled.items[IDEMPOTENCY] or await services.idempotency.get(attempt.key)
-                return await _replay(ctx, idempotency.settle(attempt, record or {}))
+                return await _replay(
+                    ctx, await idempotency.earlier(ctx, attempt, cancelled, IDEMPOTENCY)
+                )
             if cancelled.failed(SENDER):
                 available = (cancelled.items[SENDER] or {}).get("coins", 0)
                 error = InsufficientCoins(
@@ -165,7 +165,7 @@ async def send_gift(
                 )
             if not cancelled.conflict or retry == CONFLICT_RETRIES - 1:
                 raise
-            await asyncio.sleep(0.01 * 2**retry + secrets.randbelow(10) / 1000)
+            await backoff(retry)
     if stream_id is not None:
         services.feed.publish(target_id, transfer)
     return GiftOutcome(_clean(transfer), identity.sub)

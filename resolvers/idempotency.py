@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infra.dynamo import Item
+from infra.dynamo import Item, TransactionCancelled
 from infra.idempotency import FAILED, record_key, request_hash
 from resolvers import validation
 from resolvers.context import Context
@@ -41,6 +41,14 @@ def settle(attempt: Attempt, record: Item) -> Item:
     if record.get("status") == FAILED:
         raise UserError.from_record(record["error"])
     return record
+
+
+async def earlier(
+    ctx: Context, attempt: Attempt, cancelled: TransactionCancelled, index: int
+) -> Item:
+    """The record that cancelled action `index` (an earlier attempt's): settled, to replay."""
+    record = cancelled.items[index] or await ctx.services.idempotency.get(attempt.key)
+    return settle(attempt, record or {})
 
 
 async def fail(ctx: Context, attempt: Attempt, error: UserError) -> Item:

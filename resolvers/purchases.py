@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.catalog import PACKAGE
-from infra.dynamo import Item, TransactionCancelled
+from infra.dynamo import Item, TransactionCancelled, backoff
 from infra.idempotency import COMPLETED, FAILED, record_key, request_hash
 from infra.ids import iso, new_id, now
 from resolvers import validation
@@ -127,7 +127,7 @@ async def _credit(ctx: Context, record: Item, digest: str, charge_id: str) -> Pu
         except TransactionCancelled as cancelled:
             if not cancelled.conflict:
                 break
-            await asyncio.sleep(0.02 * 2**attempt)
+            await backoff(attempt)
     # Another attempt with the same key completed (or failed) first: answer as it did.
     latest = await services.idempotency.get(record["key"])
     if latest and latest["status"] == COMPLETED:

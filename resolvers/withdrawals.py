@@ -14,11 +14,10 @@ the transaction is cancelled, and the request re-reads and tries again.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from infra.dynamo import Item, TransactionCancelled
+from infra.dynamo import Item, TransactionCancelled, backoff
 from infra.ids import BadCursor, iso, new_id, now
 from infra.withdrawals import PENDING
 from resolvers import accounts, idempotency, validation
@@ -172,8 +171,9 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
             return withdrawal
         except TransactionCancelled as cancelled:
             if cancelled.failed(record):
-                found = cancelled.items[record] or await services.idempotency.get(attempt.key)
-                return await _replay(ctx, idempotency.settle(attempt, found or {}))
+                return await _replay(
+                    ctx, await idempotency.earlier(ctx, attempt, cancelled, record)
+                )
             if cancelled.failed(daily):
                 requested = (cancelled.items[daily] or {}).get("cents", 0)
                 remaining = max(0, settings.daily_withdrawal_limit_cents - requested)
@@ -190,7 +190,7 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
                     ),
                 )
             # a balance moved under the plan (a gift, another withdrawal): read and plan again
-            await asyncio.sleep(0.01 * 2**retry + secrets.randbelow(10) / 1000)
+            await backoff(retry)
     raise RuntimeError("withdrawal kept meeting concurrent balance changes")
 
 
