@@ -27,6 +27,12 @@ class User:
     def of(cls, item: Item) -> User:
         return cls(id=strawberry.ID(item["id"]), display_name=item["displayName"])
 
+    @classmethod
+    async def load(cls, info: Info, user_id: str) -> User:
+        """Through the request's DataLoader: every user of a response in one BatchGetItem."""
+        item = await ctx(info).users.load(user_id)
+        return cls.of(item) if item else cls(id=strawberry.ID(user_id), display_name="")
+
 
 @strawberry.type
 class Wallet:

@@ -20,7 +20,6 @@ from schema.errors import (
     NotFound,
     returns_user_errors,
 )
-from schema.gifts import load_user
 
 
 @strawberry.type
@@ -33,7 +32,7 @@ class Event:
 
     @strawberry.field
     async def host(self, info: Info) -> User:
-        return await load_user(info, self.item["hostId"])
+        return await User.load(info, self.item["hostId"])
 
     @strawberry.field(description="Whether the signed-in account has joined; false when anonymous.")
     async def joined(self, info: Info) -> bool:

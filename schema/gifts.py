@@ -30,11 +30,6 @@ if TYPE_CHECKING:
     from schema.videos import Video
 
 
-async def load_user(info: Info, user_id: str) -> User:
-    item = await ctx(info).users.load(user_id)
-    return User.of(item) if item else User(id=strawberry.ID(user_id), display_name="")
-
-
 @strawberry.type
 class GiftTransfer:
     id: strawberry.ID
@@ -56,11 +51,11 @@ class GiftTransfer:
 
     @strawberry.field
     async def sender(self, info: Info) -> User:
-        return await load_user(info, self.item["senderId"])
+        return await User.load(info, self.item["senderId"])
 
     @strawberry.field
     async def recipient(self, info: Info) -> User:
-        return await load_user(info, self.item["recipientId"])
+        return await User.load(info, self.item["recipientId"])
 
     @strawberry.field
     async def stream(

@@ -20,7 +20,7 @@ from schema.errors import (
     NotFound,
     returns_user_errors,
 )
-from schema.gifts import GiftTransferConnection, load_user
+from schema.gifts import GiftTransferConnection
 
 
 @strawberry.enum
@@ -37,7 +37,7 @@ class GifterRank:
 
     @strawberry.field
     async def user(self, info: Info) -> User:
-        return await load_user(info, self.user_id)
+        return await User.load(info, self.user_id)
 
 
 @strawberry.type
@@ -51,7 +51,7 @@ class LiveStream:
 
     @strawberry.field
     async def creator(self, info: Info) -> User:
-        return await load_user(info, self.item["creatorId"])
+        return await User.load(info, self.item["creatorId"])
 
     @strawberry.field(description="All coins gifted in this stream.")
     async def coins_received(self, info: Info) -> int:

@@ -11,7 +11,7 @@ from resolvers import streams, videos
 from schema.accounts import User
 from schema.common import Info, ctx
 from schema.errors import InvalidInput, returns_user_errors
-from schema.gifts import GiftTransferConnection, load_user
+from schema.gifts import GiftTransferConnection
 
 
 @strawberry.type
@@ -22,7 +22,7 @@ class Video:
 
     @strawberry.field
     async def creator(self, info: Info) -> User:
-        return await load_user(info, self.item["creatorId"])
+        return await User.load(info, self.item["creatorId"])
 
     @strawberry.field
     async def coins_received(self, info: Info) -> int:
