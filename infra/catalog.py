@@ -7,9 +7,9 @@ is read-hot only, and the cache keeps most requests off it.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from infra import runtime
 from infra.dynamo import Dynamo, Item
 
 TABLE = "catalog"
@@ -25,7 +25,7 @@ class CatalogRepo:
         """Every item of a kind, active or not, by id (cached)."""
         ttl = self.dynamo.settings.catalog_cache_seconds
         cached = self._cache.get(kind)
-        if cached and cached[0] > time.monotonic():
+        if cached and cached[0] > runtime.current().monotonic():
             return cached[1]
         found: dict[str, Item] = {}
         start = None
@@ -37,7 +37,7 @@ class CatalogRepo:
             if not start:
                 break
         if ttl > 0:
-            self._cache[kind] = (time.monotonic() + ttl, found)
+            self._cache[kind] = (runtime.current().monotonic() + ttl, found)
         return found
 
     async def get(self, kind: str, item_id: str) -> Item | None:

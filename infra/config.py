@@ -48,6 +48,12 @@ class Settings:
     # partitions. 1 keeps each of those reads to one Query; a superstar deployment sets 32 and
     # pays one Query per index partition (docs/scaling.md). Fixed per stream at its start.
     index_shards: int = 1
+    # Faults: how long one request may spend retrying DynamoDB (throttles, conflicts, 500s,
+    # timeouts) before it answers TRY_AGAIN, and each call's own timeouts. The sum stays well
+    # under the Lambda function's 15 s timeout (template.yaml).
+    retry_budget_seconds: float = 4.0
+    dynamodb_connect_timeout: float = 1.0
+    dynamodb_read_timeout: float = 3.0
     # Stream and video facts that never change (creator, shard count) cached per process.
     target_cache_size: int = 10_000
     # The economy: a diamond is worth diamond_cents_per_2 / 2 US cents (rounded down, never in
@@ -88,6 +94,7 @@ class Settings:
             max_body_bytes=int(env.get("LIVECOINS_MAX_BODY_BYTES", 64 * 1024)),
             catalog_cache_seconds=float(env.get("LIVECOINS_CATALOG_CACHE_SECONDS", 30)),
             idempotency_ttl_seconds=int(env.get("LIVECOINS_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)),
+            retry_budget_seconds=float(env.get("LIVECOINS_RETRY_BUDGET_SECONDS", 4.0)),
             gift_shards=int(env.get("LIVECOINS_GIFT_SHARDS", 32)),
             index_shards=int(env.get("LIVECOINS_INDEX_SHARDS", 1)),
             diamond_cents_per_2=int(env.get("LIVECOINS_DIAMOND_CENTS_PER_2", 1)),

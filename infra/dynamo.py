@@ -1,15 +1,25 @@
-"""DynamoDB access: one low-level client, item (de)serialisation, and async wrappers.
+"""DynamoDB access: one low-level client, item (de)serialisation, async calls, and what a
+call does when DynamoDB is busy.
 
 boto3 is synchronous; every call runs in a worker thread so the aiohttp server's event loop
 (and its WebSocket subscribers) never blocks on the network. Numbers are integers only.
+
+Faults are normal (docs/architecture.md, "Faults"): a throttle, a 500, a timeout, a
+transaction cancelled by a concurrent one. Every call here retries those with jittered
+exponential backoff until the request's deadline, then raises `Unavailable`, which the API
+answers as TRY_AGAIN. A transaction keeps its ClientRequestToken across retries of an
+ambiguous failure (a timeout or a 500 after which it may have committed), so DynamoDB applies
+it at most once; a cancelled transaction applied nothing and is retried as a new request.
+Single-item writes are all conditional or idempotent, so retrying them is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import secrets
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,15 +27,34 @@ from typing import Any
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from infra import runtime
 from infra.config import Settings
 from infra.ids import decode_cursor, encode_cursor
 
 Item = dict[str, Any]
+Invoke = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
+
+# Error codes after which the same call may simply be made again.
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+    }
+)
+# TransactWriteItems cancellation reasons that say "busy", not "your condition failed".
+TRANSIENT_REASONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
 
 
 def to_attr(value: Any) -> dict[str, Any]:
@@ -52,24 +81,47 @@ def from_item(item: Mapping[str, Any]) -> Item:
     return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
+class Unavailable(Exception):
+    """DynamoDB stayed busy or unreachable until the request's deadline. Whatever this request
+    wrote is either complete or resumable by a retry with the same idempotency key."""
+
+
 @dataclass
 class TransactionCancelled(Exception):
-    """A TransactWriteItems was cancelled; `reasons` has one code per action ("None" if fine)."""
+    """A TransactWriteItems was cancelled by a condition; `reasons` has one code per action
+    ("None" where the action was fine) and `items` the item each failed condition saw."""
 
     reasons: list[str]
     items: list[Item | None]
 
     def failed(self, index: int) -> bool:
-        return self.reasons[index] not in ("None", "")
+        """Whether action `index`'s condition was false (not: whether it met a conflict)."""
+        return self.reasons[index] == "ConditionalCheckFailed"
 
     @property
-    def conflict(self) -> bool:
-        return "TransactionConflict" in self.reasons
+    def transient(self) -> bool:
+        """Cancelled only by contention or throttling: the same actions may simply be retried."""
+        codes = set(self.reasons) - {"None", ""}
+        return bool(codes) and codes <= TRANSIENT_REASONS
 
 
-async def backoff(attempt: int) -> None:
-    """Jittered exponential wait before retrying a transaction that met a concurrent one."""
-    await asyncio.sleep(0.01 * 2**attempt + secrets.randbelow(10) / 1000)
+_deadline: ContextVar[float | None] = ContextVar("livecoins_deadline", default=None)
+
+
+def start_request(budget: float) -> None:
+    """Bound the time every retry in the current request (task and its children) may take."""
+    _deadline.set(runtime.current().monotonic() + budget)
+
+
+async def backoff(attempt: int, deadline: float, reason: str) -> None:
+    """Full-jitter exponential wait (10 ms doubling, at most 0.5 s), or Unavailable when the
+    wait would pass the deadline."""
+    source = runtime.current()
+    ceiling = min(0.01 * 2**attempt, 0.5)
+    wait = ceiling / 2 + source.randbelow(1000) * ceiling / 2000
+    if source.monotonic() + wait > deadline:
+        raise Unavailable(reason)
+    await source.sleep(wait)
 
 
 class Dynamo:
@@ -82,18 +134,48 @@ class Dynamo:
             region_name=settings.region,
             endpoint_url=settings.dynamodb_endpoint,
             config=Config(
-                retries={"max_attempts": 5, "mode": "standard"},
+                # Retries are ours (below), bounded by the request's deadline.
+                retries={"total_max_attempts": 1},
+                connect_timeout=settings.dynamodb_connect_timeout,
+                read_timeout=settings.dynamodb_read_timeout,
                 max_pool_connections=32,
             ),
         )
+        # How a call reaches the client; the fault simulator replaces it.
+        self.invoke: Invoke = self._in_thread
+        # Faults met and absorbed, by kind (logged, and counted by the simulator).
+        self.faults: Counter[str] = Counter()
 
     def table(self, name: str) -> str:
         return self.settings.table(name)
 
-    async def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+    async def _in_thread(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         method = getattr(self.client, operation)
         result: dict[str, Any] = await asyncio.to_thread(method, **kwargs)
         return result
+
+    def deadline(self) -> float:
+        """When the current request must stop retrying (monotonic seconds)."""
+        deadline = _deadline.get()
+        if deadline is None:
+            return runtime.current().monotonic() + self.settings.retry_budget_seconds
+        return deadline
+
+    async def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """One DynamoDB call, retried on throttles, 500s, timeouts and dropped connections."""
+        deadline, attempt = self.deadline(), 0
+        while True:
+            try:
+                return await self.invoke(operation, kwargs)
+            except ClientError as error:
+                reason = error.response.get("Error", {}).get("Code", "")
+                if reason not in TRANSIENT_CODES:
+                    raise
+            except (BotoCoreError, OSError) as error:  # timeouts, refused or reset connections
+                reason = type(error).__name__
+            self.faults[reason] += 1
+            await backoff(attempt, deadline, reason)
+            attempt += 1
 
     async def get(
         self, table: str, key: Mapping[str, Any], consistent: bool = False
@@ -254,7 +336,7 @@ class Dynamo:
         return encode_cursor({sort: item[sort]})
 
     async def batch_get(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[Item]:
-        """BatchGetItem in chunks of 100, retrying unprocessed keys."""
+        """BatchGetItem in chunks of 100, retrying unprocessed keys until the deadline."""
         found: list[Item] = []
         name = self.table(table)
         unique = list({tuple(sorted(k.items())): k for k in keys}.values())
@@ -262,28 +344,43 @@ class Dynamo:
             request: dict[str, Any] = {
                 name: {"Keys": [to_item(k) for k in unique[start : start + 100]]}
             }
-            for attempt in range(8):
+            deadline, attempt = self.deadline(), 0
+            while request:
                 response = await self._call("batch_get_item", RequestItems=request)
                 found.extend(from_item(i) for i in response.get("Responses", {}).get(name, []))
                 request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
-            else:
-                raise RuntimeError("BatchGetItem left keys unprocessed after retries")
+                if request:
+                    self.faults["UnprocessedKeys"] += 1
+                    await backoff(attempt, deadline, "UnprocessedKeys")
+                    attempt += 1
         return found
 
     async def transact(self, actions: Sequence[Mapping[str, Any]]) -> None:
-        """TransactWriteItems; raise TransactionCancelled with per-action reasons."""
-        try:
-            await self._call("transact_write_items", TransactItems=list(actions))
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            raw = error.response.get("CancellationReasons") or []
-            reasons = [r.get("Code", "None") for r in raw]
-            items = [from_item(r["Item"]) if r.get("Item") else None for r in raw]
-            raise TransactionCancelled(reasons, items) from error
+        """TransactWriteItems, applied at most once; raises TransactionCancelled when a
+        condition failed. Contention and throttling are retried until the deadline."""
+        deadline, attempt = self.deadline(), 0
+        while True:
+            # Reused by _call's retries of an ambiguous failure; new after a cancellation.
+            token = f"{runtime.current().randbits(128):032x}"
+            try:
+                await self._call(
+                    "transact_write_items", TransactItems=list(actions), ClientRequestToken=token
+                )
+                return
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                raw = error.response.get("CancellationReasons") or []
+                cancelled = TransactionCancelled(
+                    [r.get("Code", "None") for r in raw],
+                    [from_item(r["Item"]) if r.get("Item") else None for r in raw],
+                )
+                if not cancelled.transient:
+                    raise cancelled from error
+                reason = next(r for r in cancelled.reasons if r in TRANSIENT_REASONS)
+            self.faults[reason] += 1
+            await backoff(attempt, deadline, reason)
+            attempt += 1
 
     # Builders for transaction actions, so repositories state intent, not wire format.
     def put_action(

@@ -18,8 +18,8 @@ class EventsRepo:
     def __init__(self, dynamo: Dynamo) -> None:
         self.dynamo = dynamo
 
-    async def create(self, event: Item) -> None:
-        await self.dynamo.put_if_absent(TABLE, event, "id")
+    def create_action(self, event: Item) -> dict[str, Any]:
+        return self.dynamo.put_action(TABLE, event, condition="attribute_not_exists(id)")
 
     async def get(self, event_id: str, consistent: bool = False) -> Item | None:
         if "#" in event_id:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
+from infra.ids import epoch
 
 TABLE = "idempotency"
 PENDING, COMPLETED, FAILED = "PENDING", "COMPLETED", "FAILED"
@@ -41,7 +41,7 @@ class IdempotencyRepo:
             "key": key,
             "requestHash": request,
             "status": PENDING,
-            "expiresAt": int(time.time()) + self.dynamo.settings.idempotency_ttl_seconds,
+            "expiresAt": epoch() + self.dynamo.settings.idempotency_ttl_seconds,
             **data,
         }
         existing = await self.dynamo.put_if_absent(TABLE, record, "key")
@@ -79,7 +79,7 @@ class IdempotencyRepo:
             "key": key,
             "requestHash": request,
             "status": COMPLETED,
-            "expiresAt": int(time.time()) + self.dynamo.settings.idempotency_ttl_seconds,
+            "expiresAt": epoch() + self.dynamo.settings.idempotency_ttl_seconds,
             **data,
         }
         return self.dynamo.put_action(
@@ -93,6 +93,6 @@ class IdempotencyRepo:
             "requestHash": request,
             "status": FAILED,
             "error": error,
-            "expiresAt": int(time.time()) + self.dynamo.settings.idempotency_ttl_seconds,
+            "expiresAt": epoch() + self.dynamo.settings.idempotency_ttl_seconds,
         }
         return await self.dynamo.put_if_absent(TABLE, record, "key")

@@ -5,17 +5,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import secrets
-import time
 from datetime import UTC, datetime
 from typing import Any
+
+from infra import runtime
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def new_id(prefix: str) -> str:
     """A ULID with a type prefix: sorts by creation time (ms), 80 random bits after it."""
-    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    source = runtime.current()
+    value = (int(source.time() * 1000) << 80) | source.randbits(80)
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[value & 31])
@@ -24,7 +25,12 @@ def new_id(prefix: str) -> str:
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    return datetime.fromtimestamp(runtime.current().time(), UTC)
+
+
+def epoch() -> int:
+    """Whole seconds since the epoch (TTL attributes)."""
+    return int(runtime.current().time())
 
 
 def iso(moment: datetime) -> str:

@@ -48,14 +48,15 @@ class StreamsRepo:
         ]
         return [lock, meta, *shards]
 
-    def end_actions(self, stream: Item, ended_at: str) -> list[dict[str, Any]]:
+    def end_actions(self, stream: Item, ended_at: str, marker: str) -> list[dict[str, Any]]:
+        """`marker` (unique per attempt) lets a retry recognise its own end in the item."""
         meta = self.dynamo.update_action(
             TABLE,
             {"id": stream["id"]},
-            "SET #s = :ended, endedAt = :t REMOVE liveIndex, liveSort",
+            "SET #s = :ended, endedAt = :t, endedBy = :m REMOVE liveIndex, liveSort",
             condition="#s = :live",
             names={"#s": "status"},
-            values={":ended": "ENDED", ":t": ended_at, ":live": LIVE},
+            values={":ended": "ENDED", ":t": ended_at, ":m": marker, ":live": LIVE},
         )
         lock = self.dynamo.delete_action(TABLE, {"id": f"live#{stream['creatorId']}"})
         shards = [

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 from strawberry.dataloader import DataLoader
 
 from infra.dynamo import Item
+from infra.ids import now
 from infra.services import Services
 from resolvers.errors import AgeRestricted, Forbidden, Unauthenticated
 from resolvers.identity import Identity
@@ -32,7 +33,7 @@ class Context:
 
     @property
     def today(self) -> date:
-        return datetime.now(UTC).date()
+        return now().date()
 
     def require_identity(self) -> Identity:
         if self.identity is None:

@@ -2,7 +2,8 @@
 
 `UserError` subclasses are failures a caller can act on: they become members of a mutation's
 result union. `Unauthenticated`, `Forbidden` and `BadUserInput` become GraphQL errors with
-extensions.code, for fields whose type has no union to carry them.
+extensions.code, for fields whose type has no union to carry them; `TryAgain` (and the
+infrastructure's own `Unavailable` errors) become extensions.code TRY_AGAIN.
 """
 
 from __future__ import annotations
@@ -108,10 +109,12 @@ class Forbidden(Exception):
     code = "FORBIDDEN"
 
 
-class PaymentProviderUnavailable(Exception):
-    """The payment provider failed; the operation changed nothing and may be retried."""
+class TryAgain(Exception):
+    """A transient failure this request could not absorb in time (DynamoDB or the payment
+    provider busy, slow or unreachable). It is never remembered under an idempotency key:
+    a retry with the same key finishes what this request started."""
 
-    code = "PAYMENT_PROVIDER_UNAVAILABLE"
+    code = "TRY_AGAIN"
 
 
 class BadUserInput(Exception):

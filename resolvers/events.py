@@ -12,18 +12,17 @@ joinEvent is one TransactWriteItems, like a gift:
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
-from infra.dynamo import Item, TransactionCancelled, backoff
+from infra import runtime
+from infra.dynamo import Item, TransactionCancelled
 from infra.ids import iso, new_id, now
 from resolvers import idempotency, validation
 from resolvers.context import Context
 from resolvers.errors import AlreadyJoined, InsufficientCoins, NotAllowed, NotFound
 
-MUTATION = "joinEvent"
+MUTATION, CREATE = "joinEvent", "createEvent"
 MAX_ENTRY = 100_000
-CONFLICT_RETRIES = 6
 JOINER, MEMBER, IDEMPOTENCY = 0, 3, 6
 
 
@@ -33,11 +32,17 @@ class JoinOutcome:
     account_id: str
 
 
-async def create_event(ctx: Context, title: str, entry_coins: int) -> Item:
+async def create_event(
+    ctx: Context, title: str, entry_coins: int, idempotency_key: str | None = None
+) -> Item:
+    """With a key, a retry after a lost response returns the first event, not a second one."""
     identity = ctx.require_identity()
     clean_title = validation.text(title, "title", 100)
     validation.int_range(entry_coins, "entryCoins", 1, MAX_ENTRY)
     ctx.require_adult("host events")
+    attempt = idempotency.begin_optional(
+        ctx, CREATE, idempotency_key, {"title": clean_title, "entryCoins": entry_coins}
+    )
     services = ctx.services
     event = {
         "id": new_id("evt"),
@@ -48,24 +53,36 @@ async def create_event(ctx: Context, title: str, entry_coins: int) -> Item:
         "shards": services.settings.gift_shards,
         "createdAt": iso(now()),
     }
-    await services.dynamo.transact(
-        [
-            services.dynamo.put_action("events", event, condition="attribute_not_exists(id)"),
-            services.accounts.credit_action(
-                identity.sub,
-                0,
-                0,
-                identity.initial_display_name,
-                identity.birthdate,
-                shards=services.settings.gift_shards,
-            ),
-        ]
-    )
+    actions = [
+        services.events.create_action(event),
+        services.accounts.credit_action(
+            identity.sub,
+            0,
+            0,
+            identity.initial_display_name,
+            identity.birthdate,
+            shards=services.settings.gift_shards,
+        ),
+    ]
+    if attempt is not None:
+        actions.append(idempotency.completed_action(ctx, attempt, {"eventId": event["id"]}))
+    try:
+        await services.dynamo.transact(actions)
+    except TransactionCancelled as cancelled:
+        if attempt is None or not cancelled.failed(len(actions) - 1):
+            if cancelled.failed(0):  # its new random id exists: an earlier try of this call
+                return event
+            raise
+        record = await idempotency.earlier(ctx, attempt, cancelled, len(actions) - 1)
+        found = await services.events.get(record["eventId"], consistent=True)
+        if found is None:
+            raise RuntimeError("completed idempotency record without its event") from None
+        return found
     return event
 
 
 async def event(ctx: Context, event_id: str) -> Item | None:
-    if not event_id or len(event_id) > 64:
+    if not validation.is_id(event_id):
         return None
     return await ctx.services.events.get(event_id)
 
@@ -93,7 +110,11 @@ async def join_event(ctx: Context, event_id: str, idempotency_key: str) -> JoinO
             ctx,
             await idempotency.fail(ctx, attempt, NotAllowed("Hosts cannot join their own event.")),
         )
-    price, host, shard = found["entryCoins"], found["hostId"], secrets.randbelow(found["shards"])
+    price, host, shard = (
+        found["entryCoins"],
+        found["hostId"],
+        runtime.current().randbelow(found["shards"]),
+    )
     created = iso(now())
     actions = [
         services.accounts.debit_action(identity.sub, price, 0),
@@ -120,25 +141,17 @@ async def join_event(ctx: Context, event_id: str, idempotency_key: str) -> JoinO
         ),
         idempotency.completed_action(ctx, attempt, {"eventId": event_id}),
     ]
-    for retry in range(CONFLICT_RETRIES):
-        try:
-            await services.dynamo.transact(actions)
-            return JoinOutcome(event_id, identity.sub)
-        except TransactionCancelled as cancelled:
-            outcome = await _cancelled(ctx, attempt, cancelled, price)
-            if outcome is not None:
-                return outcome
-            if retry == CONFLICT_RETRIES - 1:
-                raise
-            # joins to one event all add to its participant count: back off and retry
-            await backoff(retry)
-    raise AssertionError("unreachable")
+    try:
+        await services.dynamo.transact(actions)
+    except TransactionCancelled as cancelled:
+        return await _cancelled(ctx, attempt, cancelled, price)
+    return JoinOutcome(event_id, identity.sub)
 
 
 async def _cancelled(
     ctx: Context, attempt: idempotency.Attempt, cancelled: TransactionCancelled, price: int
-) -> JoinOutcome | None:
-    """The answer for a cancelled join, or None when it only met a concurrent one."""
+) -> JoinOutcome:
+    """The answer for a join whose conditions failed (conflicts were retried below)."""
     if cancelled.failed(IDEMPOTENCY):
         return await _replay(ctx, await idempotency.earlier(ctx, attempt, cancelled, IDEMPOTENCY))
     if cancelled.failed(MEMBER):
@@ -156,8 +169,6 @@ async def _cancelled(
             available=available,
         )
         return await _replay(ctx, await idempotency.fail(ctx, attempt, error))
-    if cancelled.conflict:
-        return None
     raise cancelled
 
 

@@ -30,6 +30,22 @@ def begin(ctx: Context, mutation: str, idempotency_key: str, payload: dict[str, 
     return Attempt(record_key(identity.sub, mutation, idempotency_key), request_hash(payload))
 
 
+def begin_optional(
+    ctx: Context, mutation: str, idempotency_key: str | None, payload: dict[str, Any]
+) -> Attempt | None:
+    """For mutations whose key is optional (going live, publishing, creating an event)."""
+    if idempotency_key is None:
+        return None
+    return begin(ctx, mutation, idempotency_key, payload)
+
+
+async def refuse(ctx: Context, attempt: Attempt | None, error: UserError) -> Item:
+    """Raise `error`, remembered under the key when there is one (see `fail`)."""
+    if attempt is None:
+        raise error
+    return await fail(ctx, attempt, error)
+
+
 def completed_action(ctx: Context, attempt: Attempt, data: dict[str, Any]) -> dict[str, Any]:
     return ctx.services.idempotency.completed_action(attempt.key, attempt.digest, data)
 

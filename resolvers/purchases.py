@@ -11,29 +11,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from infra.catalog import PACKAGE
-from infra.dynamo import Item, TransactionCancelled, backoff
+from infra.dynamo import Item, TransactionCancelled
 from infra.idempotency import COMPLETED, FAILED, record_key, request_hash
 from infra.ids import iso, new_id, now
+from infra.payments import ProviderUnavailable, RefundRefused
 from resolvers import validation
 from resolvers.context import Context
 from resolvers.errors import (
     IdempotencyConflict,
     InsufficientCoins,
+    InvalidState,
     NotFound,
     PaymentDeclined,
-    PaymentProviderUnavailable,
+    TryAgain,
     UserError,
 )
 
 logger = logging.getLogger("livecoins")
 MUTATION = "purchaseCoins"
-CONFLICT_RETRIES = 5
 
 
 @dataclass
@@ -77,13 +77,17 @@ async def purchase_coins(
     if record.get("package") is None:
         return await _fail(ctx, key, digest, NotFound(f"No coin package {package_id} is on sale."))
 
-    charge = await asyncio.to_thread(
-        services.payments.charge,
-        payment_token,
-        record["package"]["priceAmount"],
-        record["package"]["currency"],
-        record["purchaseId"],
-    )
+    try:
+        charge = await services.payments.charge(
+            payment_token,
+            record["package"]["priceAmount"],
+            record["package"]["currency"],
+            record["purchaseId"],
+        )
+    except ProviderUnavailable as error:
+        # The charge may have happened: the record stays PENDING, and a retry asks the
+        # provider again with the same key (never a second charge) and then credits.
+        raise TryAgain("The payment provider did not answer; retry with the same key.") from error
     if not charge.approved:
         return await _fail(ctx, key, digest, PaymentDeclined("The payment was declined."))
     return await _credit(ctx, record, digest, charge.id)
@@ -120,14 +124,11 @@ async def _credit(ctx: Context, record: Item, digest: str, charge_id: str) -> Pu
         services.purchases.put_action(purchase),
         services.idempotency.complete_action(record["key"], digest),
     ]
-    for attempt in range(CONFLICT_RETRIES):
-        try:
-            await services.dynamo.transact(actions)
-            return PurchaseOutcome(purchase, identity.sub)
-        except TransactionCancelled as cancelled:
-            if not cancelled.conflict:
-                break
-            await backoff(attempt)
+    try:
+        await services.dynamo.transact(actions)
+        return PurchaseOutcome(purchase, identity.sub)
+    except TransactionCancelled:
+        pass
     # Another attempt with the same key completed (or failed) first: answer as it did.
     latest = await services.idempotency.get(record["key"])
     if latest and latest["status"] == COMPLETED:
@@ -168,9 +169,10 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
        nothing changes.
     2. Refund the charge at the provider, with an idempotency key of the purchase.
     3. Success: one transaction drops the held coins, writes the REFUND entry and marks the
-       purchase REFUNDED. Provider failure: one transaction releases the hold and puts the
-       purchase back to COMPLETED, so coins and purchase are as before.
-    A refund interrupted after step 1 resumes at step 2 when asked again.
+       purchase REFUNDED. A definite refusal by the provider: one transaction releases the
+       hold and puts the purchase back to COMPLETED. No answer (a timeout, a 5xx): the refund
+       may have happened, so the hold stays and the answer is TRY_AGAIN; asking again resumes
+       at step 2 with the same provider key, which returns the first refund.
     """
     ctx.require_admin()
     services = ctx.services
@@ -189,9 +191,7 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
                 ]
             )
         except TransactionCancelled as cancelled:
-            latest = await services.purchases.get(purchase_id)
-            moved_on = cancelled.failed(1) or (latest or {}).get("status") != "COMPLETED"
-            if cancelled.failed(0) and not moved_on:
+            if cancelled.failed(0) and not cancelled.failed(1):
                 held = cancelled.items[0] or {}
                 raise InsufficientCoins(
                     "The buyer has already spent these coins.",
@@ -200,11 +200,9 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
                 ) from None
             return await refund_purchase(ctx, purchase_id)  # moved on concurrently
     try:
-        await asyncio.to_thread(
-            services.payments.refund, purchase["chargeId"], f"refund-{purchase_id}"
-        )
-    except Exception as error:
-        logger.warning("refund of %s failed at the provider: %r", purchase_id, error)
+        await services.payments.refund(purchase["chargeId"], f"refund-{purchase_id}")
+    except RefundRefused as error:
+        logger.warning("the provider refused to refund %s: %r", purchase_id, error)
         try:
             await services.dynamo.transact(
                 [
@@ -213,10 +211,10 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
                 ]
             )
         except TransactionCancelled:
-            pass  # a concurrent attempt finished the refund or the release first
-        raise PaymentProviderUnavailable(
-            "The payment provider could not refund the charge; nothing changed."
-        ) from error
+            pass  # a concurrent attempt released it first
+        raise InvalidState("The payment provider refused to refund this charge.") from error
+    except ProviderUnavailable as error:
+        raise TryAgain("The payment provider did not answer; ask again to finish.") from error
     stamp = iso(now())
     try:
         await services.dynamo.transact(

@@ -1,22 +1,31 @@
-"""Live streams: going live, ending, listing, and a stream's gifts and viewer ranking."""
+"""Live streams: going live, ending, listing, and a stream's gifts and viewer ranking.
+
+Going live and ending take an optional idempotency key: with one, a retry after a lost
+response replays the first answer (the idempotency record is born COMPLETED in the same
+transaction, as for gifts). Without one, a retry inside the request after an ambiguous
+failure is still recognised as this request's own write by the marker it wrote.
+"""
 
 from __future__ import annotations
 
 from infra.dynamo import Item, TransactionCancelled
 from infra.ids import BadCursor, iso, new_id, now
-from resolvers import validation
+from resolvers import idempotency, validation
 from resolvers.context import Context
 from resolvers.errors import BadUserInput, InvalidState, NotAllowed, NotFound
+
+START, END = "startLiveStream", "endLiveStream"
 
 
 def _cursor_error(error: BadCursor) -> BadUserInput:
     return BadUserInput("after is not a cursor from this list", field="after")
 
 
-async def start_live_stream(ctx: Context, title: str) -> Item:
+async def start_live_stream(ctx: Context, title: str, idempotency_key: str | None = None) -> Item:
     identity = ctx.require_identity()
     clean_title = validation.text(title, "title", 100)
     ctx.require_adult("go live")
+    attempt = idempotency.begin_optional(ctx, START, idempotency_key, {"title": clean_title})
     services = ctx.services
     stream = {
         "id": new_id("str"),
@@ -38,40 +47,75 @@ async def start_live_stream(ctx: Context, title: str) -> Item:
             shards=services.settings.gift_shards,
         ),
     ]
+    if attempt is not None:
+        actions.append(idempotency.completed_action(ctx, attempt, {"streamId": stream["id"]}))
     try:
         await services.dynamo.transact(actions)
     except TransactionCancelled as cancelled:
+        if attempt is not None and cancelled.failed(len(actions) - 1):
+            record = await idempotency.earlier(ctx, attempt, cancelled, len(actions) - 1)
+            return await _replay(ctx, record)
         if cancelled.failed(0):
-            raise InvalidState("You already have a live stream; end it first.") from None
+            if (cancelled.items[0] or {}).get("streamId") == stream["id"]:
+                return stream  # our own lock: an earlier try of this request landed
+            error = InvalidState("You already have a live stream; end it first.")
+            return await _replay(ctx, await idempotency.refuse(ctx, attempt, error))
         raise
     return stream
 
 
-async def end_live_stream(ctx: Context, stream_id: str) -> Item:
+async def end_live_stream(ctx: Context, stream_id: str, idempotency_key: str | None = None) -> Item:
     identity = ctx.require_identity()
+    attempt = idempotency.begin_optional(ctx, END, idempotency_key, {"streamId": stream_id})
     services = ctx.services
-    stream = await services.streams.get(stream_id)
+    stream = await services.streams.get(stream_id) if validation.is_id(stream_id) else None
     if stream is None:
-        raise NotFound(f"No live stream {stream_id}.")
-    if stream["creatorId"] != identity.sub:
-        raise NotAllowed("Only the creator can end this stream.")
-    if stream["status"] != "LIVE":
-        raise InvalidState("This stream has already ended.")
-    ended_at = iso(now())
+        error: Exception = NotFound(f"No live stream {stream_id}.")
+    elif stream["creatorId"] != identity.sub:
+        error = NotAllowed("Only the creator can end this stream.")
+    elif stream["status"] != "LIVE":
+        error = InvalidState("This stream has already ended.")
+    else:
+        return await _end(ctx, stream, attempt)
+    assert isinstance(error, NotFound | NotAllowed | InvalidState)
+    return await _replay(ctx, await idempotency.refuse(ctx, attempt, error))
+
+
+async def _end(ctx: Context, stream: Item, attempt: idempotency.Attempt | None) -> Item:
+    services = ctx.services
+    ended_at, marker = iso(now()), new_id("end")
+    actions = services.streams.end_actions(stream, ended_at, marker)
+    if attempt is not None:
+        actions.append(idempotency.completed_action(ctx, attempt, {"streamId": stream["id"]}))
     try:
-        await services.dynamo.transact(services.streams.end_actions(stream, ended_at))
+        await services.dynamo.transact(actions)
     except TransactionCancelled as cancelled:
-        if cancelled.failed(0):  # ended concurrently
-            raise InvalidState("This stream has already ended.") from None
+        if attempt is not None and cancelled.failed(len(actions) - 1):
+            record = await idempotency.earlier(ctx, attempt, cancelled, len(actions) - 1)
+            return await _replay(ctx, record)
+        if cancelled.failed(0):
+            seen = cancelled.items[0] or {}
+            if seen.get("endedBy") == marker:  # an earlier try of this request landed
+                return _ended(seen)
+            error = InvalidState("This stream has already ended.")
+            return await _replay(ctx, await idempotency.refuse(ctx, attempt, error))
         raise
-    stream = {**stream, "status": "ENDED", "endedAt": ended_at}
-    stream.pop("liveIndex", None)
-    stream.pop("liveSort", None)
+    return _ended({**stream, "status": "ENDED", "endedAt": ended_at, "endedBy": marker})
+
+
+def _ended(stream: Item) -> Item:
+    return {k: v for k, v in stream.items() if k not in ("liveIndex", "liveSort")}
+
+
+async def _replay(ctx: Context, record: Item) -> Item:
+    stream = await ctx.services.streams.get(record["streamId"])
+    if stream is None:
+        raise RuntimeError("completed idempotency record without its stream")
     return stream
 
 
 async def live_stream(ctx: Context, stream_id: str) -> Item | None:
-    if not stream_id or len(stream_id) > 64:
+    if not validation.is_id(stream_id):
         return None
     return await ctx.services.streams.get(stream_id)
 

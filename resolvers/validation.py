@@ -26,6 +26,11 @@ def identifier(value: str, field: str) -> str:
     return value
 
 
+def is_id(value: str) -> bool:
+    """Whether `value` could be an id at all (lookups answer None/NotFound when not)."""
+    return bool(_ID.fullmatch(value))
+
+
 def text(value: str, field: str, maximum: int) -> str:
     trimmed = value.strip()
     if not 1 <= len(trimmed) <= maximum:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from infra.dynamo import Item
+from infra.dynamo import Item, TransactionCancelled
 from infra.ids import iso, new_id, now
-from resolvers import validation
+from resolvers import idempotency, validation
 from resolvers.context import Context
 
+MUTATION = "publishVideo"
 
-async def publish_video(ctx: Context, title: str) -> Item:
+
+async def publish_video(ctx: Context, title: str, idempotency_key: str | None = None) -> Item:
+    """With a key, a retry after a lost response returns the first video, not a second one."""
     identity = ctx.require_identity()
     clean_title = validation.text(title, "title", 100)
+    attempt = idempotency.begin_optional(ctx, MUTATION, idempotency_key, {"title": clean_title})
     services = ctx.services
     video = {
         "id": new_id("vid"),
@@ -22,24 +26,36 @@ async def publish_video(ctx: Context, title: str) -> Item:
         "indexShards": services.settings.index_shards,
         "createdAt": iso(now()),
     }
-    await services.dynamo.transact(
-        [
-            services.videos.create_action(video),
-            services.accounts.credit_action(
-                identity.sub,
-                0,
-                0,
-                identity.initial_display_name,
-                identity.birthdate,
-                shards=services.settings.gift_shards,
-            ),
-        ]
-    )
+    actions = [
+        services.videos.create_action(video),
+        services.accounts.credit_action(
+            identity.sub,
+            0,
+            0,
+            identity.initial_display_name,
+            identity.birthdate,
+            shards=services.settings.gift_shards,
+        ),
+    ]
+    if attempt is not None:
+        actions.append(idempotency.completed_action(ctx, attempt, {"videoId": video["id"]}))
+    try:
+        await services.dynamo.transact(actions)
+    except TransactionCancelled as cancelled:
+        if attempt is None or not cancelled.failed(len(actions) - 1):
+            if cancelled.failed(0):  # its new random id exists: an earlier try of this call
+                return video
+            raise
+        record = await idempotency.earlier(ctx, attempt, cancelled, len(actions) - 1)
+        found = await services.videos.get(record["videoId"])
+        if found is None:
+            raise RuntimeError("completed idempotency record without its video") from None
+        return found
     return video
 
 
 async def video(ctx: Context, video_id: str) -> Item | None:
-    if not video_id or len(video_id) > 64:
+    if not validation.is_id(video_id):
         return None
     return await ctx.services.videos.get(video_id)
 

@@ -1,14 +1,16 @@
 """Money out: earnings, withdrawal requests and their review.
 
 requestWithdrawal reads the creator's balance (one GetItem, one BatchGetItem of the earnings
-shards) to plan which items to take the diamonds from, then one TransactWriteItems:
+shards) to plan which items to take the diamonds from (at random among those that can, so
+concurrent requests rarely plan on one item), then one TransactWriteItems:
   0..n-1  accounts[creator] / earnings[creator#kk]   diamonds -= take  (condition: >= take)
   n       withdrawals[id]                           the PENDING withdrawal
   n+1     withdrawals[daily#creator#day]            cents += amount   (condition: within limit)
   n+2     ledger[creator]                           WITHDRAWAL entry
   n+3     idempotency[key]                          born COMPLETED    (condition: key unused)
 Every condition checks what it changes, so a plan made from a stale read cannot overdraw:
-the transaction is cancelled, and the request re-reads and tries again.
+the transaction is cancelled, and the request re-reads and plans again until its deadline
+(then TRY_AGAIN, with nothing remembered under the key).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from infra.dynamo import Item, TransactionCancelled, backoff
+from infra import runtime
+from infra.dynamo import Item, TransactionCancelled, Unavailable, backoff
 from infra.ids import BadCursor, iso, new_id, now
 from infra.withdrawals import PENDING
 from resolvers import accounts, idempotency, validation
@@ -29,11 +32,11 @@ from resolvers.errors import (
     InsufficientDiamonds,
     InvalidState,
     NotFound,
+    TryAgain,
 )
 
 MUTATION = "requestWithdrawal"
 MAX_DIAMONDS = 10**12
-ATTEMPTS = 6
 
 
 def cash_value(ctx: Context, diamonds: int) -> int:
@@ -76,17 +79,30 @@ async def withdrawals(
 
 
 def _plan(account: Item, shards: list[int], diamonds: int) -> list[tuple[int | None, int]]:
-    """Which items to take `diamonds` from: (None = the account item, or a shard, amount)."""
-    shard_sources: list[tuple[int | None, int]] = sorted(enumerate(shards), key=lambda s: -s[1])
-    sources = [(None, account.get("diamonds", 0)), *shard_sources]
+    """Which items to take `diamonds` from: (None = the account item, or a shard, amount).
+
+    One item that holds enough, chosen at random among those that do; otherwise items in a
+    random order until the amount is covered. Concurrent requests of one creator then rarely
+    plan on the same item (always taking from the largest made every request collide)."""
+    source = runtime.current()
+    sources: list[tuple[int | None, int]] = [
+        (None, account.get("diamonds", 0)),
+        *enumerate(shards),
+    ]
+    sources = [s for s in sources if s[1] > 0]
+    enough = [s for s in sources if s[1] >= diamonds]
+    if enough:
+        return [(enough[source.randbelow(len(enough))][0], diamonds)]
+    for i in range(len(sources) - 1, 0, -1):  # Fisher-Yates with the runtime's randomness
+        j = source.randbelow(i + 1)
+        sources[i], sources[j] = sources[j], sources[i]
     plan, left = [], diamonds
-    for source, available in sources:
+    for item, available in sources:
+        take = min(available, left)
+        plan.append((item, take))
+        left -= take
         if left == 0:
             break
-        take = min(available, left)
-        if take > 0:
-            plan.append((source, take))
-            left -= take
     return plan
 
 
@@ -112,6 +128,10 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
             ),
         )
     day = ctx.today.isoformat()
+    limit = settings.daily_withdrawal_limit_cents
+    if amount > limit:  # over the limit on any day, whatever was requested before
+        requested = await services.withdrawals.requested_on(identity.sub, day)
+        return await _replay(ctx, await _over_limit(ctx, attempt, limit - requested))
     withdrawal: dict[str, Any] = {
         "id": new_id("wdr"),
         "accountId": identity.sub,
@@ -122,7 +142,8 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
         "createdAt": iso(now()),
         "day": day,
     }
-    for retry in range(ATTEMPTS):
+    deadline, retry = services.dynamo.deadline(), 0
+    while True:
         account = await services.accounts.get(identity.sub, consistent=True) or {"id": identity.sub}
         shard_count = account.get("shards") or 0
         shards = (
@@ -151,9 +172,7 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
         ]
         actions += [
             services.withdrawals.create_action(withdrawal),
-            services.withdrawals.reserve_daily_action(
-                identity.sub, day, amount, settings.daily_withdrawal_limit_cents
-            ),
+            services.withdrawals.reserve_daily_action(identity.sub, day, amount, limit),
             services.ledger.put_action(
                 entry_id=new_id("tx"),
                 account_id=identity.sub,
@@ -176,22 +195,22 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
                 )
             if cancelled.failed(daily):
                 requested = (cancelled.items[daily] or {}).get("cents", 0)
-                remaining = max(0, settings.daily_withdrawal_limit_cents - requested)
-                return await _replay(
-                    ctx,
-                    await idempotency.fail(
-                        ctx,
-                        attempt,
-                        DailyLimitExceeded(
-                            "This would pass today's withdrawal limit.",
-                            remaining=remaining,
-                            currency=currency,
-                        ),
-                    ),
-                )
-            # a balance moved under the plan (a gift, another withdrawal): read and plan again
-            await backoff(retry)
-    raise RuntimeError("withdrawal kept meeting concurrent balance changes")
+                return await _replay(ctx, await _over_limit(ctx, attempt, limit - requested))
+        # A balance moved under the plan (a gift, another withdrawal): read and plan again.
+        try:
+            await backoff(retry, deadline, "stale withdrawal plan")
+        except Unavailable as error:
+            raise TryAgain("Your balance kept changing; retry with the same key.") from error
+        retry += 1
+
+
+async def _over_limit(ctx: Context, attempt: idempotency.Attempt, remaining: int) -> Item:
+    error = DailyLimitExceeded(
+        "This would pass today's withdrawal limit.",
+        remaining=max(0, remaining),
+        currency=ctx.services.settings.payout_currency,
+    )
+    return await idempotency.fail(ctx, attempt, error)
 
 
 async def _replay(ctx: Context, record: Item) -> Item:
@@ -236,7 +255,7 @@ async def settle_withdrawal(ctx: Context, withdrawal_id: str, outcome: str) -> I
         try:
             await services.dynamo.transact(actions)
         except TransactionCancelled as cancelled:
-            if cancelled.failed(0) or cancelled.conflict:
+            if cancelled.failed(0):
                 continue  # settled concurrently: answer from what won
             raise
         withdrawal = {**withdrawal, "status": outcome, "settledAt": settled_at}

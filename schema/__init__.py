@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
@@ -10,11 +12,13 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
+    SchemaExtension,
     ValidationCache,
 )
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from infra.dynamo import start_request
 from schema.accounts import AccountMutations, AccountQueries
 from schema.catalog import CatalogMutations, CatalogQueries
 from schema.errors import ErrorPolicy
@@ -56,6 +60,15 @@ class QueryLimits(AddValidationRules):
         super().__init__(_LIMIT_RULES)
 
 
+class RequestDeadline(SchemaExtension):
+    """Every DynamoDB retry in one operation stops at one deadline (TRY_AGAIN after it), so a
+    request ends well inside the Lambda function's timeout however busy DynamoDB is."""
+
+    def on_operation(self) -> Iterator[None]:
+        start_request(self.execution_context.context.services.settings.retry_budget_seconds)
+        yield
+
+
 class LiveCoinsSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -70,6 +83,7 @@ schema = LiveCoinsSchema(
     subscription=merge_types("Subscription", (GiftSubscriptions,)),
     extensions=[
         ErrorPolicy,
+        RequestDeadline,
         # Repeated documents skip parsing and validation (about 12x less CPU per request).
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),

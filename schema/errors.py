@@ -11,6 +11,8 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
+from infra.dynamo import Unavailable
+from infra.payments import ProviderUnavailable
 from resolvers import errors
 from schema.common import Money
 
@@ -131,18 +133,26 @@ def returns_user_errors(resolver: Callable[P, Awaitable[R]]) -> Callable[P, Awai
     return wrapper
 
 
-_CODES = {
+_CODES: dict[type[Exception], str] = {
     errors.Unauthenticated: "UNAUTHENTICATED",
     errors.Forbidden: "FORBIDDEN",
     errors.BadUserInput: "BAD_USER_INPUT",
-    errors.PaymentProviderUnavailable: "PAYMENT_PROVIDER_UNAVAILABLE",
 }
+# Transient failures the request could not absorb before its deadline: the caller retries
+# with the same idempotency key. Logged as warnings (they are expected), never masked.
+_TRANSIENT = (errors.TryAgain, Unavailable, ProviderUnavailable)
+TRY_AGAIN_MESSAGE = "The service is busy; nothing was lost. Retry with the same idempotencyKey."
 
 
 def _should_mask(error: GraphQLError) -> bool:
     """True hides the message; expected errors keep it and get their extensions.code."""
     original = error.original_error
     if original is None:  # syntax, validation and variable errors: the caller's to fix
+        return False
+    if isinstance(original, _TRANSIENT):
+        logger.warning("TRY_AGAIN at %s: %r", error.path, original)
+        error.message = TRY_AGAIN_MESSAGE
+        error.extensions = {"code": "TRY_AGAIN"}
         return False
     for kind, code in _CODES.items():
         if isinstance(original, kind):

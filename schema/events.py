@@ -53,6 +53,11 @@ class Event:
 class CreateEventInput:
     title: str
     entry_coins: int = strawberry.field(description="1 to 100000.")
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="Optional. With a key, a retry after a lost response returns the first "
+        "result instead of acting again (the same rules as sendGift's key).",
+    )
 
 
 @strawberry.type
@@ -83,7 +88,8 @@ class EventJoined:
 
 
 CreateEventResult = Annotated[
-    EventCreated | AgeRestricted | InvalidInput, strawberry.union("CreateEventResult")
+    EventCreated | AgeRestricted | InvalidInput | IdempotencyConflict,
+    strawberry.union("CreateEventResult"),
 ]
 JoinEventResult = Annotated[
     EventJoined
@@ -111,7 +117,9 @@ class EventMutations:
     @strawberry.mutation(description="Create an event that costs entryCoins to join. Adults only.")
     @returns_user_errors
     async def create_event(self, info: Info, input: CreateEventInput) -> CreateEventResult:
-        created = await events.create_event(ctx(info), input.title, input.entry_coins)
+        created = await events.create_event(
+            ctx(info), input.title, input.entry_coins, input.idempotency_key
+        )
         return EventCreated(event=Event.of(created))
 
     @strawberry.mutation(

@@ -14,6 +14,7 @@ from schema.accounts import User
 from schema.common import Info, PageInfo, ctx, timestamp
 from schema.errors import (
     AgeRestricted,
+    IdempotencyConflict,
     InvalidInput,
     InvalidState,
     NotAllowed,
@@ -102,6 +103,11 @@ class LiveStreamConnection:
 @strawberry.input
 class StartLiveStreamInput:
     title: str = strawberry.field(description="1 to 100 characters after trimming.")
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="Optional. With a key, a retry after a lost response returns the first "
+        "result instead of acting again (the same rules as sendGift's key).",
+    )
 
 
 @strawberry.type
@@ -112,6 +118,11 @@ class LiveStreamStarted:
 @strawberry.input
 class EndLiveStreamInput:
     stream_id: strawberry.ID
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="Optional. With a key, a retry after a lost response returns the first "
+        "result instead of acting again (the same rules as sendGift's key).",
+    )
 
 
 @strawberry.type
@@ -120,16 +131,17 @@ class LiveStreamEnded:
 
 
 StartLiveStreamResult = Annotated[
-    LiveStreamStarted | AgeRestricted | InvalidState | InvalidInput,
+    LiveStreamStarted | AgeRestricted | InvalidState | InvalidInput | IdempotencyConflict,
     strawberry.union(
         "StartLiveStreamResult", description="InvalidState: the account already has a live stream."
     ),
 ]
 EndLiveStreamResult = Annotated[
-    LiveStreamEnded | NotFound | NotAllowed | InvalidState,
+    LiveStreamEnded | NotFound | NotAllowed | InvalidState | InvalidInput | IdempotencyConflict,
     strawberry.union(
         "EndLiveStreamResult",
-        description="NotAllowed: someone else's stream. InvalidState: already ended.",
+        description="NotAllowed: someone else's stream. InvalidState: already ended (with an "
+        "idempotencyKey, a retry of the call that ended it returns LiveStreamEnded).",
     ),
 ]
 
@@ -162,12 +174,18 @@ class StreamMutations:
         self, info: Info, input: StartLiveStreamInput
     ) -> StartLiveStreamResult:
         return LiveStreamStarted(
-            stream=LiveStream.of(await streams.start_live_stream(ctx(info), input.title))
+            stream=LiveStream.of(
+                await streams.start_live_stream(ctx(info), input.title, input.idempotency_key)
+            )
         )
 
     @strawberry.mutation(description="End one of your own live streams.")
     @returns_user_errors
     async def end_live_stream(self, info: Info, input: EndLiveStreamInput) -> EndLiveStreamResult:
         return LiveStreamEnded(
-            stream=LiveStream.of(await streams.end_live_stream(ctx(info), str(input.stream_id)))
+            stream=LiveStream.of(
+                await streams.end_live_stream(
+                    ctx(info), str(input.stream_id), input.idempotency_key
+                )
+            )
         )

@@ -10,7 +10,7 @@ from infra.dynamo import Item
 from resolvers import streams, videos
 from schema.accounts import User
 from schema.common import Info, ctx
-from schema.errors import InvalidInput, returns_user_errors
+from schema.errors import IdempotencyConflict, InvalidInput, returns_user_errors
 from schema.gifts import GiftTransferConnection
 
 
@@ -43,6 +43,11 @@ class Video:
 @strawberry.input
 class PublishVideoInput:
     title: str = strawberry.field(description="1 to 100 characters after trimming.")
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="Optional. With a key, a retry after a lost response returns the first "
+        "result instead of acting again (the same rules as sendGift's key).",
+    )
 
 
 @strawberry.type
@@ -51,7 +56,7 @@ class VideoPublished:
 
 
 PublishVideoResult = Annotated[
-    VideoPublished | InvalidInput, strawberry.union("PublishVideoResult")
+    VideoPublished | InvalidInput | IdempotencyConflict, strawberry.union("PublishVideoResult")
 ]
 
 
@@ -68,4 +73,8 @@ class VideoMutations:
     @strawberry.mutation
     @returns_user_errors
     async def publish_video(self, info: Info, input: PublishVideoInput) -> PublishVideoResult:
-        return VideoPublished(video=Video.of(await videos.publish_video(ctx(info), input.title)))
+        return VideoPublished(
+            video=Video.of(
+                await videos.publish_video(ctx(info), input.title, input.idempotency_key)
+            )
+        )
