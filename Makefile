@@ -7,7 +7,7 @@ ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
 MINISTACK_VERSION := 1.5.33
 
-.PHONY: serve test lint typecheck cfn pytest schema seed bench clean deps \
+.PHONY: serve test lint typecheck cfn pytest schema seed bench sim clean deps \
 	build-GraphQLFunction build-PayoutsFunction
 
 $(BIN)/livecoins: pyproject.toml
@@ -48,6 +48,17 @@ pytest: deps
 
 schema: $(BIN)/livecoins
 	$(BIN)/livecoins export-schema > schema/schema.graphql
+
+# The fault simulator's long run (tests/sim/run.py); make test runs short ones.
+SEED ?= 1
+SEEDS ?= 1
+CLIENTS ?= 64
+OPS ?= 100000
+FAULTS ?= 0.2
+ENTRYPOINT ?= lambda
+sim: $(BIN)/livecoins
+	$(BIN)/python -m tests.sim.run --seed $(SEED) --seeds $(SEEDS) --clients $(CLIENTS) \
+		--ops $(OPS) --faults $(FAULTS) --entrypoint $(ENTRYPOINT)
 
 bench: deps
 	$(BIN)/pytest -q -m benchmark -s tests/benchmarks

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, TypeGuard, cast
 
 from aws_lambda_powertools import Logger
@@ -157,13 +157,13 @@ def _error(status: int, message: str) -> LambdaResponse:
     }
 
 
-def make_handler(services: Services) -> Callable[[Event, Any], LambdaResponse]:
-    """A Lambda handler bound to `services`, with its own long-lived event loop."""
+def make_async_handler(services: Services) -> Callable[[Event], Awaitable[LambdaResponse]]:
+    """The GraphQL handler as a coroutine function (one API Gateway v2 event -> response);
+    `make_handler` runs it on the function's event loop, the fault simulator on its own."""
     view = LambdaGraphQLView(services)
     settings = services.settings
-    loop = asyncio.new_event_loop()
 
-    async def handle(event: Event) -> LambdaResponse:
+    async def respond(event: Event) -> LambdaResponse:
         request = APIGatewayProxyEventV2(event)
         headers = {k.lower(): v for k, v in (request.headers or {}).items()}
         method = request.request_context.http.method.upper()
@@ -182,12 +182,23 @@ def make_handler(services: Services) -> Callable[[Event, Any], LambdaResponse]:
         response["headers"].update(cors_headers(origin, settings.cors_origins))
         return response
 
-    def handler(event: Event, context: Any) -> LambdaResponse:
+    async def handle(event: Event) -> LambdaResponse:
         try:
-            return loop.run_until_complete(handle(event))
+            return await respond(event)
         except Exception:
             logger.exception("unhandled error in the GraphQL handler")
             return _error(500, "Internal error.")
+
+    return handle
+
+
+def make_handler(services: Services) -> Callable[[Event, Any], LambdaResponse]:
+    """A Lambda handler bound to `services`, with its own long-lived event loop."""
+    handle = make_async_handler(services)
+    loop = asyncio.new_event_loop()
+
+    def handler(event: Event, context: Any) -> LambdaResponse:
+        return loop.run_until_complete(handle(event))
 
     return handler
 

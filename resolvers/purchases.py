@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from infra.catalog import PACKAGE
-from infra.dynamo import Item, TransactionCancelled
+from infra.dynamo import Item, TransactionCancelled, Unavailable, backoff
 from infra.idempotency import COMPLETED, FAILED, record_key, request_hash
 from infra.ids import iso, new_id, now
 from infra.payments import ProviderUnavailable, RefundRefused
@@ -34,6 +35,7 @@ from resolvers.errors import (
 
 logger = logging.getLogger("livecoins")
 MUTATION = "purchaseCoins"
+T = TypeVar("T")
 
 
 @dataclass
@@ -77,20 +79,38 @@ async def purchase_coins(
     if record.get("package") is None:
         return await _fail(ctx, key, digest, NotFound(f"No coin package {package_id} is on sale."))
 
-    try:
-        charge = await services.payments.charge(
+    # If the provider never answers, the charge may have happened: the record stays PENDING,
+    # and a retry asks the provider again with the same key (never a second charge).
+    charge = await _ask_provider(
+        ctx,
+        lambda: services.payments.charge(
             payment_token,
             record["package"]["priceAmount"],
             record["package"]["currency"],
             record["purchaseId"],
-        )
-    except ProviderUnavailable as error:
-        # The charge may have happened: the record stays PENDING, and a retry asks the
-        # provider again with the same key (never a second charge) and then credits.
-        raise TryAgain("The payment provider did not answer; retry with the same key.") from error
+        ),
+    )
     if not charge.approved:
         return await _fail(ctx, key, digest, PaymentDeclined("The payment was declined."))
     return await _credit(ctx, record, digest, charge.id)
+
+
+async def _ask_provider(ctx: Context, call: Callable[[], Awaitable[T]]) -> T:
+    """A provider call, asked again (same idempotency key) while it gives no answer, until
+    the request's deadline: then TRY_AGAIN, and the caller's retry asks once more."""
+    deadline, attempt = ctx.services.dynamo.deadline(), 0
+    while True:
+        try:
+            return await call()
+        except ProviderUnavailable as error:
+            ctx.services.dynamo.faults["ProviderUnavailable"] += 1
+            try:
+                await backoff(attempt, deadline, "payment provider")
+            except Unavailable:
+                raise TryAgain(
+                    "The payment provider did not answer; retry with the same key."
+                ) from error
+            attempt += 1
 
 
 async def _credit(ctx: Context, record: Item, digest: str, charge_id: str) -> PurchaseOutcome:
@@ -200,7 +220,9 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
                 ) from None
             return await refund_purchase(ctx, purchase_id)  # moved on concurrently
     try:
-        await services.payments.refund(purchase["chargeId"], f"refund-{purchase_id}")
+        await _ask_provider(
+            ctx, lambda: services.payments.refund(purchase["chargeId"], f"refund-{purchase_id}")
+        )
     except RefundRefused as error:
         logger.warning("the provider refused to refund %s: %r", purchase_id, error)
         try:
@@ -213,8 +235,6 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
         except TransactionCancelled:
             pass  # a concurrent attempt released it first
         raise InvalidState("The payment provider refused to refund this charge.") from error
-    except ProviderUnavailable as error:
-        raise TryAgain("The payment provider did not answer; ask again to finish.") from error
     stamp = iso(now())
     try:
         await services.dynamo.transact(

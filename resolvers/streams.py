@@ -56,9 +56,10 @@ async def start_live_stream(ctx: Context, title: str, idempotency_key: str | Non
             record = await idempotency.earlier(ctx, attempt, cancelled, len(actions) - 1)
             return await _replay(ctx, record)
         if cancelled.failed(0):
-            if (cancelled.items[0] or {}).get("streamId") == stream["id"]:
+            live = (cancelled.items[0] or {}).get("streamId")
+            if live == stream["id"]:
                 return stream  # our own lock: an earlier try of this request landed
-            error = InvalidState("You already have a live stream; end it first.")
+            error = InvalidState(f"You already have a live stream ({live}); end it first.")
             return await _replay(ctx, await idempotency.refuse(ctx, attempt, error))
         raise
     return stream

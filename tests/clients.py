@@ -52,6 +52,37 @@ def claims_for(
     return claims
 
 
+_TEMPLATE = load_event("apiGatewayProxyEventV2")
+
+
+def lambda_event(
+    method: str = "POST",
+    body: str | bytes | None = None,
+    query: dict[str, str] | None = None,
+    claims: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An API Gateway v2 event, with claims as the HTTP API's JWT authorizer passes them."""
+    event = copy.deepcopy(_TEMPLATE)
+    event["requestContext"]["http"]["method"] = method
+    event["headers"].update({k.lower(): v for k, v in (headers or {}).items()})
+    if query:
+        event["queryStringParameters"] = query
+        event["rawQueryString"] = urlencode(query)
+    if isinstance(body, bytes):
+        event["body"] = base64.b64encode(body).decode()
+        event["isBase64Encoded"] = True
+    else:
+        event["body"] = body or ""
+    if claims is not None:
+        jwt_claims = dict(claims)
+        groups = jwt_claims.get("cognito:groups")
+        if isinstance(groups, list):  # the HTTP API flattens arrays like this
+            jwt_claims["cognito:groups"] = "[" + " ".join(groups) + "]"
+        event["requestContext"]["authorizer"] = {"jwt": {"claims": jwt_claims, "scopes": None}}
+    return event
+
+
 class Client:
     kind = ""
 
@@ -114,23 +145,7 @@ class LambdaClient(Client):
         claims: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        event = copy.deepcopy(load_event("apiGatewayProxyEventV2"))
-        event["requestContext"]["http"]["method"] = method
-        event["headers"].update({k.lower(): v for k, v in (headers or {}).items()})
-        if query:
-            event["queryStringParameters"] = query
-            event["rawQueryString"] = urlencode(query)
-        if isinstance(body, bytes):
-            event["body"] = base64.b64encode(body).decode()
-            event["isBase64Encoded"] = True
-        else:
-            event["body"] = body or ""
-        if claims is not None:
-            jwt_claims = dict(claims)
-            groups = jwt_claims.get("cognito:groups")
-            if isinstance(groups, list):  # the HTTP API flattens arrays like this
-                jwt_claims["cognito:groups"] = "[" + " ".join(groups) + "]"
-            event["requestContext"]["authorizer"] = {"jwt": {"claims": jwt_claims, "scopes": None}}
+        event = lambda_event(method, body, query, claims, headers)
         # Lambda runs one request per container at a time; a container is a thread here.
         result = await self._invoke(event)
         return Response(result["statusCode"], result.get("headers", {}), result.get("body", ""))
