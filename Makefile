@@ -67,7 +67,8 @@ bench: deps
 # with wheels for the functions' runtime (python3.12 on arm64), not this machine's.
 build-GraphQLFunction build-PayoutsFunction:
 	cp -r schema resolvers infra handlers "$(ARTIFACTS_DIR)/"
-	rm -rf "$(ARTIFACTS_DIR)/handlers/static" "$(ARTIFACTS_DIR)"/*/__pycache__
+	rm -rf "$(ARTIFACTS_DIR)/handlers/static" "$(ARTIFACTS_DIR)/handlers/engine_launcher.py" \
+		"$(ARTIFACTS_DIR)"/*/__pycache__
 	$(PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)" --requirement requirements.txt \
 		--platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
 		--only-binary=:all: --no-warn-conflicts --root-user-action=ignore

@@ -8,17 +8,23 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from infra.config import Settings
 from infra.services import Services
 
+if TYPE_CHECKING:
+    from infra.engine import LocalEngine
+
 
 @contextlib.contextmanager
-def local_services(settings: Settings) -> Iterator[Services]:
-    """Services on the configured endpoint, or on the embedded engine started here."""
+def local_services(settings: Settings) -> Iterator[tuple[Services, LocalEngine | None]]:
+    """Services on the configured endpoint, or on the embedded engine started (and, on the
+    way out, stopped: it saves its state) here."""
     from infra.engine import LocalEngine
     from infra.tables import ensure_tables
 
@@ -34,7 +40,7 @@ def local_services(settings: Settings) -> Iterator[Services]:
         created = ensure_tables(services.dynamo.client, settings)
         if created:
             logging.getLogger("livecoins").info("created tables %s", ", ".join(created))
-        yield services
+        yield services, engine
     finally:
         if engine:
             engine.stop()
@@ -52,15 +58,19 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from handlers.server import make_app
 
     settings = Settings.from_env()
-    with local_services(settings) as services:
+    with local_services(settings) as (services, engine):
         added = _seed(services)
         print(f"catalog: {added} default items added" if added else "catalog: already seeded")
         print(f"GraphiQL: http://{settings.host}:{settings.port}/graphql")
-        web.run_app(make_app(services), host=settings.host, port=settings.port, print=None)
+        # An engine that cannot be restarted stops the server as Ctrl-C would, then exits 1.
+        app = make_app(services, engine, lambda: signal.raise_signal(signal.SIGTERM))
+        web.run_app(app, host=settings.host, port=settings.port, print=None)
+    if engine is not None and engine.lost:
+        sys.exit("the local DynamoDB engine stopped and could not be restarted")
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
-    with local_services(Settings.from_env()) as services:
+    with local_services(Settings.from_env()) as (services, _):
         print(f"{_seed(services)} default catalog items added")
 
 

@@ -1,15 +1,19 @@
 """Local server: aiohttp with Strawberry's GraphQLView, GraphiQL served from this package.
 
 Tokens are HS256 JWTs signed with LIVECOINS_JWT_SECRET (local only). No token: anonymous;
-a bad signature or an expired token: HTTP 401.
+a bad signature or an expired token: HTTP 401. Given the embedded engine, the server
+supervises it: /health reports it (503 while it is down) and a dead engine is restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jwt
 from aiohttp import web
@@ -22,6 +26,9 @@ from infra.services import Services
 from resolvers.context import Context
 from resolvers.identity import Identity
 from schema import schema
+
+if TYPE_CHECKING:
+    from infra.engine import LocalEngine
 
 STATIC = Path(__file__).resolve().parent / "static"
 IDENTITY = web.RequestKey("identity", Identity)
@@ -56,7 +63,12 @@ def verify_token(token: str, secret: str) -> Identity | None:
     return Identity.from_claims(claims)
 
 
-def make_app(services: Services) -> web.Application:
+def make_app(
+    services: Services,
+    engine: LocalEngine | None = None,
+    on_engine_lost: Callable[[], None] | None = None,
+) -> web.Application:
+    """The app; with `engine`, it also supervises it and calls `on_engine_lost` if it gives up."""
     settings = services.settings
 
     @web.middleware
@@ -105,7 +117,24 @@ def make_app(services: Services) -> web.Application:
         raise web.HTTPFound("/graphql")
 
     async def health(request: web.Request) -> web.Response:
-        return web.Response(text=json.dumps({"status": "ok"}), content_type="application/json")
+        if engine is None:
+            return web.Response(text=json.dumps({"status": "ok"}), content_type="application/json")
+        state = await asyncio.to_thread(engine.status)
+        body = {"status": "ok" if state == "up" else "unavailable", "engine": state}
+        return web.json_response(body, status=200 if state == "up" else 503)
+
+    async def supervisor(app: web.Application) -> AsyncIterator[None]:
+        async def run(engine: LocalEngine) -> None:
+            await engine.supervise()
+            if on_engine_lost:
+                on_engine_lost()
+
+        task = asyncio.create_task(run(engine)) if engine else None
+        yield
+        if task:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def worker_threads(app: web.Application) -> None:
         # DynamoDB calls run in threads; the default pool (cores + 4) would queue concurrent
@@ -115,6 +144,7 @@ def make_app(services: Services) -> web.Application:
         )
 
     app.on_startup.append(worker_threads)
+    app.cleanup_ctx.append(supervisor)
     app.router.add_get("/", root)
     app.router.add_get("/health", health)
     return app
