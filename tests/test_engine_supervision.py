@@ -207,7 +207,6 @@ def test_the_engine_refuses_a_state_it_cannot_load(engine: LocalEngine) -> None:
     assert state.read_text().endswith('"tables": ')
 
 
-@pytest.mark.xfail(strict=False, reason="needs TRY_AGAIN mapping from main")
 async def test_requests_while_the_engine_is_down_get_try_again(
     engine: LocalEngine, aiohttp_client: Any
 ) -> None:
