@@ -171,7 +171,7 @@ def main() -> None:
             "diamonds": 5,
             "createdAt": "2026-01-01T00:00:00.000+00:00",
         }
-        entry = {"reference_id": gift_id, "created_at": "2026-01-01T00:00:00.000+00:00"}
+        stamp = "2026-01-01T00:00:00.000+00:00"
         return [
             accounts.debit_action(sender, 5, 0),
             streams.gift_action("st", shard, 5),
@@ -182,7 +182,8 @@ def main() -> None:
                 kind="GIFT_SENT",
                 coins=-5,
                 diamonds=0,
-                **entry,
+                reference_id=gift_id,
+                created_at=stamp,
             ),
             ledger.put_action(
                 entry_id=f"r{i + 1_000_000:08d}",
@@ -191,7 +192,8 @@ def main() -> None:
                 coins=0,
                 diamonds=5,
                 shard=shard,
-                **entry,
+                reference_id=gift_id,
+                created_at=stamp,
             ),
             transfers.put_action(transfer),
             idempotency.completed_action(f"{sender}#sendGift#{i}", "h", {"transferId": gift_id}),

@@ -167,7 +167,7 @@ class _Parser:
                 self.invalid(f"Attribute name is a reserved keyword; reserved keyword: {text}")
             self.pos += 1
             return text
-        return self.fail()  # type: ignore[no-any-return]
+        return self.fail()  # type: ignore[no-any-return,unused-ignore]
 
     def operand(self) -> tuple[Any, ...]:
         kind, text, _ = self.peek()
@@ -260,7 +260,7 @@ class _Parser:
             if len(options) > 100:
                 self.invalid("The IN operator is provided with too many operands; number: 101")
             return ("in", left, options)
-        return self.fail()  # type: ignore[no-any-return]
+        return self.fail()  # type: ignore[no-any-return,unused-ignore]
 
     def function(self, name: str, args: list[tuple[Any, ...]]) -> tuple[Any, ...]:
         arity = _BOOLEAN_FUNCTIONS.get(name)

@@ -205,7 +205,7 @@ _PARAMS = {
     },
     "Get": {"TableName", "Key", "ProjectionExpression", "ExpressionAttributeNames"},
 }
-_PARAMS = {op: frozenset(params) for op, params in _PARAMS.items()}
+_ALLOWED = {op: frozenset(params) for op, params in _PARAMS.items()}
 # Real DynamoDB parameters this store does not implement: asking for one is a bug to fix here,
 # not something to ignore silently.
 _UNSUPPORTED = frozenset(
@@ -225,7 +225,7 @@ _UNSUPPORTED = frozenset(
 
 
 def _check_params(kwargs: dict[str, Any], op: str, required: tuple[str, ...]) -> None:
-    allowed = _PARAMS[op]
+    allowed = _ALLOWED[op]
     if not kwargs.keys() <= allowed:
         extra = sorted(kwargs.keys() - allowed)
         if any(name in _UNSUPPORTED for name in extra):
@@ -505,7 +505,7 @@ class _Table:
         return self.typed_key(item)
 
     def typed_key(self, item: Item) -> tuple[Key | None, str | None]:
-        parts = []
+        parts: list[Any] = []
         for name, expected in ((self.hash, self.hash_type), (self.range, self.range_type)):
             if name is None:
                 parts.append(None)
@@ -665,10 +665,10 @@ def _bounds(part: list[Any], op: str | None, args: list[Any], keyed: bool) -> tu
 def _successor(prefix: str | bytes) -> str | bytes | None:
     """The least value greater than every value that begins with `prefix`."""
     if isinstance(prefix, bytes):
-        trimmed = prefix.rstrip(b"\xff")
-        return trimmed[:-1] + bytes([trimmed[-1] + 1]) if trimmed else None
-    trimmed = prefix.rstrip("\U0010ffff")
-    return trimmed[:-1] + chr(ord(trimmed[-1]) + 1) if trimmed else None
+        data = prefix.rstrip(b"\xff")
+        return data[:-1] + bytes([data[-1] + 1]) if data else None
+    text = prefix.rstrip("\U0010ffff")
+    return text[:-1] + chr(ord(text[-1]) + 1) if text else None
 
 
 class _Action:
@@ -698,6 +698,10 @@ class _Action:
         self.body = body
         self.table_name = body["TableName"]
         self.table: _Table | None = None
+        self.condition: Condition | None = None
+        self.update: Update | None = None
+        self.values: dict[str, Value] = {}
+        self.on_failure = False
         self.key: Key | None = None
         self.old: Item | None = None
         self.new: Item | None = None
@@ -764,8 +768,8 @@ class MemoryDynamo:
         if code in _MESSAGE_MEMBER:
             response["message"] = message
         response.update(extra)
-        kind = getattr(exceptions, code, ClientError)
-        return kind(response, op)  # type: ignore[no-any-return]
+        kind: type[ClientError] = getattr(exceptions, code, ClientError)
+        return kind(response, op)
 
     def _run(
         self, op: str, handler: Callable[[dict[str, Any]], dict[str, Any]], kwargs: Any
@@ -811,11 +815,11 @@ class MemoryDynamo:
             table.sizes[key] = size
             if old is None:
                 if table.range is not None:
-                    part = table.parts.get(key[0])
-                    if part is None:
+                    ranges = table.parts.get(key[0])
+                    if ranges is None:
                         table.parts[key[0]] = [key[1]]
                     else:
-                        insort(part, key[1])
+                        insort(ranges, key[1])
                 table.order = None
         for index in table.index_list:
             before = index.entry(old, key) if old is not None else None
@@ -823,16 +827,16 @@ class MemoryDynamo:
             if before == after:
                 continue
             if before is not None:
-                part = index.parts[before[0]]
-                del part[bisect_left(part, before[1])]
-                if not part:
+                entries = index.parts[before[0]]
+                del entries[bisect_left(entries, before[1])]
+                if not entries:
                     del index.parts[before[0]]
             if after is not None:
-                part = index.parts.get(after[0])
-                if part is None:
+                found = index.parts.get(after[0])
+                if found is None:
                     index.parts[after[0]] = [after[1]]
                 else:
-                    insort(part, after[1])
+                    insort(found, after[1])
 
     def _notify(self, table: _Table, key: Key, old: Item | None, new: Item | None) -> None:
         cache = table.plain
@@ -1406,7 +1410,7 @@ class MemoryDynamo:
                     problem = problem or table.index_empty_problem(item)
                     key, missing = table.put_key(item)
                     if problem or missing:
-                        raise Invalid(problem or missing)  # type: ignore[arg-type]
+                        raise Invalid(problem or missing)
                 else:
                     item = None
                     key = table.key_of(member["DeleteRequest"]["Key"])
@@ -1437,7 +1441,7 @@ class MemoryDynamo:
             plans.append((table, table.key_of(body["Key"]), self._projection(body)))
         if len({(t.name, k) for t, k, _ in plans}) != len(plans):
             raise Invalid("Transaction request cannot include multiple operations on one item")
-        responses = []
+        responses: list[dict[str, Any]] = []
         for table, key, projection in plans:
             item = table.items.get(key)
             if item is None:

@@ -195,7 +195,21 @@ def _canon_set(kind: str, data: Any) -> list[Any]:
 
 def canon_item(item: Any, what: str = "Item") -> Item:
     """A validated, canonical copy of an item (or of ExpressionAttributeValues)."""
-    return canon_item_sized(item, what)[0]
+    if type(item) is not dict:
+        raise param_error(f"Invalid type for parameter {what}, value: {item!r}, valid types: dict")
+    out = {}
+    for name, value in item.items():
+        if type(name) is str and type(value) is dict and len(value) == 1:  # fast paths: S and N
+            data = value.get("S")
+            if type(data) is str:
+                out[name] = {"S": data}
+                continue
+            data = value.get("N")
+            if data is not None:
+                out[name] = {"N": canon_number(data)}
+                continue
+        out[_name(name)] = canon(value)
+    return out
 
 
 def canon_item_sized(item: Any, what: str = "Item") -> tuple[Item, int]:
