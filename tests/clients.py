@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 import time
 from dataclasses import dataclass
@@ -63,8 +62,11 @@ def lambda_event(
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """An API Gateway v2 event, with claims as the HTTP API's JWT authorizer passes them."""
-    event = copy.deepcopy(_TEMPLATE)
-    event["requestContext"]["http"]["method"] = method
+    event = {**_TEMPLATE, "headers": {**_TEMPLATE["headers"]}}
+    event["requestContext"] = {
+        **_TEMPLATE["requestContext"],
+        "http": {**_TEMPLATE["requestContext"]["http"], "method": method},
+    }
     event["headers"].update({k.lower(): v for k, v in (headers or {}).items()})
     if query:
         event["queryStringParameters"] = query

@@ -30,8 +30,9 @@ class Violation(AssertionError):
 class Totals:
     """Running totals over the store's tables, updated by the store's write listener."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, provider: Any) -> None:
         self.prefix = prefix
+        self.provider = provider
         self.wallet_coins: Counter[str] = Counter()
         self.wallet_diamonds: Counter[str] = Counter()  # account item + earnings shards
         self.ledger_coins: Counter[str] = Counter()
@@ -67,7 +68,7 @@ class Totals:
 
     def _check(self, what: str, value: int) -> None:
         if value < 0:
-            self.negative.append(f"{what} = {value}")
+            self.negative.append(f"negative balance: {what} = {value}")
 
     def _accounts(self, item: Item, sign: int) -> None:
         owner = item["id"]
@@ -105,13 +106,20 @@ class Totals:
     def _purchases(self, item: Item, sign: int) -> None:
         self.sums["purchases"] += sign
         self.sums["purchased_coins"] += sign * item["coins"]
-        self.charge_ids[item["chargeId"]] += sign
+        charge = item["chargeId"]
+        self.charge_ids[charge] += sign
         if item["status"] == "REFUNDED":
             self.sums["refunded_coins"] += sign * item["coins"]
             if sign > 0:
-                self.refunded_charges.add(item["chargeId"])
+                self.refunded_charges.add(charge)
+                if charge not in self.provider.refunded:  # money back only after the refund
+                    self.negative.append(f"coins taken back for {charge} without a refund")
         if sign > 0:
             self.purchase_status[item["id"]] = item["status"]
+            if self.charge_ids[charge] > 1:
+                self.negative.append(f"charge {charge} credited {self.charge_ids[charge]} times")
+            if charge not in self.provider.charges:
+                self.negative.append(f"purchase credited without an approved charge {charge}")
 
     def _transfers(self, item: Item, sign: int) -> None:
         self.sums["transfers"] += sign
@@ -158,9 +166,9 @@ class Totals:
             self.daily_withdrawn[day_key] += sign * item["amount"]
 
     # --- the checks ---------------------------------------------------------------------
-    def check(self, provider: Any) -> list[str]:
+    def check(self) -> list[str]:
         """Every invariant that must hold at any moment; the violations found."""
-        found = [f"negative balance: {n}" for n in self.negative]
+        found = list(self.negative)
         self.negative.clear()
         for owner in self.touched:
             if self.wallet_coins[owner] != self.ledger_coins[owner]:
@@ -187,14 +195,6 @@ class Totals:
                 f"diamond conservation: wallets {s['wallet_diamonds']} + withdrawn "
                 f"{s['withdrawn_diamonds']} != earned {s['gift_diamonds'] + entries}"
             )
-        for charge, count in self.charge_ids.items():
-            if count > 1:
-                found.append(f"charge {charge} credited {count} times")
-            if count and charge not in provider.charges:
-                found.append(f"purchase credited without an approved charge {charge}")
-        for charge in self.refunded_charges:
-            if charge not in provider.refunded:
-                found.append(f"coins taken back for {charge} without a provider refund")
         for mutation, table_count in (
             ("sendGift", s["transfers"]),
             ("requestWithdrawal", s["withdrawals"]),
@@ -208,7 +208,7 @@ class Totals:
                 )
         return found
 
-    def audit(self, provider: Any, settled: bool) -> list[str]:
+    def audit(self, settled: bool) -> list[str]:
         """Derived totals against the transfers; with `settled` (faults off, every retry done)
         also: every approved charge credited, every provider refund finished."""
         found: list[str] = []
@@ -224,10 +224,10 @@ class Totals:
                     found.append(f"{label} {key}: {derived[key]} != {source[key]}")  # type: ignore[index]
         if settled:
             credited = {c for c, n in self.charge_ids.items() if n}
-            for charge in provider.charges:
+            for charge in self.provider.charges:
                 if charge not in credited:
                     found.append(f"charge {charge} taken but its coins never credited")
-            for charge in provider.refunded:
+            for charge in self.provider.refunded:
                 if charge not in self.refunded_charges:
                     found.append(f"refund of {charge} at the provider never finished")
         return found

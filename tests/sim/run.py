@@ -99,11 +99,11 @@ def simulate(
     try:
         settings = dataclasses.replace(settings or Settings(), table_prefix=PREFIX)
         store = MemoryDynamo(clock=sim.time, copy_results=False)  # from_item copies
-        totals = Totals(PREFIX)
-        store.listeners.append(totals.listen)
         ensure_tables(store, settings)
         asyncio.run(_seed(settings, store))
         world = World(seed, store, settings, fault_rate, scheduler, entrypoint)
+        totals = Totals(PREFIX, world.provider)
+        store.listeners.append(totals.listen)
         workload = Workload(world, totals, seed, clients, operations, PREFIX)
         if progress:
             workload.progress = lambda done: print(
@@ -111,7 +111,7 @@ def simulate(
             )
         asyncio.run(_main(world, workload, report))
         report.violations = workload.violations
-        report.violations += totals.audit(world.provider, settled=True)
+        report.violations += totals.audit(settled=True)
         report.completed = workload.completed
         report.outcomes = workload.outcomes
         report.injected = world.stats.faults
@@ -174,7 +174,7 @@ def simulate_on_engine(
     ensure_tables(client, settings)
     asyncio.run(seed_catalog(Services(settings, Dynamo(settings, client=client)).catalog))
     world = World(seed, client, settings, fault_rate, None, "aiohttp")
-    totals = Totals(PREFIX)
+    totals = Totals(PREFIX, world.provider)
     workload = Workload(world, totals, seed, clients, operations, PREFIX)
     workload.after_each = False  # nothing to check between operations: no stopped world
 
@@ -189,8 +189,8 @@ def simulate_on_engine(
             for page in client.get_paginator("scan").paginate(TableName=name):
                 for item in page["Items"]:
                     totals.listen(name, None, None, from_item(item))
-    report.violations = workload.violations + totals.check(world.provider)
-    report.violations += totals.audit(world.provider, settled=True)
+    report.violations = workload.violations + totals.check()
+    report.violations += totals.audit(settled=True)
     report.completed, report.outcomes = workload.completed, workload.outcomes
     report.injected, report.absorbed = world.stats.faults, world.absorbed()
     report.crashes, report.containers = world.stats.crashes, world.stats.containers

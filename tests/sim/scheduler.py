@@ -84,9 +84,12 @@ class Scheduler:
             await self._idle()
             if done():
                 return
-            self._parked = [p for p in self._parked if not p.future.done()]
             if self._parked:
-                parked = self._parked.pop(self.rng.randrange(len(self._parked)))
+                index = self.rng.randrange(len(self._parked))
+                self._parked[index], self._parked[-1] = self._parked[-1], self._parked[index]
+                parked = self._parked.pop()
+                if parked.future.done():  # its task was cancelled meanwhile
+                    continue
                 self.steps += 1
                 self.trace.append(f"{parked.seq}:{parked.label}")
                 try:

@@ -1638,12 +1638,17 @@ class MemoryDynamo:
         )
 
     def _remember(self, token: str, signature: str) -> None:
+        """Remember a token for TOKEN_SECONDS. Tokens are kept in the order they came (the
+        clock never goes back), so forgetting the expired ones costs only what expires."""
         now = self.clock()
-        if len(self._tokens) >= 10_000:
-            self._tokens = {
-                t: entry for t, entry in self._tokens.items() if now - entry[1] < TOKEN_SECONDS
-            }
-        self._tokens[token] = (signature, now)
+        tokens = self._tokens
+        while tokens:
+            oldest = next(iter(tokens))
+            if now - tokens[oldest][1] < TOKEN_SECONDS:
+                break
+            del tokens[oldest]
+        tokens.pop(token, None)
+        tokens[token] = (signature, now)
 
 
 def _limit(kw: dict[str, Any]) -> int | None:

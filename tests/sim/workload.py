@@ -87,6 +87,49 @@ MINIMUM_DIAMONDS = 2_000
 LIMIT_CENTS = 100_000
 
 
+class Pool:
+    """Ids and their owners, with O(1) random picks (the run learns thousands of them)."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, str]] = []
+        self._index: dict[str, int] = {}
+        self._by_owner: dict[str, list[str]] = {}
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._index
+
+    def add(self, item_id: str, owner: str) -> None:
+        if item_id not in self._index:
+            self._index[item_id] = len(self._items)
+            self._items.append((item_id, owner))
+            self._by_owner.setdefault(owner, []).append(item_id)
+
+    def remove(self, item_id: str) -> str:
+        position = self._index.pop(item_id)
+        _, owner = self._items[position]
+        last = self._items.pop()
+        if position < len(self._items):
+            self._items[position] = last
+            self._index[last[0]] = position
+        self._by_owner[owner].remove(item_id)
+        return owner
+
+    def pick(
+        self, rng: random.Random, owner: str | None = None, not_owner: str | None = None
+    ) -> str | None:
+        """A random id: of `owner`, or of anyone but `not_owner` (None when there is none)."""
+        if owner is not None:
+            mine = self._by_owner.get(owner)
+            return rng.choice(mine) if mine else None
+        for _ in range(8):  # a few draws: the run's pools have many owners
+            if not self._items:
+                return None
+            item_id, item_owner = self._items[rng.randrange(len(self._items))]
+            if item_owner != not_owner:
+                return item_id
+        return None
+
+
 def _conflicting(value: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
     """The same mutation's input with one field changed (for an IdempotencyConflict)."""
     changed = dict(value)
@@ -146,10 +189,8 @@ class Workload:
         for admin in self.users[:2]:
             admin["cognito:groups"] = ["admin"]
         self.minor = {"sub": "kid", "birthdate": "2015-06-01"}
-        self.live: dict[str, str] = {}  # stream id -> creator, as the clients learnt it
-        self.ended: list[tuple[str, str]] = []  # (stream id, creator)
-        self.videos: list[tuple[str, str]] = []
-        self.events: list[tuple[str, str]] = []
+        # what the clients learnt from answers: id -> its creator
+        self.live, self.ended, self.videos, self.events = Pool(), Pool(), Pool(), Pool()
         self.purchases: list[tuple[str, str]] = []
         self.withdrawals: list[str] = []
         self.keys: dict[tuple[str, str, str], KeyHistory] = {}
@@ -234,7 +275,6 @@ class Workload:
         }
         kind = rng.choices(list(weights), list(weights.values()))[0]
         key = self.new_key()
-        others_live = [s for s, c in self.live.items() if c != me]
         if kind.startswith("buy"):
             token = "tok_chargeDeclined" if kind == "buy-declined" else "tok_visa"
             buyer = self.minor if kind == "buy-minor" else user
@@ -246,9 +286,7 @@ class Workload:
             value = {"title": f"Live {key}"} | ({"idempotencyKey": key} if keyed else {})
             return Attempt(user, "startLiveStream", key if keyed else None, value, kind)
         if kind == "end":
-            mine = [s for s, c in self.live.items() if c == me]
-            mine_ended = [s for s, c in self.ended if c == me]
-            target = rng.choice(mine or mine_ended) if mine or mine_ended else None
+            target = self.live.pick(rng, owner=me) or self.ended.pick(rng, owner=me)
             if target is not None:
                 keyed = rng.random() < 0.8
                 value = {"streamId": target} | ({"idempotencyKey": key} if keyed else {})
@@ -259,15 +297,13 @@ class Workload:
             value = {"title": f"Clip {key}"} | ({"idempotencyKey": key} if keyed else {})
             return Attempt(user, "publishVideo", key if keyed else None, value, kind)
         if kind.startswith("gift"):
-            target: dict[str, str] | None = None
-            if kind == "gift-video":
-                videos = [v for v, c in self.videos if c != me]
-                target = {"videoId": rng.choice(videos)} if videos else None
-            elif kind == "gift-ended" and any(c != me for _, c in self.ended):
-                target = {"streamId": rng.choice([s for s, c in self.ended if c != me])}
-            elif others_live:
-                target = {"streamId": rng.choice(others_live)}
-            if target is not None:
+            field, pool = {
+                "gift-video": ("videoId", self.videos),
+                "gift-ended": ("streamId", self.ended),
+            }.get(kind, ("streamId", self.live))
+            chosen = pool.pick(rng, not_owner=me)
+            if chosen is not None:
+                target = {field: chosen}
                 gift = "universe" if kind == "gift-expensive" else rng.choice(list(GIFTS))
                 quantity = rng.choice([1, 1, 1, 2, 5])
                 value = {"giftId": gift, "quantity": quantity, "idempotencyKey": key} | target
@@ -279,9 +315,9 @@ class Workload:
             value |= {"idempotencyKey": key} if keyed else {}
             return Attempt(user, "createEvent", key if keyed else None, value, kind)
         if kind == "join":
-            others = [e for e, h in self.events if h != me]
-            if others:
-                value = {"eventId": rng.choice(others), "idempotencyKey": key}
+            event = self.events.pick(rng, not_owner=me)
+            if event is not None:
+                value = {"eventId": event, "idempotencyKey": key}
                 return Attempt(user, "joinEvent", key, value, kind)
             kind = "read"
         if kind.startswith("withdraw"):
@@ -298,8 +334,9 @@ class Workload:
         if kind == "profile":
             value = {"displayName": f"Name {rng.randrange(1000)}"}
             return Attempt(user, "updateProfile", None, value, kind)
-        if self.live and rng.random() < 0.5:
-            return Attempt(user, "streamQuery", None, {"id": rng.choice(list(self.live))}, "read")
+        stream = self.live.pick(rng) if rng.random() < 0.5 else None
+        if stream is not None:
+            return Attempt(user, "streamQuery", None, {"id": stream}, "read")
         return Attempt(user, "me", None, {}, "read")
 
     # --- running and checking -------------------------------------------------------------
@@ -332,7 +369,7 @@ class Workload:
             self.progress(self.completed)
         self.check(attempt, response)
         if self.after_each:
-            self.violations.extend(self.totals.check(self.world.provider))
+            self.violations.extend(self.totals.check())
 
     def check(self, attempt: Attempt, response: dict[str, Any] | None) -> None:
         summary = self._check(attempt, response)
@@ -385,11 +422,14 @@ class Workload:
         if problem:
             return self._violation(attempt, f"{typename}: {problem}")
         if attempt.key is not None and typename == "IdempotencyConflict":
-            self.keys[(attempt.user["sub"], attempt.mutation, attempt.key)].open = None
+            history = self.keys[(attempt.user["sub"], attempt.mutation, attempt.key)]
+            if history.open is not None and history.open.digest == attempt.digest:
+                history.open = None  # the open attempt itself was answered
         elif attempt.key is not None:
             history = self.keys[(attempt.user["sub"], attempt.mutation, attempt.key)]
             outcome = (typename, found_id)
-            history.open = None
+            if history.open is not None and history.open.digest == attempt.digest:
+                history.open = None
             if history.outcome is None:
                 history.outcome = outcome
             elif history.outcome != outcome:
@@ -410,13 +450,13 @@ class Workload:
     def _learn(self, attempt: Attempt, typename: str, found_id: str | None) -> None:
         me = attempt.user["sub"]
         if typename == "LiveStreamStarted" and found_id:
-            self.live[found_id] = me
+            self.live.add(found_id, me)
         elif typename == "LiveStreamEnded" and found_id and found_id in self.live:
-            self.ended.append((found_id, self.live.pop(found_id)))
+            self.ended.add(found_id, self.live.remove(found_id))
         elif typename == "VideoPublished" and found_id:
-            self.videos.append((found_id, me))
+            self.videos.add(found_id, me)
         elif typename == "EventCreated" and found_id:
-            self.events.append((found_id, me))
+            self.events.add(found_id, me)
         elif typename == "CoinsPurchased" and found_id:
             if (found_id, me) not in self.purchases[-50:]:
                 self.purchases.append((found_id, me))
