@@ -12,16 +12,19 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jwt
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from cross_web import HTTPException
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from handlers.cors import cors_headers
+from handlers.http_rules import HttpRules
 from infra.services import Services
 from resolvers.context import Context
 from resolvers.identity import Identity
@@ -35,19 +38,44 @@ IDENTITY = web.RequestKey("identity", Identity)
 SERVICES = web.AppKey("services", Services)
 
 
-class LocalGraphQLView(GraphQLView[Context, None]):
+class LocalGraphQLView(HttpRules, GraphQLView[Context, None]):
     def __init__(self, services: Services) -> None:
+        settings = services.settings
         super().__init__(
             schema=schema,
             graphql_ide="graphiql",
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
-            allowed_origins=services.settings.cors_origins,
+            allowed_origins=settings.cors_origins,
+            # graphql-transport-ws: no connection_init in time closes with 4408; past the cap
+            # a subscribe gets an `error` message for its id (the connection stays open).
+            connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
+            max_subscriptions_per_connection=settings.ws_max_operations,
         )
         self.services = services
         self._ide = (STATIC / "graphiql.html").read_text()
 
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self.run(request=request)
+        except HTTPException as error:  # the same JSON errors as the Lambda's
+            body = {"errors": [{"message": error.reason}]}
+            return web.json_response(body, status=error.status_code)
+
+    async def create_websocket_response(
+        self, request: web.Request, subprotocol: str | None
+    ) -> web.WebSocketResponse:
+        # A message over the body limit closes the connection with 1009 (message too big).
+        ws = web.WebSocketResponse(
+            protocols=[subprotocol] if subprotocol else [],
+            max_msg_size=self.services.settings.max_body_bytes,
+        )
+        await ws.prepare(request)
+        return ws
+
     async def get_context(self, request: web.Request, response: object) -> Context:
-        return Context(self.services, request.get(IDENTITY))
+        context = Context(self.services, request.get(IDENTITY))
+        context.introspection = self.services.settings.introspection is not False
+        return context
 
     async def render_graphql_ide(self, request: web.Request) -> web.Response:
         return web.Response(text=self._ide, content_type="text/html")
