@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -29,6 +30,7 @@ from infra.services import Services
 from resolvers.context import Context
 from resolvers.identity import Identity
 from schema import schema
+from schema.limits import CachedValidation
 
 if TYPE_CHECKING:
     from infra.engine import LocalEngine
@@ -81,6 +83,30 @@ class LocalGraphQLView(HttpRules, GraphQLView[Context, None]):
         return web.Response(text=self._ide, content_type="text/html")
 
 
+class RateLimiter:
+    """A token bucket per client address: `rate` requests a second, bursts of `burst`.
+    Addresses idle long enough to have a full bucket are forgotten. rate 0: no limit."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, max(burst, 1.0)
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+
+    def allow(self, client: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        tokens, at = self._buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if len(self._buckets) > 10_000:  # forget clients whose bucket has refilled
+            refill = self.burst / self.rate
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
+        if tokens < 1:
+            self._buckets[client] = (tokens, now)
+            return False
+        self._buckets[client] = (tokens - 1, now)
+        return True
+
+
 def _unauthorized(message: str) -> web.Response:
     return web.json_response({"errors": [{"message": message}]}, status=401)
 
@@ -117,6 +143,15 @@ def make_app(
             request[IDENTITY] = identity
         return await handler(request)
 
+    limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+
+    @web.middleware
+    async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not limiter.allow(request.remote or ""):
+            body = {"errors": [{"message": "Too many requests from this client; slow down."}]}
+            return web.json_response(body, status=429, headers={"Retry-After": "1"})
+        return await handler(request)
+
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
@@ -136,7 +171,9 @@ def make_app(
             response.headers.update(cors_headers(origin, settings.cors_origins))
         return response
 
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[cors, authenticate])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[rate_limit, cors, authenticate]
+    )
     app[SERVICES] = services
     app.router.add_route("*", "/graphql", LocalGraphQLView(services))
     app.router.add_static("/static/graphiql", STATIC / "graphiql")
@@ -170,8 +207,17 @@ def make_app(
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=32, thread_name_prefix="dynamodb")
         )
+        # Large documents are validated here, one at a time, off the event loop (README
+        # "Limits"): their CPU then delays other clients by GIL switches, not whole seconds.
+        CachedValidation.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validate")
+
+    async def stop_worker_threads(app: web.Application) -> None:
+        pool, CachedValidation.pool = CachedValidation.pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     app.on_startup.append(worker_threads)
+    app.on_cleanup.append(stop_worker_threads)
     app.cleanup_ctx.append(supervisor)
     app.router.add_get("/", root)
     app.router.add_get("/health", health)

@@ -69,6 +69,8 @@ class Settings:
     introspection: bool | None = None
     ws_init_timeout_seconds: float = 10.0
     ws_max_operations: int = 20
+    rate_limit_per_second: float = 200.0
+    rate_limit_burst: float = 400.0
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: str = ".livecoins-data"
@@ -113,6 +115,8 @@ class Settings:
             introspection=_flag(env.get("LIVECOINS_INTROSPECTION")),
             ws_init_timeout_seconds=float(env.get("LIVECOINS_WS_INIT_TIMEOUT_SECONDS", 10)),
             ws_max_operations=int(env.get("LIVECOINS_WS_MAX_OPERATIONS", 20)),
+            rate_limit_per_second=float(env.get("LIVECOINS_RATE_LIMIT_PER_SECOND", 200)),
+            rate_limit_burst=float(env.get("LIVECOINS_RATE_LIMIT_BURST", 400)),
             host=env.get("HOST", "127.0.0.1"),
             port=int(env.get("PORT", 8000)),
             data_dir=env.get("LIVECOINS_DATA_DIR", ".livecoins-data"),

@@ -15,6 +15,9 @@ from typing import Any
 from infra.dynamo import Dynamo, Item
 
 TABLE = "rankings"
+# A tie at the cut is read whole for an exact order, up to this many senders; past it, ties
+# among them are broken in index order.
+MAX_TIED = 1000
 
 
 def rank_key(stream_id: str, sender_id: str, index_shards: int) -> str:
@@ -81,11 +84,12 @@ class RankingsRepo:
                 "rankKey = :k AND coins = :c",
                 names={},
                 values={":k": key, ":c": coins},
+                limit=MAX_TIED - len(found),
                 index="byCoins",
                 start_key=start,
             )
             found.extend(page)
-            if not start:
+            if not start or len(found) >= MAX_TIED:  # every read bounded (issue 9)
                 return found
 
 
