@@ -318,8 +318,8 @@ class DocumentLimits(SchemaExtension):
                 context.variables,
                 context.context.services.settings.max_query_cost,
             )
-            if error is not None:
-                raise error
+            if error is not None:  # the answer; validation and execution are skipped
+                context.pre_execution_errors = [error]
         yield
 
 
@@ -336,6 +336,9 @@ class CachedValidation(SchemaExtension):
 
     async def on_validate(self) -> AsyncIterator[None]:
         context = self.execution_context
+        if context.pre_execution_errors is not None:  # refused by DocumentLimits
+            yield
+            return
         rules = tuple(context.validation_rules)
         key = (context.query or "", rules)
         errors = _validated.get(key)
