@@ -64,7 +64,7 @@ class Settings:
     payout_currency: str = "USD"
     # Hostile clients (README "Limits"): the GraphQL document limits (schema/limits.py) and
     # the local server's WebSocket and per-client limits.
-    max_query_cost: int = 5_000
+    max_query_cost: int = 3_000
     # None: on for the local server (GraphiQL), off on the Lambda (README "Limits").
     introspection: bool | None = None
     ws_init_timeout_seconds: float = 10.0
@@ -111,7 +111,7 @@ class Settings:
             daily_withdrawal_limit_cents=int(
                 env.get("LIVECOINS_DAILY_WITHDRAWAL_LIMIT_CENTS", 100_000)
             ),
-            max_query_cost=int(env.get("LIVECOINS_MAX_QUERY_COST", 5_000)),
+            max_query_cost=int(env.get("LIVECOINS_MAX_QUERY_COST", 3_000)),
             introspection=_flag(env.get("LIVECOINS_INTROSPECTION")),
             ws_init_timeout_seconds=float(env.get("LIVECOINS_WS_INIT_TIMEOUT_SECONDS", 10)),
             ws_max_operations=int(env.get("LIVECOINS_WS_MAX_OPERATIONS", 20)),

@@ -7,9 +7,11 @@ Two numbers, from one linear walk of the document (each fragment walked once):
   that share a response name pairwise (OverlappingFieldsCanBeMerged), so its CPU grows with
   the square of this; the cap keeps validation cheap (README "Limits" has the figures).
 - **cost**: an estimate of the executed operation's work before it runs: each field costs 1,
-  and a list multiplies the cost of what is inside it by its size: its `first` argument (the
-  literal, the variable's value, or the schema default), or for lists without `first` the
-  size in `LIST_SIZES`; introspection lists count as many as this schema has at most.
+  or `READ_COST` if it reads DynamoDB on its own for each parent (`READS`: a Query per stream
+  for `topGifters`, ...; the rest are batched per request by DataLoaders), and a list
+  multiplies the cost of what is inside it by its size: its `first` argument (the literal,
+  the variable's value, or the schema default), or for lists without `first` the size in
+  `LIST_SIZES`; introspection lists count as many as this schema has at most.
 
 A document over either limit is refused with one error (extensions.code QUERY_TOO_COMPLEX)
 before validation and execution: nothing is read, nothing is written. Introspection-only
@@ -60,6 +62,19 @@ from infra.lru import Lru
 from resolvers.validation import MAX_PAGE
 
 MAX_FIELDS = 200
+DEFAULT_MAX_COST = 3_000
+READ_COST = 20
+READS = frozenset(
+    {
+        ("Query", "liveStreams"),
+        ("LiveStream", "topGifters"),
+        ("LiveStream", "gifts"),
+        ("Video", "gifts"),
+        ("Account", "transactions"),
+        ("Account", "withdrawals"),
+        ("Account", "earnings"),
+    }
+)
 # GraphiQL's introspection query selects 453 fields; introspection reads no data.
 MAX_INTROSPECTION_FIELDS = 500
 CODE = "QUERY_TOO_COMPLEX"
@@ -175,10 +190,11 @@ class _Walk:
             return 1  # unknown: validation refuses it
         output = get_nullable_type(definition.type)
         inner = get_named_type(output)
+        own = READ_COST if (parent.name, node.name.value) in READS else 1
         below = self.cost(node.selection_set, inner) if node.selection_set else 0
         if "first" in definition.args or isinstance(output, GraphQLList):
-            return self._size(node, parent.name, definition) * (1 + below)
-        return 1 + below
+            return own + self._size(node, parent.name, definition) * max(below, 1)
+        return own + below
 
     def _definition(self, name: str, parent: GraphQLNamedType | None) -> GraphQLField | None:
         if name == "__schema" and parent is self.schema.query_type:

@@ -12,7 +12,7 @@ from graphql import GraphQLList, get_introspection_query, get_nullable_type, par
 
 from infra.services import Services
 from schema import schema
-from schema.limits import LIST_SIZES, MAX_FIELDS, budget, measure
+from schema.limits import LIST_SIZES, MAX_FIELDS, READ_COST, budget, measure
 from tests.clients import AiohttpClient, Client, LambdaClient
 
 # The examples: 400 catalog fields (1.2 s of validation), and 20 aliases of 100 live
@@ -67,10 +67,13 @@ def test_cost_follows_first_from_literals_variables_and_defaults() -> None:
     doc = parse(
         "query Q($n: Int = 7) { liveStreams(first: $n) { edges { node { topGifters { rank } } } } }"
     )
-    # liveStreams: n x (1 + edges (1 + node (1 + topGifters: 10 x (1 + rank))))
-    assert measure(schema._schema, sizes, doc, None, {"n": 3})[1] == 3 * (1 + 1 + 1 + 10 * 2)
-    assert measure(schema._schema, sizes, doc, None, {})[1] == 7 * 23
-    assert measure(schema._schema, sizes, doc, None, {"n": 10**9})[1] == 100 * 23
+    # liveStreams (a read) + n x edges (1 + node (1 + topGifters: a read + 10 x rank))
+    per_stream = 1 + 1 + (READ_COST + 10 * 1)
+    assert measure(schema._schema, sizes, doc, None, {"n": 3})[1] == READ_COST + 3 * per_stream
+    assert measure(schema._schema, sizes, doc, None, {})[1] == READ_COST + 7 * per_stream
+    assert (
+        measure(schema._schema, sizes, doc, None, {"n": 10**9})[1] == READ_COST + 100 * per_stream
+    )
 
 
 def test_every_list_field_has_a_size() -> None:
@@ -90,9 +93,9 @@ def test_every_list_field_has_a_size() -> None:
 
 def test_graphiql_introspection_fits_the_introspection_limits() -> None:
     full = parse(get_introspection_query(descriptions=True, input_value_deprecation=True))
-    assert budget(schema._schema).refusal(full, None, {}, 5_000) is None
+    assert budget(schema._schema).refusal(full, None, {}, 3_000) is None
     mixed = parse("{ gifts { id } __schema { types { fields { type { fields { name } } } } } }")
-    assert budget(schema._schema).refusal(mixed, None, {}, 5_000) is not None
+    assert budget(schema._schema).refusal(mixed, None, {}, 3_000) is not None
 
 
 async def test_introspection_is_off_on_the_lambda_and_on_locally(

@@ -59,13 +59,17 @@ json_values = st.recursive(
     max_leaves=12,
 )
 VARIABLE_DOCS = [
-    "query Q($n: Int!, $a: String) { me { transactions(first: $n, after: $a) { edges { cursor } } } }",
-    "query Q($id: ID!) { liveStream(id: $id) { id topGifters { rank } gifts { edges { cursor } } } }",
+    "query Q($n: Int!, $a: String) { me { transactions(first: $n, after: $a) { edges { cursor } } "
+    "} }",
+    "query Q($id: ID!) { liveStream(id: $id) { id topGifters { rank } gifts { edges { cursor } } "
+    "} }",
     "mutation M($input: SendGiftInput!) { sendGift(input: $input) { __typename } }",
     "mutation M($input: PurchaseCoinsInput!) { purchaseCoins(input: $input) { __typename } }",
     "mutation M($input: UpdateProfileInput!) { updateProfile(input: $input) { __typename } }",
-    "mutation M($input: RequestWithdrawalInput!) { requestWithdrawal(input: $input) { __typename } }",
-    "query Q($id: ID!) { user(id: $id) { id displayName } event(id: $id) { id } video(id: $id) { id } }",
+    "mutation M($input: RequestWithdrawalInput!) { requestWithdrawal(input: $input) "
+    "{ __typename } }",
+    "query Q($id: ID!) { user(id: $id) { id displayName } event(id: $id) { id } "
+    "video(id: $id) { id } }",
 ]
 
 
