@@ -48,7 +48,7 @@ Mutation = merge_types(
     ),
 )
 
-MAX_DEPTH, MAX_ALIASES, MAX_TOKENS = 10, 20, 2000
+MAX_DEPTH, MAX_ALIASES, MAX_TOKENS = 10, 20, 1000
 # The limiters build a new rule class per instance, and the validation cache keys on the rules:
 # built per request they would make every validation a cache miss. Build the rules once.
 _LIMIT_RULES = [
