@@ -328,15 +328,26 @@ class DocumentLimits(SchemaExtension):
         context = self.execution_context
         document = context.graphql_document
         if document is not None:
-            error = budget(context.schema._schema).refusal(
-                document,
-                context.operation_name,
-                context.variables,
-                context.context.services.settings.max_query_cost,
+            max_cost = context.context.services.settings.max_query_cost
+            # The verdict depends on the text, the operation and the integer variables only.
+            ints = tuple(
+                sorted((k, v) for k, v in (context.variables or {}).items() if type(v) is int)
             )
-            if error is not None:  # the answer; validation and execution are skipped
-                context.pre_execution_errors = [error]
+            key = (context.query or "", context.operation_name, ints, max_cost)
+            verdict = _verdicts.get(key)
+            if verdict is None:
+                verdict = (
+                    budget(context.schema._schema).refusal(
+                        document, context.operation_name, context.variables, max_cost
+                    ),
+                )
+                _verdicts.put(key, verdict)
+            if verdict[0] is not None:  # the answer; validation and execution are skipped
+                context.pre_execution_errors = [verdict[0]]
         yield
+
+
+_verdicts: Lru[tuple[Any, ...], tuple[GraphQLError | None]] = Lru(256)
 
 
 # Documents with more fields than this are validated off the event loop where a pool is set.
