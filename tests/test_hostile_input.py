@@ -122,7 +122,7 @@ def keys_of(sub: str) -> set[tuple[str, str]]:
     return keys
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.from_regex(ACCOUNT_ID, fullmatch=True), st.from_regex(ACCOUNT_ID, fullmatch=True))
 def test_no_account_key_can_be_another_accounts(a: str, b: str) -> None:
     if a != b:
