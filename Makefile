@@ -7,7 +7,7 @@ ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
 MINISTACK_VERSION := 1.5.33
 
-.PHONY: serve test lint typecheck cfn pytest schema seed bench sim clean deps \
+.PHONY: serve test lint typecheck cfn pytest schema seed bench sim fuzz clean deps \
 	build-GraphQLFunction build-PayoutsFunction
 
 $(BIN)/livecoins: pyproject.toml
@@ -59,6 +59,13 @@ ENTRYPOINT ?= lambda
 sim: $(BIN)/livecoins
 	$(BIN)/python -m tests.sim.run --seed $(SEED) --seeds $(SEEDS) --clients $(CLIENTS) \
 		--ops $(OPS) --faults $(FAULTS) --entrypoint $(ENTRYPOINT)
+
+# The fuzz suite (tests/fuzz/) at length; make test runs 1,000 examples per entrypoint.
+FUZZ_EXAMPLES ?= 20000
+FUZZ_SECONDS ?= 3600
+fuzz: $(BIN)/livecoins
+	LIVECOINS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) LIVECOINS_FUZZ_SECONDS=$(FUZZ_SECONDS) \
+		$(BIN)/pytest -q -s tests/fuzz
 
 bench: deps
 	$(BIN)/pytest -q -m benchmark -s tests/benchmarks

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, TypeGuard, cast
@@ -25,6 +26,7 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.async_base_view import AsyncBaseHTTPView
 
 from handlers.cors import cors_headers
+from handlers.http_rules import HttpRules
 from infra.config import Settings
 from infra.services import Services
 from resolvers.context import Context
@@ -66,8 +68,11 @@ class ApiGatewayV2Request(AsyncHTTPRequestAdapter):
     async def get_body(self) -> bytes:
         body = self.event.body or ""
         if self.event.is_base64_encoded:
-            return base64.b64decode(body)
-        return body.encode()
+            try:
+                return base64.b64decode(body, validate=True)
+            except binascii.Error as error:
+                raise HTTPException(400, "The request body is not valid base64.") from error
+        return body.encode("utf-8", "surrogatepass")
 
     async def get_form_data(self) -> FormData:
         raise HTTPException(400, "Unsupported content type")
@@ -82,9 +87,10 @@ class ApiGatewayV2Request(AsyncHTTPRequestAdapter):
 
 
 class LambdaGraphQLView(
+    HttpRules,
     AsyncBaseHTTPView[
         APIGatewayProxyEventV2, LambdaResponse, LambdaResponse, Any, Any, Context, None
-    ]
+    ],
 ):
     allow_queries_via_get = True
     request_adapter_class = ApiGatewayV2Request
@@ -100,9 +106,13 @@ class LambdaGraphQLView(
     async def get_context(
         self, request: APIGatewayProxyEventV2, response: LambdaResponse
     ) -> Context:
-        authorizer = request.raw_event.get("requestContext", {}).get("authorizer") or {}
-        claims = (authorizer.get("jwt") or {}).get("claims") or {}
-        return Context(self.services, Identity.from_claims(claims) if claims else None)
+        claims = _claims(request.raw_event)
+        identity = Identity.from_claims(claims) if claims else None
+        if claims and identity is None:
+            raise HTTPException(401, "The token has no usable sub claim.")
+        context = Context(self.services, identity)
+        context.introspection = self.services.settings.introspection is True
+        return context
 
     async def get_root_value(self, request: APIGatewayProxyEventV2) -> None:
         return None
@@ -149,6 +159,42 @@ class LambdaGraphQLView(
         raise HTTPException(403, "Forbidden")
 
 
+def _claims(event: Event) -> dict[str, Any]:
+    """The JWT authorizer's claims ({} on routes without it); `malformed` has checked them."""
+    authorizer = event["requestContext"].get("authorizer")
+    jwt = authorizer.get("jwt") if isinstance(authorizer, dict) else None
+    claims = jwt.get("claims") if isinstance(jwt, dict) else None
+    return claims or {}
+
+
+def _is_str_map(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    )
+
+
+def malformed(event: Any) -> str | None:
+    """What is wrong with an event that is not an API Gateway v2 HTTP event, or None."""
+    if not isinstance(event, dict):
+        return "The event is not an object."
+    context = event.get("requestContext")
+    if not isinstance(context, dict) or not isinstance(context.get("http"), dict):
+        return "The event has no requestContext.http."
+    if not isinstance(context["http"].get("method"), str):
+        return "The event has no requestContext.http.method."
+    if not _is_str_map(event.get("headers")) or not _is_str_map(event.get("queryStringParameters")):
+        return "The event's headers and query parameters must be maps of strings."
+    if not isinstance(event.get("body") or "", str):
+        return "The event's body must be a string."
+    authorizer = context.get("authorizer")
+    if authorizer is not None:
+        jwt = authorizer.get("jwt") if isinstance(authorizer, dict) else None
+        claims = jwt.get("claims") if isinstance(jwt, dict) else None
+        if not isinstance(claims, dict | None):
+            return "The authorizer's claims must be an object."
+    return None
+
+
 def _error(status: int, message: str) -> LambdaResponse:
     return {
         "statusCode": status,
@@ -164,6 +210,8 @@ def make_async_handler(services: Services) -> Callable[[Event], Awaitable[Lambda
     settings = services.settings
 
     async def respond(event: Event) -> LambdaResponse:
+        if problem := malformed(event):
+            return _error(400, problem)
         request = APIGatewayProxyEventV2(event)
         headers = {k.lower(): v for k, v in (request.headers or {}).items()}
         method = request.request_context.http.method.upper()
@@ -171,7 +219,11 @@ def make_async_handler(services: Services) -> Callable[[Event], Awaitable[Lambda
         if method == "OPTIONS":
             return {"statusCode": 204, "headers": cors_headers(origin, settings.cors_origins, True)}
         body = request.body or ""
-        size = len(body) * 3 // 4 if request.is_base64_encoded else len(body.encode())
+        size = (
+            len(body) * 3 // 4
+            if request.is_base64_encoded
+            else len(body.encode("utf-8", "surrogatepass"))
+        )
         if size > settings.max_body_bytes:
             response = _error(413, "Request body is too large")
         else:

@@ -10,22 +10,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jwt
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from cross_web import HTTPException
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from handlers.cors import cors_headers
+from handlers.http_rules import HttpRules
 from infra.services import Services
 from resolvers.context import Context
 from resolvers.identity import Identity
 from schema import schema
+from schema.limits import CachedValidation
 
 if TYPE_CHECKING:
     from infra.engine import LocalEngine
@@ -35,22 +40,71 @@ IDENTITY = web.RequestKey("identity", Identity)
 SERVICES = web.AppKey("services", Services)
 
 
-class LocalGraphQLView(GraphQLView[Context, None]):
+class LocalGraphQLView(HttpRules, GraphQLView[Context, None]):
     def __init__(self, services: Services) -> None:
+        settings = services.settings
         super().__init__(
             schema=schema,
             graphql_ide="graphiql",
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
-            allowed_origins=services.settings.cors_origins,
+            allowed_origins=settings.cors_origins,
+            # graphql-transport-ws: no connection_init in time closes with 4408; past the cap
+            # a subscribe gets an `error` message for its id (the connection stays open).
+            connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
+            max_subscriptions_per_connection=settings.ws_max_operations,
         )
         self.services = services
         self._ide = (STATIC / "graphiql.html").read_text()
 
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self.run(request=request)
+        except HTTPException as error:  # the same JSON errors as the Lambda's
+            body = {"errors": [{"message": error.reason}]}
+            return web.json_response(body, status=error.status_code)
+
+    async def create_websocket_response(
+        self, request: web.Request, subprotocol: str | None
+    ) -> web.WebSocketResponse:
+        # A message over the body limit closes the connection with 1009 (message too big).
+        ws = web.WebSocketResponse(
+            protocols=[subprotocol] if subprotocol else [],
+            max_msg_size=self.services.settings.max_body_bytes,
+        )
+        await ws.prepare(request)
+        return ws
+
     async def get_context(self, request: web.Request, response: object) -> Context:
-        return Context(self.services, request.get(IDENTITY))
+        context = Context(self.services, request.get(IDENTITY))
+        context.introspection = self.services.settings.introspection is not False
+        return context
 
     async def render_graphql_ide(self, request: web.Request) -> web.Response:
         return web.Response(text=self._ide, content_type="text/html")
+
+
+class RateLimiter:
+    """A token bucket per client address: `rate` requests a second, bursts of `burst`.
+    Addresses idle long enough to have a full bucket are forgotten. rate 0: no limit."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, max(burst, 1.0)
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+
+    def allow(self, client: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        tokens, at = self._buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if len(self._buckets) > 10_000:  # forget clients whose bucket has refilled
+            refill = self.burst / self.rate
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
+        if tokens < 1:
+            self._buckets[client] = (tokens, now)
+            return False
+        self._buckets[client] = (tokens - 1, now)
+        return True
 
 
 def _unauthorized(message: str) -> web.Response:
@@ -89,6 +143,15 @@ def make_app(
             request[IDENTITY] = identity
         return await handler(request)
 
+    limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+
+    @web.middleware
+    async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not limiter.allow(request.remote or ""):
+            body = {"errors": [{"message": "Too many requests from this client; slow down."}]}
+            return web.json_response(body, status=429, headers={"Retry-After": "1"})
+        return await handler(request)
+
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
@@ -108,7 +171,9 @@ def make_app(
             response.headers.update(cors_headers(origin, settings.cors_origins))
         return response
 
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[cors, authenticate])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[rate_limit, cors, authenticate]
+    )
     app[SERVICES] = services
     app.router.add_route("*", "/graphql", LocalGraphQLView(services))
     app.router.add_static("/static/graphiql", STATIC / "graphiql")
@@ -142,8 +207,17 @@ def make_app(
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=32, thread_name_prefix="dynamodb")
         )
+        # Large documents are validated here, one at a time, off the event loop (README
+        # "Limits"): their CPU then delays other clients by GIL switches, not whole seconds.
+        CachedValidation.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validate")
+
+    async def stop_worker_threads(app: web.Application) -> None:
+        pool, CachedValidation.pool = CachedValidation.pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     app.on_startup.append(worker_threads)
+    app.on_cleanup.append(stop_worker_threads)
     app.cleanup_ctx.append(supervisor)
     app.router.add_get("/", root)
     app.router.add_get("/health", health)

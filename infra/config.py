@@ -66,6 +66,15 @@ class Settings:
     minimum_withdrawal_cents: int = 1_000
     daily_withdrawal_limit_cents: int = 100_000
     payout_currency: str = "USD"
+    # Hostile clients (README "Limits"): the GraphQL document limits (schema/limits.py) and
+    # the local server's WebSocket and per-client limits.
+    max_query_cost: int = 3_000
+    # None: on for the local server (GraphiQL), off on the Lambda (README "Limits").
+    introspection: bool | None = None
+    ws_init_timeout_seconds: float = 10.0
+    ws_max_operations: int = 20
+    rate_limit_per_second: float = 200.0
+    rate_limit_burst: float = 400.0
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: str = ".livecoins-data"
@@ -107,8 +116,20 @@ class Settings:
             daily_withdrawal_limit_cents=int(
                 env.get("LIVECOINS_DAILY_WITHDRAWAL_LIMIT_CENTS", 100_000)
             ),
+            max_query_cost=int(env.get("LIVECOINS_MAX_QUERY_COST", 3_000)),
+            introspection=_flag(env.get("LIVECOINS_INTROSPECTION")),
+            ws_init_timeout_seconds=float(env.get("LIVECOINS_WS_INIT_TIMEOUT_SECONDS", 10)),
+            ws_max_operations=int(env.get("LIVECOINS_WS_MAX_OPERATIONS", 20)),
+            rate_limit_per_second=float(env.get("LIVECOINS_RATE_LIMIT_PER_SECOND", 200)),
+            rate_limit_burst=float(env.get("LIVECOINS_RATE_LIMIT_BURST", 400)),
             host=env.get("HOST", "127.0.0.1"),
             port=int(env.get("PORT", 8000)),
             data_dir=env.get("LIVECOINS_DATA_DIR", ".livecoins-data"),
             engine_command=env.get("LIVECOINS_ENGINE_COMMAND", ".venv-engine/bin/ministack"),
         )
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None or not value.strip():
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")

@@ -16,7 +16,7 @@ async def me(ctx: Context) -> Item:
 
 
 async def user(ctx: Context, user_id: str) -> Item | None:
-    if not user_id or len(user_id) > 128:
+    if not validation.is_account_id(user_id):
         return None
     return await ctx.users.load(user_id)
 

@@ -16,6 +16,8 @@ from resolvers.identity import Identity
 class Context:
     """Created once per request, inside the running event loop (DataLoaders need it)."""
 
+    introspection = True  # whether __schema and __type may be asked (the Lambda: by setting)
+
     def __init__(self, services: Services, identity: Identity | None) -> None:
         self.services = services
         self.identity = identity

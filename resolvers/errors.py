@@ -125,3 +125,14 @@ class BadUserInput(Exception):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class UnknownId(Exception):
+    """An id that names nothing, for fields whose type has no union to carry NotFound (the
+    giftFeed subscription)."""
+
+    code = "NOT_FOUND"
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from resolvers import validation
+
 ADULT_AGE = 18
 
 
@@ -27,7 +29,7 @@ def parse_birthdate(value: Any) -> date | None:
 
 def is_adult(birthdate: str | None, today: date) -> bool:
     born = parse_birthdate(birthdate)
-    if born is None:
+    if born is None or born.year > date.max.year - ADULT_AGE:  # no 18th birthday before 9999
         return False
     try:
         coming_of_age = born.replace(year=born.year + ADULT_AGE)
@@ -65,13 +67,16 @@ class Identity:
 
     @property
     def initial_display_name(self) -> str:
-        name = (self.name or "").strip()[:50].strip()
-        return name or default_display_name(self.sub)
+        """The token's name claim under updateProfile's rules (cut to 50 characters), or a
+        default when it has none usable (control or bidirectional characters included)."""
+        return validation.usable_text(self.name, 50) or default_display_name(self.sub)
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any]) -> Identity | None:
+        """None (the token is refused) unless `sub` is in the account id alphabet: every key
+        of an account is built from its sub, so a sub must not be able to name another's."""
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 128:
+        if not isinstance(sub, str) or not validation.is_account_id(sub):
             return None
         birthdate = claims.get("birthdate")
         name = claims.get("name")

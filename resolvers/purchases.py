@@ -196,9 +196,13 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
     """
     ctx.require_admin()
     services = ctx.services
-    purchase = await services.purchases.get(purchase_id) if purchase_id.startswith("pur_") else None
+    purchase = (
+        await services.purchases.get(purchase_id)
+        if validation.is_minted_id(purchase_id, "pur")
+        else None
+    )
     if purchase is None:
-        raise NotFound(f"No purchase {purchase_id}.")
+        raise NotFound(f"No purchase {purchase_id[:64]}.")
     buyer, coins = purchase["accountId"], purchase["coins"]
     if purchase["status"] == REFUNDED:
         return purchase

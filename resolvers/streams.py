@@ -92,6 +92,7 @@ async def _transact_with(
 
 async def end_live_stream(ctx: Context, stream_id: str, idempotency_key: str | None = None) -> Item:
     identity = ctx.require_identity()
+    validation.identifier(stream_id, "streamId")
     attempt = idempotency.begin_optional(ctx, END, idempotency_key, {"streamId": stream_id})
     services = ctx.services
     stream = await services.streams.get(stream_id) if validation.is_id(stream_id) else None
@@ -129,6 +130,7 @@ async def _end(ctx: Context, stream: Item, attempt: idempotency.Attempt | None) 
             error = InvalidState("This stream has already ended.")
             return await _replay(ctx, await idempotency.refuse(ctx, attempt, error))
         raise
+    services.feed.end(stream["id"])  # its giftFeed subscriptions complete
     return _ended({**stream, "status": "ENDED", "endedAt": ended_at, "endedBy": marker})
 
 

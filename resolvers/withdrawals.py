@@ -268,6 +268,8 @@ async def settle_withdrawal(ctx: Context, withdrawal_id: str, outcome: str) -> I
     changes nothing; the other outcome is InvalidState."""
     ctx.require_admin()
     services = ctx.services
+    if not validation.is_minted_id(withdrawal_id, "wdr"):
+        raise NotFound(f"No withdrawal {withdrawal_id[:64]}.")
     for _ in range(2):
         withdrawal = await services.withdrawals.get(withdrawal_id)
         if withdrawal is None:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import strawberry
 from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -13,7 +14,6 @@ from strawberry.extensions import (
     ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
@@ -24,6 +24,7 @@ from schema.catalog import CatalogMutations, CatalogQueries
 from schema.errors import ErrorPolicy
 from schema.events import EventMutations, EventQueries
 from schema.gifts import GiftMutations, GiftSubscriptions
+from schema.limits import CachedValidation, DocumentLimits
 from schema.purchases import PurchaseMutations, RefundMutations
 from schema.streams import StreamMutations, StreamQueries
 from schema.videos import VideoMutations, VideoQueries
@@ -47,17 +48,27 @@ Mutation = merge_types(
     ),
 )
 
-# The limiters build a new rule class per instance, and ValidationCache keys on the rules: built
-# per request they would make every validation a cache miss. Build the rules once.
+MAX_DEPTH, MAX_ALIASES, MAX_TOKENS = 10, 20, 1000
+# The limiters build a new rule class per instance, and the validation cache keys on the rules:
+# built per request they would make every validation a cache miss. Build the rules once.
 _LIMIT_RULES = [
-    *QueryDepthLimiter(max_depth=10).validation_rules,
-    *MaxAliasesLimiter(max_alias_count=20).validation_rules,
+    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
 ]
+_NO_INTROSPECTION_RULES = [*_LIMIT_RULES, NoSchemaIntrospectionCustomRule]
 
 
 class QueryLimits(AddValidationRules):
+    """Depth and aliases; and no __schema or __type where introspection is off (README
+    "Limits": off on the Lambda unless LIVECOINS_INTROSPECTION=1)."""
+
     def __init__(self) -> None:
         super().__init__(_LIMIT_RULES)
+
+    def on_operation(self) -> Iterator[None]:
+        if not getattr(self.execution_context.context, "introspection", True):
+            self.validation_rules = _NO_INTROSPECTION_RULES
+        yield from super().on_operation()
 
 
 class RequestDeadline(SchemaExtension):
@@ -86,8 +97,9 @@ schema = LiveCoinsSchema(
         RequestDeadline,
         # Repeated documents skip parsing and validation (about 12x less CPU per request).
         lambda: ParserCache(maxsize=256),
-        lambda: ValidationCache(maxsize=256),
         QueryLimits,
-        lambda: MaxTokensLimiter(max_token_count=2000),
+        DocumentLimits,  # fields and cost, before validation
+        CachedValidation,
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
     ],
 )

@@ -137,6 +137,7 @@ _CODES: dict[type[Exception], str] = {
     errors.Unauthenticated: "UNAUTHENTICATED",
     errors.Forbidden: "FORBIDDEN",
     errors.BadUserInput: "BAD_USER_INPUT",
+    errors.UnknownId: "NOT_FOUND",
 }
 # Transient failures the request could not absorb before its deadline: the caller retries
 # with the same idempotency key. Logged as warnings (they are expected), never masked.
@@ -147,7 +148,11 @@ TRY_AGAIN_MESSAGE = "The service is busy; nothing was lost. Retry with the same 
 def _should_mask(error: GraphQLError) -> bool:
     """True hides the message; expected errors keep it and get their extensions.code."""
     original = error.original_error
-    if original is None:  # syntax, validation and variable errors: the caller's to fix
+    if original is None:  # syntax and validation errors: the caller's to fix
+        return False
+    if isinstance(original, GraphQLError) and error.path is None:
+        # graphql-core's own words about the caller's variables ("Int cannot represent ..."),
+        # raised before execution. With a path it would be ours: a value we failed to serialize.
         return False
     if isinstance(original, _TRANSIENT):
         logger.warning("TRY_AGAIN at %s: %r", error.path, original)
@@ -157,7 +162,7 @@ def _should_mask(error: GraphQLError) -> bool:
     for kind, code in _CODES.items():
         if isinstance(original, kind):
             error.extensions = {"code": code}
-            if isinstance(original, errors.BadUserInput):
+            if isinstance(original, errors.BadUserInput | errors.UnknownId):
                 error.extensions["field"] = original.field
             return False
     logger.error("unexpected error in %s", error.path, exc_info=original)

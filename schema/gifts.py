@@ -10,7 +10,7 @@ import strawberry
 
 from infra.catalog import GIFT
 from infra.dynamo import Item
-from resolvers import accounts, gifts
+from resolvers import accounts, feed, gifts
 from schema.accounts import User, Wallet
 from schema.catalog import Gift
 from schema.common import Info, PageInfo, ctx, timestamp
@@ -172,5 +172,5 @@ class GiftSubscriptions:
     async def gift_feed(
         self, info: Info, stream_id: strawberry.ID
     ) -> AsyncGenerator[GiftTransfer, None]:
-        async for transfer in ctx(info).services.feed.subscribe(str(stream_id)):
+        async for transfer in feed.gift_feed(ctx(info), str(stream_id)):
             yield GiftTransfer.of(transfer)
