@@ -21,6 +21,8 @@ TABLES = (
     "earnings",
     "events",
     "withdrawals",
+    "connections",
+    "subscriptions",
 )
 
 LOCAL_JWT_SECRET = "livecoins-local-secret"  # noqa: S105 - documented local-only default
@@ -62,6 +64,19 @@ class Settings:
     minimum_withdrawal_cents: int = 1_000
     daily_withdrawal_limit_cents: int = 100_000
     payout_currency: str = "USD"
+    # "sandbox" (approves tok_visa: local and test stacks only) or "none" (purchaseCoins
+    # answers PAYMENTS_NOT_CONFIGURED). The local server defaults to sandbox, anything else to
+    # none; a deployed stack sets it from template.yaml's PaymentProvider parameter.
+    payment_provider: str = "none"
+    # The gift feed on AWS (handlers/gift_feed.py): the WebSocket API's management endpoint
+    # (https://<api>.execute-api.<region>.amazonaws.com/<stage>, or the local cloud's), the
+    # Cognito pool's issuer, app client and keys, and how many partitions each stream's
+    # subscriber list spreads over (read in parallel by the fan-out).
+    feed_endpoint: str | None = None
+    token_issuer: str | None = None
+    token_audience: str | None = None
+    jwks_url: str | None = None
+    feed_partitions: int = 4
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: str = ".livecoins-data"
@@ -102,6 +117,12 @@ class Settings:
             daily_withdrawal_limit_cents=int(
                 env.get("LIVECOINS_DAILY_WITHDRAWAL_LIMIT_CENTS", 100_000)
             ),
+            payment_provider=env.get("LIVECOINS_PAYMENT_PROVIDER", "none"),
+            feed_endpoint=env.get("LIVECOINS_FEED_ENDPOINT") or None,
+            token_issuer=env.get("LIVECOINS_TOKEN_ISSUER") or None,
+            token_audience=env.get("LIVECOINS_TOKEN_AUDIENCE") or None,
+            jwks_url=env.get("LIVECOINS_JWKS_URL") or None,
+            feed_partitions=int(env.get("LIVECOINS_FEED_PARTITIONS", 4)),
             host=env.get("HOST", "127.0.0.1"),
             port=int(env.get("PORT", 8000)),
             data_dir=env.get("LIVECOINS_DATA_DIR", ".livecoins-data"),

@@ -137,6 +137,7 @@ _CODES: dict[type[Exception], str] = {
     errors.Unauthenticated: "UNAUTHENTICATED",
     errors.Forbidden: "FORBIDDEN",
     errors.BadUserInput: "BAD_USER_INPUT",
+    errors.PaymentsNotConfigured: "PAYMENTS_NOT_CONFIGURED",
 }
 # Transient failures the request could not absorb before its deadline: the caller retries
 # with the same idempotency key. Logged as warnings (they are expected), never masked.
