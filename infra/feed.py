@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 _CLOSED = object()
 
 
 class SlowConsumer(Exception):
     pass
+
+
+class FeedSource(Protocol):
+    """Where giftFeed's resolver reads a stream's gifts: this process's GiftFeed on the local
+    server, one gift at a time in the AWS fan-out (handlers/gift_feed.py)."""
+
+    def subscribe(self, stream_id: str) -> AsyncIterator[Any]: ...
 
 
 class _Subscriber:

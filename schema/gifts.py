@@ -172,5 +172,5 @@ class GiftSubscriptions:
     async def gift_feed(
         self, info: Info, stream_id: strawberry.ID
     ) -> AsyncGenerator[GiftTransfer, None]:
-        async for transfer in ctx(info).services.feed.subscribe(str(stream_id)):
+        async for transfer in ctx(info).feed.subscribe(str(stream_id)):
             yield GiftTransfer.of(transfer)
