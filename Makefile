@@ -61,12 +61,17 @@ typecheck: $(BIN)/livecoins
 
 # Informational findings too (the default hides them).
 cfn: $(BIN)/livecoins
-	$(BIN)/cfn-lint --info template.yaml
+	$(BIN)/cfn-lint --include-checks I -- template.yaml
 
-# Skipped checks are in template.yaml, each with its one-line reason (docs/aws.md lists them).
+# Checks skipped for one resource are in template.yaml with their reason; these two are
+# skipped for every table and log group (docs/aws.md):
+# CKV_AWS_119: tables are encrypted at rest with the AWS-owned key; a customer key adds cost
+#   per request and a key that can lock the data out, with no access gain in one account.
+# CKV_AWS_158: CloudWatch Logs are encrypted at rest by default; the logs hold no secrets.
+CHECKOV_SKIPS := CKV_AWS_119,CKV_AWS_158
 checkov: $(CHECKOV_VENV)/bin/checkov
-	cd /tmp && $(CURDIR)/$(CHECKOV_VENV)/bin/checkov --quiet --compact --framework cloudformation \
-		--file $(CURDIR)/template.yaml
+	cd /tmp && $(CURDIR)/$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download \
+		--framework cloudformation --skip-check $(CHECKOV_SKIPS) --file $(CURDIR)/template.yaml
 
 pytest: deps
 	$(BIN)/pytest -q
