@@ -1,0 +1,1 @@
+"""Fault-injection simulation support: an in-process DynamoDB (see store.py)."""
