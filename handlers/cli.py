@@ -91,16 +91,23 @@ def cmd_cloud(args: argparse.Namespace) -> None:
         stack = cloud.deploy(bundle, parameters=TRIAL_PARAMETERS)
         cloud.seed_catalog(stack)
         outputs = stack.outputs
+        rows = [
+            ("local cloud", f"{cloud.url} (ministack, IAM enforced)"),
+            (
+                "stack",
+                f"{stack.name}, deployed in {stack.timings['deploy']:.1f} s "
+                "(sandbox payments on, deletion protection off)",
+            ),
+            ("GraphQL, signed in", stack.graphql_url),
+            ("GraphQL, public", stack.public_graphql_url),
+            ("health", stack.health_url),
+            ("gift feed (ws)", stack.gift_feed_url),
+            ("user pool", outputs["UserPoolId"]),
+            ("app client", outputs["UserPoolClientId"]),
+        ]
+        for label, value in rows:
+            print(f"{label + ':':<20}{value}")
         print(
-            f"local cloud:        {cloud.url} (ministack, IAM enforced)\n"
-            f"stack:              {stack.name}, deployed in {stack.timings['deploy']:.1f} s "
-            "(sandbox payments on, deletion protection off)\n"
-            f"GraphQL (signed in): {stack.graphql_url}\n"
-            f"GraphQL (public):   {stack.public_graphql_url}\n"
-            f"health:             {stack.health_url}\n"
-            f"gift feed (ws):     {stack.gift_feed_url}\n"
-            f"user pool:          {outputs['UserPoolId']}\n"
-            f"app client:         {outputs['UserPoolClientId']}\n"
             "Sign users up with the app client (AWS CLI or any Cognito SDK, endpoint "
             f"{cloud.url}); Ctrl-C stops and removes everything.",
             flush=True,
