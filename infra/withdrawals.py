@@ -58,16 +58,19 @@ class WithdrawalsRepo:
         )
 
     def settle_action(
-        self, withdrawal_id: str, status: str, settled_at: str, admin: str
+        self, withdrawal_id: str, status: str, settled_at: str, admin: str | None = None
     ) -> dict[str, Any]:
-        """PENDING -> `status`, recording when and which admin."""
+        """PENDING -> `status`, recording when and (settleWithdrawal) which admin."""
+        values = {":to": status, ":t": settled_at, ":pending": PENDING}
+        values.update({":by": admin} if admin else {})
+        by = ", settledBy = :by" if admin else ""
         return self.dynamo.update_action(
             TABLE,
             {"id": withdrawal_id},
-            "SET #s = :to, settledAt = :t, settledBy = :by REMOVE pendingIndex, pendingSort",
+            f"SET #s = :to, settledAt = :t{by} REMOVE pendingIndex, pendingSort",
             condition="#s = :pending",
             names={"#s": "status"},
-            values={":to": status, ":t": settled_at, ":by": admin, ":pending": PENDING},
+            values=values,
         )
 
     async def get(self, withdrawal_id: str, consistent: bool = True) -> Item | None:
