@@ -56,6 +56,10 @@ class Settings:
     retry_budget_seconds: float = 4.0
     dynamodb_connect_timeout: float = 1.0
     dynamodb_read_timeout: float = 3.0
+    # Per-process cache of a stream's coinsReceived, topGifters and first page of gifts, so
+    # 100,000 viewers polling one stream do not read its partitions 100,000 times a second
+    # (docs/scaling.md). 0: exact at every moment (the local default); template.yaml sets 1.
+    stream_cache_seconds: float = 0.0
     # Stream and video facts that never change (creator, shard count) cached per process.
     target_cache_size: int = 10_000
     # The economy: a diamond is worth diamond_cents_per_2 / 2 US cents (rounded down, never in
@@ -112,6 +116,7 @@ class Settings:
             retry_budget_seconds=float(env.get("LIVECOINS_RETRY_BUDGET_SECONDS", 4.0)),
             gift_shards=int(env.get("LIVECOINS_GIFT_SHARDS", 32)),
             index_shards=int(env.get("LIVECOINS_INDEX_SHARDS", 1)),
+            stream_cache_seconds=float(env.get("LIVECOINS_STREAM_CACHE_SECONDS", 0)),
             diamond_cents_per_2=int(env.get("LIVECOINS_DIAMOND_CENTS_PER_2", 1)),
             minimum_withdrawal_cents=int(env.get("LIVECOINS_MINIMUM_WITHDRAWAL_CENTS", 1_000)),
             daily_withdrawal_limit_cents=int(

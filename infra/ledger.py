@@ -4,8 +4,11 @@ Key: accountId (HASH), entryId (RANGE, a ULID: newest first with ScanIndexForwar
 Entries are only ever written inside the transaction that changes the balance.
 
 A creator's gift income can arrive faster than one partition takes writes, so an account with
-`shards` spreads its GIFT_RECEIVED entries over partition keys "<accountId>#<kk>" (shard 0 is
-"<accountId>" itself); a page of its ledger merges one Query per shard.
+`shards` spreads its GIFT_RECEIVED and EVENT_INCOME entries over partition keys
+"<accountId>#<kk>" (shard 0 is "<accountId>" itself), at most PARTITIONS of them whatever the
+account's shard count: new entries never conflict, so partitions only need write throughput
+(PARTITIONS x 1,000 WCU/s), not the item spread the balances need. A page of a recipient's
+ledger merges one Query per partition.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from infra.dynamo import Dynamo, Item
 
 TABLE = "ledger"
+PARTITIONS = 32
 
 
 class LedgerRepo:
@@ -23,7 +27,8 @@ class LedgerRepo:
 
     @staticmethod
     def partition(account_id: str, shard: int) -> str:
-        return account_id if shard == 0 else f"{account_id}#{shard:02d}"
+        part = shard % PARTITIONS
+        return account_id if part == 0 else f"{account_id}#{part:02d}"
 
     def put_action(
         self,
@@ -53,7 +58,8 @@ class LedgerRepo:
     ) -> tuple[list[Item], bool]:
         """Up to `first` entries, newest first, after the cursor; and whether more exist.
         A sharded account's partitions are read in parallel and merged by entry id."""
-        keys = [("accountId", self.partition(account_id, k)) for k in range(max(shards, 1))]
+        count = min(max(shards, 1), PARTITIONS)
+        keys = [("accountId", self.partition(account_id, k)) for k in range(count)]
         return await self.dynamo.merged_page(
             TABLE, keys=keys, sort="entryId", first=first, after=after
         )

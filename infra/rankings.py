@@ -1,9 +1,23 @@
 """Rankings table: coins each sender gifted in each stream.
 
-Key: streamId (HASH), senderId (RANGE). Each gift adds to its sender's own item, so gifts
-from different viewers never write the same item. The byCoins index (rankKey, coins) gives
-the stream's viewer ranking in one Query; rankKey is the stream id, or with `index_shards` > 1
-one of "<streamId>#<jj>" per sender, read in parallel and merged.
+Key: id = "<streamId>#<senderId>": each (stream, sender) is its own partition, so gifts from
+different viewers never share a partition key (a stream-keyed table made every gift to a
+stream write one item collection: 1,000 WCU/s, about 500 gifts/s; docs/scaling.md).
+
+The byCoins index (rankKey, rankSort) is the viewer ranking. rankKey is the stream id, or
+with `index_shards` = J > 1 one of "<streamId>#<jj>" (a stable shard per sender). rankSort
+is one number that orders by coins, then by sender id:
+
+    rankSort = coins * 2**48 + (2**48 - 1 - prefix(senderId))
+
+where prefix is the first 6 bytes of the sender id (UTF-8, zero-padded) as an integer. A gift
+adds coins * 2**48, so the write stays a plain addition (no read); a Query of the index,
+highest first, then returns senders by coins and by id, and `topGifters(first)` is one Query of
+first + 1 items per index partition. Only senders whose ids share their first 6 bytes and
+whose coins are equal tie on rankSort; those few are read whole (bounded by MAX_TIED) and
+ordered by full id, so the ranking stays exact. While a sender's coins in one stream stay under
+10**12, rankSort has at most 27 digits: exact in DynamoDB (38 digits) and in the local engine
+and moto, whose arithmetic keeps 28.
 """
 
 from __future__ import annotations
@@ -13,8 +27,14 @@ import zlib
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
+from infra.lru import TtlCache
 
 TABLE = "rankings"
+PREFIX_BITS = 48
+_SPAN = 1 << PREFIX_BITS
+# More senders than this tied on rankSort (same first 6 bytes of id and same coins) at the
+# cut is not expected from an identity provider's ids (Cognito subs are random UUIDs).
+MAX_TIED = 1_000
 
 
 def rank_key(stream_id: str, sender_id: str, index_shards: int) -> str:
@@ -24,39 +44,68 @@ def rank_key(stream_id: str, sender_id: str, index_shards: int) -> str:
     return f"{stream_id}#{zlib.crc32(sender_id.encode()) % index_shards:02d}"
 
 
+def _prefix(sender_id: str) -> int:
+    return int.from_bytes(sender_id.encode()[: PREFIX_BITS // 8].ljust(PREFIX_BITS // 8, b"\0"))
+
+
+def rank_base(sender_id: str) -> int:
+    """rankSort of a sender with 0 coins."""
+    return _SPAN - 1 - _prefix(sender_id)
+
+
 class RankingsRepo:
     def __init__(self, dynamo: Dynamo) -> None:
         self.dynamo = dynamo
+        self._top: TtlCache[tuple[str, int], list[Item]] = TtlCache(
+            dynamo.settings.stream_cache_seconds
+        )
 
     def add_action(
         self, stream_id: str, sender_id: str, coins: int, index_shards: int = 1
     ) -> dict[str, Any]:
         return self.dynamo.update_action(
             TABLE,
-            {"streamId": stream_id, "senderId": sender_id},
-            "SET coins = if_not_exists(coins, :zero) + :c, rankKey = :r",
-            values={":c": coins, ":zero": 0, ":r": rank_key(stream_id, sender_id, index_shards)},
+            {"id": f"{stream_id}#{sender_id}"},
+            "SET coins = if_not_exists(coins, :zero) + :c, "
+            "rankSort = if_not_exists(rankSort, :base) + :step, rankKey = :r",
+            values={
+                ":c": coins,
+                ":zero": 0,
+                ":base": rank_base(sender_id),
+                ":step": coins * _SPAN,
+                ":r": rank_key(stream_id, sender_id, index_shards),
+            },
         )
 
     async def top(self, stream_id: str, first: int, index_shards: int = 1) -> list[Item]:
         """The top `first` senders by coins, ties by sender id, exactly: one Query per index
-        partition (one by default), and one more for a partition where a tie straddles the cut."""
+        partition (one by default), each of `first + 1` items, highest first."""
+        cached = self._top.get((stream_id, first))
+        if cached is not None:
+            return cached
+        return self._top.put(
+            (stream_id, first), await self._read_top(stream_id, first, index_shards)
+        )
+
+    async def _read_top(self, stream_id: str, first: int, index_shards: int) -> list[Item]:
         keys = (
             [stream_id]
             if index_shards <= 1
             else [f"{stream_id}#{j:02d}" for j in range(index_shards)]
         )
         pages = await asyncio.gather(*(self._top_of(key, first + 1) for key in keys))
-        ranked = sorted((i for page in pages for i in page), key=_order)
+        ranked = sorted((_entry(stream_id, i) for page in pages for i in page), key=_order)
         if len(ranked) <= first:
             return ranked
-        boundary = ranked[first - 1]["coins"]
-        # The index orders equal coins arbitrarily: where a partition's fetched page ends on the
-        # boundary value, fetch all of its items with that value, so ties break by sender id.
+        # Only entries with equal rankSort can be out of order (same id prefix, same coins):
+        # where one sits at the end of a partition's page, read all of them.
+        boundary = ranked[first - 1]["rankSort"]
         for key, page in zip(keys, pages, strict=True):
-            if len(page) > first and page[-1]["coins"] == boundary:
-                tied = await self._tied(key, boundary)
-                ranked = [i for i in ranked if not (i["rankKey"] == key and i["coins"] == boundary)]
+            if len(page) > first and page[-1]["rankSort"] == boundary:
+                tied = [_entry(stream_id, i) for i in await self._tied(key, boundary)]
+                ranked = [
+                    i for i in ranked if not (i["rankKey"] == key and i["rankSort"] == boundary)
+                ]
                 ranked += tied
         return sorted(ranked, key=_order)[:first]
 
@@ -72,21 +121,26 @@ class RankingsRepo:
         )
         return items
 
-    async def _tied(self, key: str, coins: int) -> list[Item]:
-        found: list[Item] = []
-        start = None
-        while True:
-            page, start = await self.dynamo.query(
-                TABLE,
-                "rankKey = :k AND coins = :c",
-                names={},
-                values={":k": key, ":c": coins},
-                index="byCoins",
-                start_key=start,
-            )
-            found.extend(page)
-            if not start:
-                return found
+    async def _tied(self, key: str, rank_sort: int) -> list[Item]:
+        items, _ = await self.dynamo.query(
+            TABLE,
+            "rankKey = :k AND rankSort = :s",
+            names={},
+            values={":k": key, ":s": rank_sort},
+            index="byCoins",
+            limit=MAX_TIED,
+        )
+        return items
+
+
+def _entry(stream_id: str, index_item: Item) -> Item:
+    """An index entry (keys only) as a ranking: the sender from the key, coins from rankSort."""
+    return {
+        "senderId": index_item["id"][len(stream_id) + 1 :],
+        "coins": index_item["rankSort"] // _SPAN,
+        "rankSort": index_item["rankSort"],
+        "rankKey": index_item["rankKey"],
+    }
 
 
 def _order(item: Item) -> tuple[int, str]:

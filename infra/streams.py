@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
-from infra.lru import Lru
+from infra.lru import Lru, TtlCache
 
 TABLE = "streams"
 LIVE = "LIVE"
@@ -30,8 +30,10 @@ class StreamsRepo:
     def __init__(self, dynamo: Dynamo) -> None:
         self.dynamo = dynamo
         self._facts: Lru[str, Item] = Lru(dynamo.settings.target_cache_size)
+        self._coins: TtlCache[str, int] = TtlCache(dynamo.settings.stream_cache_seconds)
 
     def start_actions(self, stream: Item) -> list[dict[str, Any]]:
+        """The one-live-stream lock (first: its failure means "already live") and the stream."""
         lock = self.dynamo.put_action(
             TABLE,
             {"id": f"live#{stream['creatorId']}", "streamId": stream["id"]},
@@ -42,14 +44,19 @@ class StreamsRepo:
             {**stream, "liveIndex": LIVE, "liveSort": f"{stream['startedAt']}#{stream['id']}"},
             condition="attribute_not_exists(id)",
         )
-        shards = [
+        return [lock, meta]
+
+    def shard_puts(self, stream: Item) -> list[dict[str, Any]]:
+        """The stream's K shards, live and empty. Unconditional: written before or with the
+        stream item; nothing refers to them until the stream exists."""
+        return [
             self.dynamo.put_action(TABLE, {**shard_key(stream["id"], k), "live": True, "coins": 0})
             for k in range(stream["shards"])
         ]
-        return [lock, meta, *shards]
 
     def end_actions(self, stream: Item, ended_at: str, marker: str) -> list[dict[str, Any]]:
-        """`marker` (unique per attempt) lets a retry recognise its own end in the item."""
+        """The stream ENDED (first: its failure means "already ended") and the lock released.
+        `marker` (unique per attempt) lets a retry recognise its own end in the item."""
         meta = self.dynamo.update_action(
             TABLE,
             {"id": stream["id"]},
@@ -59,13 +66,16 @@ class StreamsRepo:
             values={":ended": "ENDED", ":t": ended_at, ":m": marker, ":live": LIVE},
         )
         lock = self.dynamo.delete_action(TABLE, {"id": f"live#{stream['creatorId']}"})
-        shards = [
+        return [meta, lock]
+
+    def shard_closes(self, stream: Item) -> list[dict[str, Any]]:
+        """Every shard refuses gifts (their `live = true` condition) from then on."""
+        return [
             self.dynamo.update_action(
                 TABLE, shard_key(stream["id"], k), "SET live = :f", values={":f": False}
             )
             for k in range(stream["shards"])
         ]
-        return [meta, lock, *shards]
 
     def gift_action(self, stream_id: str, shard: int, coins: int) -> dict[str, Any]:
         return self.dynamo.update_action(
@@ -114,7 +124,14 @@ class StreamsRepo:
         return Dynamo.cursor(item, "liveSort")
 
     async def coins(self, streams: Sequence[tuple[str, int]]) -> dict[str, int]:
-        """Coins gifted in each (stream id, shard count): one BatchGetItem per 100 shards."""
-        keys = [shard_key(s, k) for s, n in streams for k in range(n)]
+        """Coins gifted in each (stream id, shard count): one BatchGetItem per 100 shards
+        (none for a stream read within `stream_cache_seconds`)."""
+        totals = {s: self._coins.get(s) for s, _ in streams}
+        missing = [(s, n) for s, n in streams if totals[s] is None]
+        keys = [shard_key(s, k) for s, n in missing for k in range(n)]
         found = {i["id"]: i.get("coins", 0) for i in await self.dynamo.batch_get(TABLE, keys)}
-        return {s: sum(found.get(shard_key(s, k)["id"], 0) for k in range(n)) for s, n in streams}
+        for s, n in missing:
+            totals[s] = self._coins.put(
+                s, sum(found.get(shard_key(s, k)["id"], 0) for k in range(n))
+            )
+        return {s: t or 0 for s, t in totals.items()}

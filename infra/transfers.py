@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
+from infra.lru import TtlCache
 
 TABLE = "transfers"
 
@@ -18,6 +19,9 @@ TABLE = "transfers"
 class TransfersRepo:
     def __init__(self, dynamo: Dynamo) -> None:
         self.dynamo = dynamo
+        self._first: TtlCache[tuple[str, int], tuple[list[Item], bool]] = TtlCache(
+            dynamo.settings.stream_cache_seconds
+        )
 
     def put_action(self, transfer: Item) -> dict[str, Any]:
         return self.dynamo.put_action(TABLE, transfer, condition="attribute_not_exists(id)")
@@ -33,6 +37,20 @@ class TransfersRepo:
         return f"{target_id}#{index_shard % index_shards:02d}"
 
     async def page(
+        self, target_id: str, index_shards: int, first: int, after: str | None
+    ) -> tuple[list[Item], bool]:
+        """A page of the target's gifts, newest first; the first page may be up to
+        `stream_cache_seconds` old (what every viewer of a big stream polls)."""
+        if after is None:
+            cached = self._first.get((target_id, first))
+            if cached is None:
+                cached = self._first.put(
+                    (target_id, first), await self._page(target_id, index_shards, first, None)
+                )
+            return cached
+        return await self._page(target_id, index_shards, first, after)
+
+    async def _page(
         self, target_id: str, index_shards: int, first: int, after: str | None
     ) -> tuple[list[Item], bool]:
         keys = [

@@ -8,6 +8,8 @@ failure is still recognised as this request's own write by the marker it wrote.
 
 from __future__ import annotations
 
+from typing import Any
+
 from infra.dynamo import Item, TransactionCancelled
 from infra.ids import BadCursor, iso, new_id, now
 from resolvers import idempotency, validation
@@ -15,6 +17,7 @@ from resolvers.context import Context
 from resolvers.errors import BadUserInput, InvalidState, NotAllowed, NotFound
 
 START, END = "startLiveStream", "endLiveStream"
+MAX_ACTIONS = 100  # DynamoDB's limit per TransactWriteItems
 
 
 def _cursor_error(error: BadCursor) -> BadUserInput:
@@ -49,12 +52,12 @@ async def start_live_stream(ctx: Context, title: str, idempotency_key: str | Non
     ]
     if attempt is not None:
         actions.append(idempotency.completed_action(ctx, attempt, {"streamId": stream["id"]}))
+    record = len(actions) - 1
     try:
-        await services.dynamo.transact(actions)
+        await _transact_with(ctx, actions, services.streams.shard_puts(stream), before=True)
     except TransactionCancelled as cancelled:
-        if attempt is not None and cancelled.failed(len(actions) - 1):
-            record = await idempotency.earlier(ctx, attempt, cancelled, len(actions) - 1)
-            return await _replay(ctx, record)
+        if attempt is not None and cancelled.failed(record):
+            return await _replay(ctx, await idempotency.earlier(ctx, attempt, cancelled, record))
         if cancelled.failed(0):
             live = (cancelled.items[0] or {}).get("streamId")
             if live == stream["id"]:
@@ -63,6 +66,28 @@ async def start_live_stream(ctx: Context, title: str, idempotency_key: str | Non
             return await _replay(ctx, await idempotency.refuse(ctx, attempt, error))
         raise
     return stream
+
+
+async def _transact_with(
+    ctx: Context, main: list[dict[str, Any]], shards: list[dict[str, Any]], before: bool
+) -> None:
+    """`main` and the stream's shard writes in one transaction when they fit in DynamoDB's
+    100 actions (K <= 95, the default 32 included). A superstar stream's K shards go in
+    chunks of 100: before `main` when starting (nothing refers to them until the stream
+    exists), after it when ending (each shard refuses gifts once its chunk lands; every shard
+    does by the time endLiveStream answers)."""
+    dynamo = ctx.services.dynamo
+    if len(main) + len(shards) <= MAX_ACTIONS:
+        await dynamo.transact(main + shards)
+        return
+    chunks = [shards[i : i + MAX_ACTIONS] for i in range(0, len(shards), MAX_ACTIONS)]
+    if before:
+        for chunk in chunks:
+            await dynamo.transact(chunk)
+    await dynamo.transact(main)
+    if not before:
+        for chunk in chunks:
+            await dynamo.transact(chunk)
 
 
 async def end_live_stream(ctx: Context, stream_id: str, idempotency_key: str | None = None) -> Item:
@@ -75,6 +100,7 @@ async def end_live_stream(ctx: Context, stream_id: str, idempotency_key: str | N
     elif stream["creatorId"] != identity.sub:
         error = NotAllowed("Only the creator can end this stream.")
     elif stream["status"] != "LIVE":
+        await _close_shards(ctx, stream)  # finishes an end that was interrupted
         error = InvalidState("This stream has already ended.")
     else:
         return await _end(ctx, stream, attempt)
@@ -88,20 +114,31 @@ async def _end(ctx: Context, stream: Item, attempt: idempotency.Attempt | None) 
     actions = services.streams.end_actions(stream, ended_at, marker)
     if attempt is not None:
         actions.append(idempotency.completed_action(ctx, attempt, {"streamId": stream["id"]}))
+    record = len(actions) - 1
     try:
-        await services.dynamo.transact(actions)
+        await _transact_with(ctx, actions, services.streams.shard_closes(stream), before=False)
     except TransactionCancelled as cancelled:
-        if attempt is not None and cancelled.failed(len(actions) - 1):
-            record = await idempotency.earlier(ctx, attempt, cancelled, len(actions) - 1)
-            return await _replay(ctx, record)
+        if attempt is not None and cancelled.failed(record):
+            await _close_shards(ctx, stream)
+            return await _replay(ctx, await idempotency.earlier(ctx, attempt, cancelled, record))
         if cancelled.failed(0):
             seen = cancelled.items[0] or {}
             if seen.get("endedBy") == marker:  # an earlier try of this request landed
+                await _close_shards(ctx, stream)
                 return _ended(seen)
             error = InvalidState("This stream has already ended.")
             return await _replay(ctx, await idempotency.refuse(ctx, attempt, error))
         raise
     return _ended({**stream, "status": "ENDED", "endedAt": ended_at, "endedBy": marker})
+
+
+async def _close_shards(ctx: Context, stream: Item) -> None:
+    """Close every shard (again): idempotent, for an end whose shard chunks may not all have
+    landed (a superstar stream's end that was interrupted)."""
+    closes = ctx.services.streams.shard_closes(stream)
+    if len(closes) + 2 > MAX_ACTIONS:
+        for i in range(0, len(closes), MAX_ACTIONS):
+            await ctx.services.dynamo.transact(closes[i : i + MAX_ACTIONS])
 
 
 def _ended(stream: Item) -> Item:

@@ -39,6 +39,8 @@ from resolvers.errors import (
 logger = logging.getLogger("livecoins")
 MUTATION = "requestWithdrawal"
 MAX_DIAMONDS = 10**12
+MAX_ACTIONS = 100  # DynamoDB's limit per TransactWriteItems
+MAX_SOURCES = MAX_ACTIONS - 4  # besides the withdrawal, daily total, entry and record
 
 
 def cash_value(ctx: Context, diamonds: int) -> int:
@@ -98,6 +100,13 @@ def _plan(account: Item, shards: list[int], diamonds: int) -> list[tuple[int | N
     for i in range(len(sources) - 1, 0, -1):  # Fisher-Yates with the runtime's randomness
         j = source.randbelow(i + 1)
         sources[i], sources[j] = sources[j], sources[i]
+    plan = _cover(sources, diamonds)
+    if len(plan) > MAX_SOURCES:  # spread thin: the fewest items, largest first
+        plan = _cover(sorted(sources, key=lambda s: -s[1]), diamonds)
+    return plan
+
+
+def _cover(sources: list[tuple[int | None, int]], diamonds: int) -> list[tuple[int | None, int]]:
     plan, left = [], diamonds
     for item, available in sources:
         take = min(available, left)
@@ -106,6 +115,18 @@ def _plan(account: Item, shards: list[int], diamonds: int) -> list[tuple[int | N
         if left == 0:
             break
     return plan
+
+
+def _gather_actions(ctx: Context, account_id: str, shards: list[int]) -> list[dict[str, Any]]:
+    """Move the smallest shards' diamonds onto the account item (the sum, and so the ledger
+    promise, unchanged; each debit conditional), so that a withdrawal spread over more items
+    than one transaction takes can be planned."""
+    services = ctx.services
+    smallest = sorted((d, k) for k, d in enumerate(shards) if d > 0)[: MAX_ACTIONS - 1]
+    return [
+        services.accounts.add_diamonds_action(account_id, sum(d for d, _ in smallest)),
+        *(services.earnings.debit_action(account_id, k, d) for d, k in smallest),
+    ]
 
 
 async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) -> Item:
@@ -166,45 +187,67 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
                 ),
             )
         plan = _plan(account, shards, diamonds)
-        actions: list[dict[str, Any]] = [
-            services.accounts.debit_action(identity.sub, 0, take)
-            if source is None
-            else services.earnings.debit_action(identity.sub, source, take)
-            for source, take in plan
-        ]
-        actions += [
-            services.withdrawals.create_action(withdrawal),
-            services.withdrawals.reserve_daily_action(identity.sub, day, amount, limit),
-            services.ledger.put_action(
-                entry_id=new_id("tx"),
-                account_id=identity.sub,
-                kind="WITHDRAWAL",
-                coins=0,
-                diamonds=-diamonds,
-                reference_id=withdrawal["id"],
-                created_at=withdrawal["createdAt"],
-            ),
-            idempotency.completed_action(ctx, attempt, {"withdrawalId": withdrawal["id"]}),
-        ]
-        daily, record = len(plan) + 1, len(plan) + 3
-        try:
-            await services.dynamo.transact(actions)
-            services.metrics["DiamondsWithdrawn"] += diamonds
-            return withdrawal
-        except TransactionCancelled as cancelled:
-            if cancelled.failed(record):
-                return await _replay(
-                    ctx, await idempotency.earlier(ctx, attempt, cancelled, record)
-                )
-            if cancelled.failed(daily):
-                requested = (cancelled.items[daily] or {}).get("cents", 0)
-                return await _replay(ctx, await _over_limit(ctx, attempt, limit - requested))
+        if len(plan) > MAX_SOURCES:
+            try:
+                await services.dynamo.transact(_gather_actions(ctx, identity.sub, shards))
+                continue  # gathered: plan again at once
+            except TransactionCancelled:
+                pass  # a shard moved meanwhile
+        else:
+            done = await _withdraw(ctx, attempt, withdrawal, plan, limit)
+            if done is not None:
+                return done
         # A balance moved under the plan (a gift, another withdrawal): read and plan again.
         try:
             await backoff(retry, deadline, "stale withdrawal plan")
         except Unavailable as error:
             raise TryAgain("Your balance kept changing; retry with the same key.") from error
         retry += 1
+
+
+async def _withdraw(
+    ctx: Context,
+    attempt: idempotency.Attempt,
+    withdrawal: Item,
+    plan: list[tuple[int | None, int]],
+    limit: int,
+) -> Item | None:
+    """The withdrawal transaction for one plan; None when a balance moved under the plan."""
+    services, account_id = ctx.services, withdrawal["accountId"]
+    actions: list[dict[str, Any]] = [
+        services.accounts.debit_action(account_id, 0, take)
+        if source is None
+        else services.earnings.debit_action(account_id, source, take)
+        for source, take in plan
+    ]
+    actions += [
+        services.withdrawals.create_action(withdrawal),
+        services.withdrawals.reserve_daily_action(
+            account_id, withdrawal["day"], withdrawal["amount"], limit
+        ),
+        services.ledger.put_action(
+            entry_id=new_id("tx"),
+            account_id=account_id,
+            kind="WITHDRAWAL",
+            coins=0,
+            diamonds=-withdrawal["diamonds"],
+            reference_id=withdrawal["id"],
+            created_at=withdrawal["createdAt"],
+        ),
+        idempotency.completed_action(ctx, attempt, {"withdrawalId": withdrawal["id"]}),
+    ]
+    daily, record = len(plan) + 1, len(plan) + 3
+    try:
+        await services.dynamo.transact(actions)
+        services.metrics["DiamondsWithdrawn"] += withdrawal["diamonds"]
+        return withdrawal
+    except TransactionCancelled as cancelled:
+        if cancelled.failed(record):
+            return await _replay(ctx, await idempotency.earlier(ctx, attempt, cancelled, record))
+        if cancelled.failed(daily):
+            requested = (cancelled.items[daily] or {}).get("cents", 0)
+            return await _replay(ctx, await _over_limit(ctx, attempt, limit - requested))
+    return None
 
 
 async def _over_limit(ctx: Context, attempt: idempotency.Attempt, remaining: int) -> Item:

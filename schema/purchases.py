@@ -54,7 +54,8 @@ class Purchase:
             id=strawberry.ID(item["id"]),
             coins=item["coins"],
             price=Money.of(item["priceAmount"], item["currency"]),
-            status=PurchaseStatus(item["status"]),
+            # REFUNDING (coins held while the provider refunds) is still COMPLETED to callers
+            status=PurchaseStatus("COMPLETED" if item["status"] == "REFUNDING" else item["status"]),
             created_at=timestamp(item["createdAt"]),
             item=item,
         )

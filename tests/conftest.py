@@ -4,10 +4,12 @@ and the ledger promise checked after every test."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +57,33 @@ class CallCounter:
 
     def counts(self) -> Counter[str]:
         return Counter(self.calls)
+
+
+ENGINE = Path(__file__).resolve().parent.parent / ".venv-engine" / "bin" / "ministack"
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[str]:
+    """One local engine (ministack) for the session; each test uses its own table prefix."""
+    from infra.engine import LocalEngine
+
+    # `make test` installs the engine; a missing one is a failure, not a skip.
+    assert ENGINE.exists(), "run `make test` (it installs .venv-engine)"
+    local = LocalEngine(str(ENGINE), data_dir=None)
+    try:
+        yield local.start()
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def engine_services(engine: str, request: pytest.FixtureRequest) -> Services:
+    prefix = f"t{abs(hash(request.node.name)) % 10**8}-"
+    settings = dataclasses.replace(Settings(), dynamodb_endpoint=engine, table_prefix=prefix)
+    services = Services.build(settings, payments=SandboxPaymentProvider())
+    ensure_tables(services.dynamo.client, settings)
+    asyncio.run(seed(services.catalog))
+    return services
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from infra.dynamo import from_item
 from infra.services import Services
+from infra.tables import template_tables
 from tests.clients import Client, claims_for
 from tests.conftest import scan
 from tests.gifting import PUBLISH, go_live, send, top_up
@@ -215,40 +217,73 @@ async def test_top_gifters_order_and_boundary_ties(api: Client) -> None:
     assert [g["rank"] for g in ranking] == [1, 2, 3]
 
 
-async def test_no_item_is_written_by_every_gift(
-    services: Services, api: Client, calls: Any
+@pytest.mark.parametrize("index_shards", [1, 32])
+async def test_no_partition_key_is_written_by_every_gift(
+    services: Services, api: Client, index_shards: int
 ) -> None:
-    """A superstar's stream: gifts from many senders spread over many items."""
+    """A superstar's stream: 60 senders at once. Count, per table and per index, how many gifts
+    wrote each partition key (a partition takes 1,000 WCU/s whatever its items)."""
+    services.settings = dataclasses.replace(services.settings, index_shards=index_shards)
     stream = await go_live(api, claims_for("superstar"))
     senders = [claims_for(f"fan{i:03d}") for i in range(60)]
     for sender in senders:
         await top_up(api, sender)
-    written: Counter[str] = Counter()
+    touched: list[tuple[str, tuple[tuple[str, Any], ...]]] = []
 
     def record(params: dict[str, Any], **_: Any) -> None:
         for action in params.get("TransactItems", []):
             ((_kind, body),) = action.items()
-            key = body.get("Key") or {k: body["Item"][k] for k in _key_attrs(body["TableName"])}
-            written[f"{body['TableName']}:{sorted(key.items())}"] += 1
+            table = body["TableName"].removeprefix(services.settings.table_prefix)
+            attrs = body.get("Key") or body["Item"]
+            key = tuple(
+                sorted(
+                    (k, from_item({k: v})[k]) for k, v in attrs.items() if k in _key_names(table)
+                )
+            )
+            touched.append((table, key))
 
     services.dynamo.client.meta.events.register(
         "provide-client-params.dynamodb.TransactWriteItems", record
     )
     await asyncio.gather(*(send(api, s, "g", stream=stream) for s in senders))
     gifts = 60
-    stream_items = [k for k in written if f"'{stream}#" in k]
-    earnings_items = [k for k in written if ":earnings:" in k.replace("test-", ":")]
-    assert max(written.values()) < gifts / 4, written.most_common(3)
-    assert len(stream_items) > 16 and len(earnings_items) > 16
-    assert sum(written[k] for k in stream_items) == gifts
+    assert len(touched) == gifts * 8
+    items = {
+        (table, tuple(sorted((k, item[k]) for k in _key_names(table)))): item
+        for table in {t for t, _ in touched}
+        for item in scan(services, table)
+    }
+    partitions: Counter[str] = Counter()
+    for table, key in touched:
+        item = items[(table, key)]
+        schema = template_tables()[table]
+        partitions[f"{table}:{item[_hash(schema['KeySchema'])]}"] += 1
+        for index in schema.get("GlobalSecondaryIndexes") or []:
+            value = item.get(_hash(index["KeySchema"]))
+            if value is not None:
+                partitions[f"{table}.{index['IndexName']}:{value}"] += 1
+    hottest = partitions.most_common(3)
+    if index_shards == 1:
+        # the default: the stream's two index partitions take every gift (docs/scaling.md)
+        assert {k for k, n in partitions.items() if n == gifts} == {
+            f"transfers.byTarget:{stream}",
+            f"rankings.byCoins:{stream}",
+        }
+        assert partitions.most_common(3)[2][1] < gifts / 4, hottest
+    else:
+        # the superstar setting: no partition key of any table or index takes a quarter
+        assert hottest[0][1] < gifts / 4, hottest
+        index_keys = {k for k in partitions if ".by" in k}
+        assert len([k for k in index_keys if k.startswith("transfers.byTarget")]) > 16
+        assert len([k for k in index_keys if k.startswith("rankings.byCoins")]) > 16
 
 
-def _key_attrs(table: str) -> tuple[str, ...]:
-    return {
-        "test-ledger": ("accountId", "entryId"),
-        "test-rankings": ("streamId", "senderId"),
-        "test-idempotency": ("key",),
-    }.get(table, ("id",))
+def _key_names(table: str) -> set[str]:
+    return {k["AttributeName"] for k in template_tables()[table]["KeySchema"]}
+
+
+def _hash(key_schema: list[dict[str, str]]) -> str:
+    return next(k["AttributeName"] for k in key_schema if k["KeyType"] == "HASH")
 
 
 async def test_call_counts(api: Client, alice: dict[str, Any], calls: Any) -> None:

@@ -20,7 +20,7 @@ import itertools
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from botocore.exceptions import ClientError, ParamValidationError
 
 from infra.config import TABLES, Settings
 from infra.dynamo import Dynamo, from_item
-from infra.engine import LocalEngine
 from infra.tables import ensure_tables
 from tests.sim import expressions
 from tests.sim.store import MemoryDynamo
@@ -191,10 +190,9 @@ def test_a_page_reads_only_the_page_of_a_big_partition() -> None:
         store.put_item(
             TableName=rankings,
             Item={
-                "streamId": S("s"),
-                "senderId": S(f"u{i:06d}"),
+                "id": S(f"s#u{i:06d}"),
                 "rankKey": S("s"),
-                "coins": N(i % 1000),
+                "rankSort": N(i % 1000),
             },
         )
     for name in (ledger, rankings):
@@ -221,7 +219,7 @@ def test_a_page_reads_only_the_page_of_a_big_partition() -> None:
         ScanIndexForward=False,
         Limit=11,
     )
-    assert {i["coins"]["N"] for i in top["Items"]} == {"999"}
+    assert {i["rankSort"]["N"] for i in top["Items"]} == {"999"}
     assert CountingDict.reads == 11
     CountingDict.reads = 0
     after = store.query(
@@ -298,17 +296,6 @@ def test_client_request_tokens_expire_with_the_clock() -> None:
 
 
 # --- against ministack -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[str]:
-    # `make test` installs the engine; a missing one is a failure, not a skip.
-    assert ENGINE.exists(), "run `make test` (it installs .venv-engine)"
-    local = LocalEngine(str(ENGINE), data_dir=None)
-    try:
-        yield local.start()
-    finally:
-        local.stop()
 
 
 def normalize(value: Any) -> Any:
@@ -812,10 +799,9 @@ def test_errors(pair: Pair) -> None:
             {
                 "TableName": rankings,
                 "Item": {
-                    "streamId": S("s"),
-                    "senderId": S("u"),
+                    "id": S("s#u"),
                     "rankKey": S("s"),
-                    "coins": S("many"),
+                    "rankSort": S("many"),
                 },
             },
         ),
@@ -839,8 +825,8 @@ def test_errors(pair: Pair) -> None:
             "update_item",
             {
                 "TableName": rankings,
-                "Key": {"streamId": S("s"), "senderId": S("u")},
-                "UpdateExpression": "SET coins = :e",
+                "Key": {"id": S("s#u")},
+                "UpdateExpression": "SET rankSort = :e",
                 "ExpressionAttributeValues": {":e": S("x")},
             },
         ),
@@ -1170,15 +1156,17 @@ def test_queries_and_paging(pair: Pair) -> None:
             "update_item",
             "ok",
             TableName=rankings,
-            Key={"streamId": S("s1"), "senderId": S(f"u{i:02d}")},
-            UpdateExpression="SET coins = if_not_exists(coins, :z) + :c, rankKey = :r, note = :n",
+            Key={"id": S(f"s1#u{i:02d}")},
+            UpdateExpression=(
+                "SET rankSort = if_not_exists(rankSort, :z) + :c, rankKey = :r, note = :n"
+            ),
             ExpressionAttributeValues={":z": N(0), ":c": N(i % 3), ":r": S("s1"), ":n": S("x")},
         )
     pair.same(
         "put_item",
         "ok",
         TableName=rankings,
-        Item={"streamId": S("s1"), "senderId": S("unranked"), "coins": N(9)},
+        Item={"id": S("s1#unranked"), "rankSort": N(9)},
     )
     for forward in (True, False):
         for limit in (1, 2, 5, 13, 14):
@@ -1195,7 +1183,7 @@ def test_queries_and_paging(pair: Pair) -> None:
             "query",
             TableName=rankings,
             IndexName="byCoins",
-            KeyConditionExpression="rankKey = :k AND coins = :c",
+            KeyConditionExpression="rankKey = :k AND rankSort = :c",
             ExpressionAttributeValues={":k": S("s1"), ":c": N(1)},
             ScanIndexForward=forward,
             Limit=2,
@@ -1204,7 +1192,7 @@ def test_queries_and_paging(pair: Pair) -> None:
             "query",
             TableName=rankings,
             IndexName="byCoins",
-            KeyConditionExpression="rankKey = :k AND coins BETWEEN :a AND :b",
+            KeyConditionExpression="rankKey = :k AND rankSort BETWEEN :a AND :b",
             ExpressionAttributeValues={":k": S("s1"), ":a": N(1), ":b": N(2)},
             ScanIndexForward=forward,
             Limit=3,
@@ -1213,7 +1201,7 @@ def test_queries_and_paging(pair: Pair) -> None:
             "query",
             TableName=rankings,
             IndexName="byCoins",
-            KeyConditionExpression="rankKey = :k AND coins > :c",
+            KeyConditionExpression="rankKey = :k AND rankSort > :c",
             ExpressionAttributeValues={":k": S("s1"), ":c": N(0)},
             ScanIndexForward=forward,
         )
@@ -1319,7 +1307,7 @@ def test_queries_and_paging(pair: Pair) -> None:
         {
             "TableName": rankings,
             "IndexName": "byCoins",
-            "KeyConditionExpression": "rankKey = :k AND begins_with(coins, :c)",
+            "KeyConditionExpression": "rankKey = :k AND begins_with(rankSort, :c)",
             "ExpressionAttributeValues": {":k": S("s1"), ":c": S("1")},
         },
         {
@@ -1807,10 +1795,14 @@ class Traffic:
         return [self.accounts.take_held_action(self.acc(), self.coins(20))]
 
     def start_stream(self) -> list[dict[str, Any]]:
-        return self.streams.start_actions(self.stream())
+        stream = self.stream()
+        return self.streams.start_actions(stream) + self.streams.shard_puts(stream)
 
     def end_stream(self) -> list[dict[str, Any]]:
-        return self.streams.end_actions(self.stream(), self.stamp())
+        stream = self.stream()
+        return self.streams.end_actions(stream, self.stamp(), "end") + self.streams.shard_closes(
+            stream
+        )
 
     def gift_stream(self) -> list[dict[str, Any]]:
         return [
@@ -2009,7 +2001,7 @@ class Traffic:
                 ("idempotency", {"key": self.record_key()}),
                 ("withdrawals", {"id": f"daily#{acc}#{r.choice(DAYS)}"}),
                 ("withdrawals", {"id": f"wdr_{r.randint(0, 9)}"}),
-                ("rankings", {"streamId": st, "senderId": acc}),
+                ("rankings", {"id": f"{st}#{acc}"}),
                 ("events", {"id": r.choice(EVENTS)}),
                 ("purchases", {"id": f"pur_{r.randint(0, 5)}"}),
                 ("ledger", {"accountId": acc, "entryId": f"e{r.randint(0, 40):03d}"}),

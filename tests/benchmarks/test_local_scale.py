@@ -14,7 +14,6 @@ import pytest
 
 from infra.services import Services
 from tests.clients import AiohttpClient, claims_for
-from tests.test_local_engine import engine, engine_services  # noqa: F401 - fixtures
 from tests.test_purchases import buy
 
 pytestmark = pytest.mark.benchmark
@@ -55,7 +54,7 @@ async def median_purchase_ms(api: AiohttpClient, user: dict[str, Any], tag: str,
 
 
 async def test_purchase_latency_flat_with_ledger_size(
-    engine_services: Services,  # noqa: F811
+    engine_services: Services,
     aiohttp_client: Any,
 ) -> None:
     from handlers.server import make_app
@@ -77,7 +76,7 @@ async def test_purchase_latency_flat_with_ledger_size(
 
 
 async def test_gift_throughput_concurrency_ratio(
-    engine_services: Services,  # noqa: F811
+    engine_services: Services,
     aiohttp_client: Any,
 ) -> None:
     """Gifts a second to one stream through the local server: 1 client vs 16 at once."""

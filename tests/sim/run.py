@@ -1,0 +1,222 @@
+"""The fault simulator: `python -m tests.sim.run --seed 1 --clients 64 --ops 100000 --faults 0.2`
+(or `make sim SEED=1 CLIENTS=64 OPS=100000 FAULTS=0.2`).
+
+C virtual clients run N operations in total through the Lambda handler against the in-process
+store (tests/sim/store.py, held to the local engine by tests/test_sim_store.py), while faults
+are injected at every store and payment-provider call at the given rate. The invariants are
+checked after every completed operation. Then faults stop, every operation left without an
+answer is retried with its key, and the derived totals are audited. One seed replays one run
+exactly; a failure prints the seed and the last operations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra import runtime
+from infra.config import Settings
+from infra.dynamo import Dynamo, from_item
+from infra.services import Services
+from infra.tables import ensure_tables
+from resolvers.catalog import seed as seed_catalog
+from tests.sim.checker import Totals
+from tests.sim.scheduler import Scheduler, SimRuntime
+from tests.sim.store import MemoryDynamo
+from tests.sim.workload import Workload
+from tests.sim.world import World
+
+PREFIX = "sim-"
+
+
+@dataclass
+class Report:
+    seed: int
+    clients: int
+    operations: int
+    fault_rate: float
+    entrypoint: str = "lambda"
+    completed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
+    absorbed: Counter[str] = field(default_factory=Counter)
+    crashes: int = 0
+    containers: int = 0
+    final_retries: int = 0
+    violations: list[str] = field(default_factory=list)
+    last: list[str] = field(default_factory=list)
+    virtual_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    steps: int = 0
+    digest: str = ""
+
+    def text(self) -> str:
+        lines = [
+            f"seed {self.seed} ({self.entrypoint}): {self.clients} clients, "
+            f"{self.completed} operations "
+            f"({self.operations} asked), faults {self.fault_rate:.0%}",
+            f"  wall {self.wall_seconds:.1f} s, virtual {self.virtual_seconds:.1f} s, "
+            f"{self.steps} scheduled calls, {self.containers} containers, {self.crashes} crashes",
+            f"  injected: {dict(sorted(self.injected.items()))}",
+            f"  retried inside requests: {dict(sorted(self.absorbed.items()))}",
+            f"  answers: {dict(self.outcomes.most_common())}",
+            f"  retried after faults stopped: {self.final_retries}",
+            f"  violations: {len(self.violations)}",
+            f"  replay digest: {self.digest}",
+        ]
+        if self.violations:
+            lines += ["", f"FAILED: replay with --seed {self.seed}", *self.violations[:20]]
+            lines += ["", "last operations:", *self.last]
+        return "\n".join(lines)
+
+
+def simulate(
+    seed: int,
+    clients: int = 16,
+    operations: int = 300,
+    fault_rate: float = 0.2,
+    settings: Settings | None = None,
+    entrypoint: str = "lambda",
+    progress: bool = False,
+) -> Report:
+    report = Report(seed, clients, operations, fault_rate, entrypoint)
+    scheduler = Scheduler(random.Random(f"schedule-{seed}"))
+    sim = SimRuntime(scheduler, random.Random(f"runtime-{seed}"))
+    previous = runtime.install(sim)
+    quiet = logging.getLogger("livecoins")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # TRY_AGAIN warnings are expected here, by the thousand
+    started = time.perf_counter()
+    try:
+        settings = dataclasses.replace(settings or Settings(), table_prefix=PREFIX)
+        store = MemoryDynamo(clock=sim.time, copy_results=False)  # from_item copies
+        totals = Totals(PREFIX)
+        store.listeners.append(totals.listen)
+        ensure_tables(store, settings)
+        asyncio.run(_seed(settings, store))
+        world = World(seed, store, settings, fault_rate, scheduler, entrypoint)
+        workload = Workload(world, totals, seed, clients, operations, PREFIX)
+        if progress:
+            workload.progress = lambda done: print(
+                f"  {done} operations, {time.perf_counter() - started:.0f} s", flush=True
+            )
+        asyncio.run(_main(world, workload, report))
+        report.violations = workload.violations
+        report.violations += totals.audit(world.provider, settled=True)
+        report.completed = workload.completed
+        report.outcomes = workload.outcomes
+        report.injected = world.stats.faults
+        report.absorbed = world.absorbed()
+        report.crashes = world.stats.crashes
+        report.containers = world.stats.containers
+        report.last = list(workload.log)
+        report.steps = scheduler.steps
+        report.virtual_seconds = scheduler.now
+        report.digest = hashlib.sha256("\n".join(scheduler.trace).encode()).hexdigest()[:16]
+    finally:
+        runtime.install(previous)
+        quiet.setLevel(level)
+    report.wall_seconds = time.perf_counter() - started
+    return report
+
+
+async def _seed(settings: Settings, store: Any) -> None:
+    dynamo = Dynamo(settings, client=store)
+
+    async def direct(operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = getattr(store, operation)(**kwargs)
+        return result
+
+    dynamo.invoke = direct
+    await seed_catalog(Services(settings, dynamo).catalog)
+
+
+async def _main(world: World, workload: Workload, report: Report) -> None:
+    scheduler = world.scheduler
+    tasks = [asyncio.ensure_future(workload.client(n)) for n in range(len(workload.users))]
+    await scheduler.drive(
+        lambda: (
+            all(t.done() for t in tasks)
+            or any(t.done() and not t.cancelled() and t.exception() for t in tasks)
+        )
+    )
+    for task in tasks:
+        task.result()
+    world.faults_on = False
+    final = asyncio.ensure_future(workload.settle_open())
+    await scheduler.drive(final.done)
+    report.final_retries = final.result()
+
+
+def simulate_on_engine(
+    services_settings: Settings, seed: int, clients: int, operations: int, fault_rate: float
+) -> Report:
+    """The same clients and checks through the local server on the real local engine, with
+    real threads and time: not replayable, but nothing in it is simulated except the faults.
+    Invariants are checked once at the end, from a scan of every table."""
+    import boto3
+
+    report = Report(seed, clients, operations, fault_rate, "aiohttp+engine")
+    settings = dataclasses.replace(services_settings, table_prefix=PREFIX)
+    client = boto3.client(
+        "dynamodb", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint
+    )
+    started = time.perf_counter()
+    ensure_tables(client, settings)
+    asyncio.run(seed_catalog(Services(settings, Dynamo(settings, client=client)).catalog))
+    world = World(seed, client, settings, fault_rate, None, "aiohttp")
+    totals = Totals(PREFIX)
+    workload = Workload(world, totals, seed, clients, operations, PREFIX)
+    workload.after_each = False  # nothing to check between operations: no stopped world
+
+    async def run() -> None:
+        await asyncio.gather(*(workload.client(n) for n in range(clients)))
+        world.faults_on = False
+        report.final_retries = await workload.settle_open()
+
+    asyncio.run(run())
+    for name in client.list_tables()["TableNames"]:
+        if name.startswith(PREFIX):
+            for page in client.get_paginator("scan").paginate(TableName=name):
+                for item in page["Items"]:
+                    totals.listen(name, None, None, from_item(item))
+    report.violations = workload.violations + totals.check(world.provider)
+    report.violations += totals.audit(world.provider, settled=True)
+    report.completed, report.outcomes = workload.completed, workload.outcomes
+    report.injected, report.absorbed = world.stats.faults, world.absorbed()
+    report.crashes, report.containers = world.stats.crashes, world.stats.containers
+    report.last = list(workload.log)
+    report.wall_seconds = time.perf_counter() - started
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sim", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1, help="run this many seeds from --seed")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--ops", type=int, default=100_000)
+    parser.add_argument("--faults", type=float, default=0.2)
+    parser.add_argument("--entrypoint", choices=("lambda", "aiohttp"), default="lambda")
+    args = parser.parse_args(argv)
+    failed = False
+    for seed in range(args.seed, args.seed + args.seeds):
+        report = simulate(
+            seed, args.clients, args.ops, args.faults, entrypoint=args.entrypoint, progress=True
+        )
+        print(report.text(), flush=True)
+        failed |= bool(report.violations)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

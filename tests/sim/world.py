@@ -1,0 +1,316 @@
+"""The simulated world: processes (Lambda containers) on one store and one payment provider,
+with faults injected at every call the code under test makes to either.
+
+A container is what a Lambda execution environment is: its own `Services` (catalog cache,
+stream facts, DataLoaders per request) and the GraphQL handler (`make_async_handler`) over
+the shared store. A crash kills a container: its in-flight request is cancelled at the step it
+had reached, its caches are gone, and a new container takes its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlers.lambda_api import make_async_handler
+from infra.config import Settings
+from infra.dynamo import Dynamo
+from infra.payments import Charge, ProviderUnavailable, RefundRefused
+from infra.services import Services
+from tests.clients import lambda_event
+from tests.faults import client_error
+from tests.sim.scheduler import Crash, Parked, Scheduler
+
+# How an injected fault is split between kinds (the total rate is `World.fault_rate`).
+STORE_FAULTS = {
+    "TransactionConflict": 25,
+    "ThrottlingException": 12,
+    "ProvisionedThroughputExceededException": 8,
+    "InternalServerError": 12,
+    "timeout-before": 15,
+    "timeout-after": 18,
+    "crash-before": 5,
+    "crash-after": 5,
+}
+PROVIDER_FAULTS = {
+    "timeout-before": 35,
+    "timeout-after": 35,
+    "decline": 10,
+    "crash-before": 10,
+    "crash-after": 10,
+}
+WRITES = frozenset({"put_item", "update_item", "delete_item", "transact_write_items"})
+
+
+class SimProvider:
+    """The payment provider's side: charges and refunds remembered per idempotency key (a
+    repeat returns the first outcome), as Stripe does. `charges`/`refunds` are the money that
+    really moved, which the checker holds the ledger to."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, Charge] = {}
+        self.refund_by_key: dict[str, str] = {}
+        self.charges: dict[str, Charge] = {}  # approved, by charge id
+        self.refunded: dict[str, str] = {}  # charge id -> refund id
+        self.refuse: set[str] = set()  # charge ids whose refunds the provider refuses
+        self._n = 0
+
+    def charge(self, token: str, amount: int, currency: str, key: str, decline: bool) -> Charge:
+        if key in self.by_key:
+            return self.by_key[key]
+        self._n += 1
+        approved = token == "tok_visa" and not decline
+        charge = Charge(f"ch_{self._n}", approved, amount, currency, None if approved else "no")
+        self.by_key[key] = charge
+        if approved:
+            self.charges[charge.id] = charge
+        return charge
+
+    def refund(self, charge_id: str, key: str) -> str:
+        if key in self.refund_by_key:
+            return self.refund_by_key[key]
+        if charge_id in self.refuse:
+            raise RefundRefused("charge_disputed")
+        self._n += 1
+        self.refund_by_key[key] = self.refunded[charge_id] = f"re_{self._n}"
+        return self.refunded[charge_id]
+
+
+@dataclass
+class Stats:
+    faults: Counter[str] = field(default_factory=Counter)
+    crashes: int = 0
+    containers: int = 0
+
+
+class World:
+    def __init__(
+        self,
+        seed: int,
+        store: Any,
+        settings: Settings,
+        fault_rate: float,
+        scheduler: Scheduler | None,
+        entrypoint: str = "lambda",
+    ) -> None:
+        self.entrypoint = entrypoint
+        self.rng = random.Random(f"faults-{seed}")
+        self.store = store
+        self.settings = settings
+        self.fault_rate = fault_rate
+        self.scheduler = scheduler
+        self.provider = SimProvider()
+        self.stats = Stats()
+        self.idle: list[Container] = []
+        self.containers: list[Container] = []
+        self.faults_on = True
+
+    def container(self) -> Container:
+        if self.idle:
+            return self.idle.pop()
+        self.stats.containers += 1
+        container = Container(self, self.stats.containers)
+        self.containers.append(container)
+        return container
+
+    def absorbed(self) -> Counter[str]:
+        """Faults the code under test retried inside requests, by kind."""
+        total: Counter[str] = Counter()
+        for container in self.containers:
+            total += container.services.dynamo.faults
+        return total
+
+    def release(self, container: Container) -> None:
+        if container.alive:
+            self.idle.append(container)
+
+    async def request(self, body: dict[str, Any], claims: dict[str, Any] | None) -> Any:
+        """One GraphQL request through the Lambda handler; None when its container crashed
+        before answering (the caller never hears back)."""
+        container = self.container()
+        task = asyncio.ensure_future(container.handle(json.dumps(body), claims))
+        container.inflight = task
+        try:
+            response = await task
+        except (asyncio.CancelledError, Crash):
+            if not (task.cancelled() or isinstance(task.exception(), Crash)):
+                raise
+            return None
+        finally:
+            container.inflight = None
+            self.release(container)
+        return response
+
+    async def step(self, label: str, owner: Container, run: Callable[[Parked | None], Any]) -> Any:
+        """One call out of the code under test: scheduled in a seeded run; on a real engine
+        (no scheduler), run in a worker thread as the code would, with real concurrency."""
+        if self.scheduler is not None:
+            return await self.scheduler.call(label, owner, run)
+        return await asyncio.to_thread(run, None)
+
+    # --- faults -------------------------------------------------------------------------
+    def pick(self, table: dict[str, int], allowed: Callable[[str], bool]) -> str | None:
+        if not self.faults_on or self.rng.random() >= self.fault_rate:
+            return None
+        kinds = [k for k in table if allowed(k)]
+        weights = [table[k] for k in kinds]
+        choice: str = self.rng.choices(kinds, weights)[0]
+        self.stats.faults[choice] += 1
+        return choice
+
+    def crash(self, container: Container) -> None:
+        """The process dies: its in-flight request and every parked call of it are gone."""
+        self.stats.crashes += 1
+        container.alive = False
+        if container in self.idle:
+            self.idle.remove(container)
+        for parked in self.scheduler.drop(container) if self.scheduler else ():
+            parked.future.cancel()
+        if container.inflight is not None:
+            if self.scheduler is not None:
+                container.inflight.cancel()
+            else:  # called from a worker thread
+                container.inflight.get_loop().call_soon_threadsafe(container.inflight.cancel)
+
+
+class Container:
+    """One simulated Lambda execution environment."""
+
+    def __init__(self, world: World, number: int) -> None:
+        self.world = world
+        self.number = number
+        self.alive = True
+        self.inflight: asyncio.Future[Any] | None = None
+        dynamo = Dynamo(world.settings, client=world.store)
+        dynamo.invoke = self.invoke
+        self.services = Services(world.settings, dynamo, payments=_Payments(self))
+        if world.entrypoint == "lambda":
+            lambda_handler = make_async_handler(self.services)
+
+            async def handle(body: str, claims: dict[str, Any] | None) -> Any:
+                return await lambda_handler(lambda_event("POST", body, claims=claims))
+
+        else:
+            handle = _aiohttp_handler(self.services)
+        self.handle: Callable[[str, dict[str, Any] | None], Awaitable[Any]] = handle
+
+    async def invoke(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return await self.world.step(  # type: ignore[no-any-return]
+            operation, self, lambda parked: self._store_call(operation, kwargs)
+        )
+
+    def _store_call(self, operation: str, kwargs: dict[str, Any]) -> Any:
+        world = self.world
+        write = operation in WRITES
+
+        def allowed(kind: str) -> bool:
+            if kind == "TransactionConflict":
+                return operation == "transact_write_items"
+            return write or not kind.endswith("-after")
+
+        fault = world.pick(STORE_FAULTS, allowed)
+        method = getattr(world.store, operation)
+        if fault is None:
+            return method(**kwargs)
+        if fault == "TransactionConflict":
+            reasons = [{"Code": "None"} for _ in kwargs["TransactItems"]]
+            reasons[world.rng.randrange(len(reasons))] = {"Code": "TransactionConflict"}
+            raise client_error(
+                "TransactionCanceledException", operation, CancellationReasons=reasons
+            )
+        if fault.startswith("timeout"):
+            if fault == "timeout-after":
+                method(**kwargs)
+            raise TimeoutError("read timeout")
+        if fault.startswith("crash"):
+            if fault == "crash-after":
+                method(**kwargs)
+            world.crash(self)
+            raise Crash(operation)
+        raise client_error(fault, operation)
+
+
+class _Payments:
+    """The container's client of the provider: every call parks, and may meet a fault."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    async def charge(self, token: str, amount: int, currency: str, idempotency_key: str) -> Charge:
+        def run(parked: Parked | None) -> Charge:
+            fault = self._fault()
+            provider = self.container.world.provider
+            if fault == "decline":  # the card really was declined: remembered by key
+                return provider.charge(token, amount, currency, idempotency_key, decline=True)
+            return self._outcome(
+                fault, lambda: provider.charge(token, amount, currency, idempotency_key, False)
+            )
+
+        return await self.container.world.step(  # type: ignore[no-any-return]
+            "provider.charge", self.container, run
+        )
+
+    async def refund(self, charge_id: str, idempotency_key: str) -> str:
+        def run(parked: Parked | None) -> str:
+            fault = self._fault()
+            provider = self.container.world.provider
+            return self._outcome(fault, lambda: provider.refund(charge_id, idempotency_key))  # type: ignore[no-any-return]
+
+        return await self.container.world.step(  # type: ignore[no-any-return]
+            "provider.refund", self.container, run
+        )
+
+    def _fault(self) -> str | None:
+        return self.container.world.pick(PROVIDER_FAULTS, lambda kind: True)
+
+    def _outcome(self, fault: str | None, act: Callable[[], Any]) -> Any:
+        if fault is None or fault == "decline":
+            return act()
+        if fault.endswith("-after"):
+            act()
+        if fault.startswith("crash"):
+            self.container.world.crash(self.container)
+            raise Crash("provider")
+        raise ProviderUnavailable(fault)
+
+
+def _aiohttp_handler(services: Services) -> Callable[[str, dict[str, Any] | None], Awaitable[Any]]:
+    """The local server's whole request path (middlewares, token check, Strawberry's aiohttp
+    view) for one in-process request, without a socket, so the scheduler stays in charge."""
+    import time
+    from unittest import mock
+
+    import jwt
+    from aiohttp import streams
+    from aiohttp.test_utils import make_mocked_request
+
+    from handlers.server import make_app
+
+    app = make_app(services)
+    app.freeze()
+
+    async def handle(body: str, claims: dict[str, Any] | None) -> Any:
+        data = body.encode()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+        if claims is not None:
+            token = jwt.encode(
+                {**claims, "exp": int(time.time()) + 3600},
+                services.settings.jwt_secret,
+                algorithm="HS256",
+            )
+            headers["Authorization"] = f"Bearer {token}"
+        payload = streams.StreamReader(
+            mock.Mock(_reading_paused=False), 2**16, loop=asyncio.get_running_loop()
+        )
+        payload.feed_data(data)
+        payload.feed_eof()
+        request = make_mocked_request("POST", "/graphql", headers=headers, payload=payload, app=app)
+        response = await app._handle(request)
+        return {"statusCode": response.status, "body": response.text}
+
+    return handle
