@@ -27,6 +27,7 @@ from strawberry.http.async_base_view import AsyncBaseHTTPView
 
 from handlers.cors import cors_headers
 from handlers.http_rules import HttpRules
+from handlers.metrics import MetricsPublisher
 from infra.config import Settings
 from infra.services import Services
 from resolvers.context import Context
@@ -216,6 +217,14 @@ def make_async_handler(services: Services) -> Callable[[Event], Awaitable[Lambda
         headers = {k.lower(): v for k, v in (request.headers or {}).items()}
         method = request.request_context.http.method.upper()
         origin = headers.get("origin")
+        raw_path = event.get("rawPath")
+        if isinstance(raw_path, str) and raw_path.rstrip("/").endswith("/health"):
+            # Liveness of the function itself; DynamoDB's health is AWS's to report.
+            return {
+                "statusCode": 200,
+                "headers": {"Content-Type": "application/json"},
+                "body": json.dumps({"status": "ok"}),
+            }
         if method == "OPTIONS":
             return {"statusCode": 204, "headers": cors_headers(origin, settings.cors_origins, True)}
         body = request.body or ""
@@ -245,12 +254,17 @@ def make_async_handler(services: Services) -> Callable[[Event], Awaitable[Lambda
 
 
 def make_handler(services: Services) -> Callable[[Event, Any], LambdaResponse]:
-    """A Lambda handler bound to `services`, with its own long-lived event loop."""
+    """A Lambda handler bound to `services`, with its own long-lived event loop; each
+    invocation's metrics are published after its response is ready."""
     handle = make_async_handler(services)
     loop = asyncio.new_event_loop()
+    metrics = MetricsPublisher(services)
 
     def handler(event: Event, context: Any) -> LambdaResponse:
-        return loop.run_until_complete(handle(event))
+        try:
+            return loop.run_until_complete(handle(event))
+        finally:
+            metrics.publish()
 
     return handler
 

@@ -21,6 +21,8 @@ TABLES = (
     "earnings",
     "events",
     "withdrawals",
+    "connections",
+    "subscriptions",
 )
 
 LOCAL_JWT_SECRET = "livecoins-local-secret"  # noqa: S105 - documented local-only default
@@ -75,6 +77,19 @@ class Settings:
     ws_max_operations: int = 20
     rate_limit_per_second: float = 200.0
     rate_limit_burst: float = 400.0
+    # "sandbox" (approves tok_visa: local and test stacks only) or "none" (purchaseCoins
+    # answers PAYMENTS_NOT_CONFIGURED). The local server defaults to sandbox, anything else to
+    # none; a deployed stack sets it from template.yaml's PaymentProvider parameter.
+    payment_provider: str = "none"
+    # The gift feed on AWS (handlers/gift_feed.py): the WebSocket API's management endpoint
+    # (https://<api>.execute-api.<region>.amazonaws.com/<stage>, or the local cloud's), the
+    # Cognito pool's issuer, app client and keys, and how many partitions each stream's
+    # subscriber list spreads over (read in parallel by the fan-out).
+    feed_endpoint: str | None = None
+    token_issuer: str | None = None
+    token_audience: str | None = None
+    jwks_url: str | None = None
+    feed_partitions: int = 4
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: str = ".livecoins-data"
@@ -122,6 +137,12 @@ class Settings:
             ws_max_operations=int(env.get("LIVECOINS_WS_MAX_OPERATIONS", 20)),
             rate_limit_per_second=float(env.get("LIVECOINS_RATE_LIMIT_PER_SECOND", 200)),
             rate_limit_burst=float(env.get("LIVECOINS_RATE_LIMIT_BURST", 400)),
+            payment_provider=env.get("LIVECOINS_PAYMENT_PROVIDER", "none"),
+            feed_endpoint=env.get("LIVECOINS_FEED_ENDPOINT") or None,
+            token_issuer=env.get("LIVECOINS_TOKEN_ISSUER") or None,
+            token_audience=env.get("LIVECOINS_TOKEN_AUDIENCE") or None,
+            jwks_url=env.get("LIVECOINS_JWKS_URL") or None,
+            feed_partitions=int(env.get("LIVECOINS_FEED_PARTITIONS", 4)),
             host=env.get("HOST", "127.0.0.1"),
             port=int(env.get("PORT", 8000)),
             data_dir=env.get("LIVECOINS_DATA_DIR", ".livecoins-data"),

@@ -241,6 +241,14 @@ class Dynamo:
     async def put(self, table: str, item: Mapping[str, Any]) -> None:
         await self._call("put_item", TableName=self.table(table), Item=to_item(item))
 
+    async def delete(self, table: str, key: Mapping[str, Any]) -> Item | None:
+        """DeleteItem; returns the item that was there, if any."""
+        response = await self._call(
+            "delete_item", TableName=self.table(table), Key=to_item(key), ReturnValues="ALL_OLD"
+        )
+        old = response.get("Attributes")
+        return from_item(old) if old else None
+
     async def update(
         self,
         table: str,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 _CLOSED = object()
 _ENDED = object()
@@ -19,6 +19,13 @@ _ENDED = object()
 
 class SlowConsumer(Exception):
     pass
+
+
+class FeedSource(Protocol):
+    """Where giftFeed's resolver reads a stream's gifts: this process's GiftFeed on the local
+    server, one gift at a time in the AWS fan-out (handlers/gift_feed.py)."""
+
+    def subscribe(self, stream_id: str) -> AsyncIterator[Any]: ...
 
 
 class _Subscriber:

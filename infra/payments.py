@@ -82,3 +82,17 @@ class SandboxPaymentProvider:
                 self._refunds[idempotency_key] = new_id("re")
                 self.refunds.append(charge_id)
             return self._refunds[idempotency_key]
+
+
+PROVIDERS = ("none", "sandbox")
+
+
+def provider_for(name: str) -> PaymentProvider | None:
+    """The provider a deployment configured (LIVECOINS_PAYMENT_PROVIDER), or None for "none":
+    purchaseCoins then refuses with PAYMENTS_NOT_CONFIGURED and changes nothing. A real
+    provider (Stripe) is added here under its own name."""
+    if name == "sandbox":
+        return SandboxPaymentProvider()
+    if name == "none":
+        return None
+    raise ValueError(f"unknown payment provider {name!r}: expected one of {', '.join(PROVIDERS)}")

@@ -24,10 +24,18 @@ class PurchasesRepo:
         return self.dynamo.put_action(TABLE, purchase, condition="attribute_not_exists(id)")
 
     def status_action(
-        self, purchase_id: str, before: str, after: str, stamp: str | None = None
+        self,
+        purchase_id: str,
+        before: str,
+        after: str,
+        stamp: str | None = None,
+        by: str | None = None,
     ) -> dict[str, Any]:
+        """Move the status; with `stamp` (a refund) record when, and with `by` which admin."""
         expression = "SET #s = :after" + (", refundedAt = :t" if stamp else "")
+        expression += ", refundedBy = :by" if by else ""
         values = {":after": after, ":before": before, **({":t": stamp} if stamp else {})}
+        values.update({":by": by} if by else {})
         return self.dynamo.update_action(
             TABLE,
             {"id": purchase_id},

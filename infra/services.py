@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from infra.accounts import AccountsRepo
@@ -13,7 +14,7 @@ from infra.events import EventsRepo
 from infra.feed import GiftFeed
 from infra.idempotency import IdempotencyRepo
 from infra.ledger import LedgerRepo
-from infra.payments import PaymentProvider, SandboxPaymentProvider
+from infra.payments import PaymentProvider, SandboxPaymentProvider, provider_for
 from infra.purchases import PurchasesRepo
 from infra.rankings import RankingsRepo
 from infra.streams import StreamsRepo
@@ -26,7 +27,8 @@ from infra.withdrawals import WithdrawalsRepo
 class Services:
     settings: Settings
     dynamo: Dynamo
-    payments: PaymentProvider = field(default_factory=SandboxPaymentProvider)
+    # None: no provider configured, purchases are refused (infra.payments.provider_for).
+    payments: PaymentProvider | None = field(default_factory=SandboxPaymentProvider)
 
     def __post_init__(self) -> None:
         self.accounts = AccountsRepo(self.dynamo)
@@ -42,10 +44,14 @@ class Services:
         self.events = EventsRepo(self.dynamo)
         self.withdrawals = WithdrawalsRepo(self.dynamo)
         self.feed = GiftFeed()
+        # Business counts since the last flush (CoinsPurchased, DiamondsWithdrawn, ...): the
+        # Lambda handlers publish them as CloudWatch metrics after each invocation.
+        self.metrics: Counter[str] = Counter()
 
     @classmethod
     def build(cls, settings: Settings, payments: PaymentProvider | None = None) -> Services:
+        """Services on `settings`, with `payments` or else the provider the settings name."""
         dynamo = Dynamo(settings)
         if payments is None:
-            return cls(settings, dynamo)
+            return cls(settings, dynamo, provider_for(settings.payment_provider))
         return cls(settings, dynamo, payments)

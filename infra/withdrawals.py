@@ -2,8 +2,9 @@
 
 Items, keyed by `id`:
 - "<withdrawalId>" (a ULID): accountId, diamonds, amount (cents), currency, status,
-  createdAt, day, settledAt. While PENDING it carries pendingIndex="PENDING" and
-  pendingSort="<createdAt>#<id>", which put it in the sparse `pending` review index.
+  createdAt, day, settledAt, settledBy (the admin). While PENDING it carries
+  pendingIndex="PENDING" and pendingSort="<createdAt>#<id>", which put it in the sparse
+  `pending` review index.
 - "daily#<accountId>#<YYYY-MM-DD>": `cents` requested that UTC day, PENDING and PAID. A request
   adds to it under the condition that the total stays within the limit; a rejection takes
   its amount back off. It has no accountId, so it stays out of the byAccount index.
@@ -56,14 +57,20 @@ class WithdrawalsRepo:
             values={":c": cents},
         )
 
-    def settle_action(self, withdrawal_id: str, status: str, settled_at: str) -> dict[str, Any]:
+    def settle_action(
+        self, withdrawal_id: str, status: str, settled_at: str, admin: str | None = None
+    ) -> dict[str, Any]:
+        """PENDING -> `status`, recording when and (settleWithdrawal) which admin."""
+        values = {":to": status, ":t": settled_at, ":pending": PENDING}
+        values.update({":by": admin} if admin else {})
+        by = ", settledBy = :by" if admin else ""
         return self.dynamo.update_action(
             TABLE,
             {"id": withdrawal_id},
-            "SET #s = :to, settledAt = :t REMOVE pendingIndex, pendingSort",
+            f"SET #s = :to, settledAt = :t{by} REMOVE pendingIndex, pendingSort",
             condition="#s = :pending",
             names={"#s": "status"},
-            values={":to": status, ":t": settled_at, ":pending": PENDING},
+            values=values,
         )
 
     async def get(self, withdrawal_id: str, consistent: bool = True) -> Item | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from infra.catalog import GIFT, PACKAGE, CatalogRepo
@@ -33,6 +34,7 @@ DEFAULT_GIFTS = [  # (id, name, coins = diamonds)
     ("lion", "Lion", 29_999),
     ("universe", "Universe", 44_999),
 ]
+logger = logging.getLogger("livecoins")
 MAX_COINS = 10_000_000
 MAX_PRICE = 100_000_000
 
@@ -87,7 +89,7 @@ def _checked(check: Any, *args: Any) -> Any:
 async def upsert_package(
     ctx: Context, package_id: str, coins: int, price_amount: int, currency: str, active: bool
 ) -> Item:
-    ctx.require_admin()
+    admin = ctx.require_admin()
     _checked(validation.identifier, package_id, "id")
     _checked(validation.int_range, coins, "coins", 1, MAX_COINS)
     _checked(validation.int_range, price_amount, "priceAmount", 1, MAX_PRICE)
@@ -100,14 +102,17 @@ async def upsert_package(
         "currency": currency,
         "active": active,
         "updatedAt": iso(now()),
+        "updatedBy": admin.sub,
     }
-    return await ctx.services.catalog.upsert(PACKAGE, item)
+    stored = await ctx.services.catalog.upsert(PACKAGE, item)
+    logger.info("admin upserted a coin package", extra={"admin": admin.sub, "item": item})
+    return stored
 
 
 async def upsert_gift(
     ctx: Context, gift_id: str, name: str, coins: int, diamonds: int, active: bool
 ) -> Item:
-    ctx.require_admin()
+    admin = ctx.require_admin()
     _checked(validation.identifier, gift_id, "id")
     clean_name = _checked(validation.text, name, "name", 50)
     _checked(validation.int_range, coins, "coins", 1, MAX_COINS)
@@ -120,5 +125,8 @@ async def upsert_gift(
         "diamonds": diamonds,
         "active": active,
         "updatedAt": iso(now()),
+        "updatedBy": admin.sub,
     }
-    return await ctx.services.catalog.upsert(GIFT, item)
+    stored = await ctx.services.catalog.upsert(GIFT, item)
+    logger.info("admin upserted a gift", extra={"admin": admin.sub, "item": item})
+    return stored

@@ -7,6 +7,7 @@ from datetime import date
 from strawberry.dataloader import DataLoader
 
 from infra.dynamo import Item
+from infra.feed import FeedSource
 from infra.ids import now
 from infra.services import Services
 from resolvers.errors import AgeRestricted, Forbidden, Unauthenticated
@@ -18,9 +19,13 @@ class Context:
 
     introspection = True  # whether __schema and __type may be asked (the Lambda: by setting)
 
-    def __init__(self, services: Services, identity: Identity | None) -> None:
+    def __init__(
+        self, services: Services, identity: Identity | None, feed: FeedSource | None = None
+    ) -> None:
         self.services = services
         self.identity = identity
+        # giftFeed's source: the process's own feed unless the caller gives another.
+        self.feed: FeedSource = feed or services.feed
         self.users: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_users)
         self.streams: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_streams)
         self.videos: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_videos)

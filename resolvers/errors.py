@@ -109,6 +109,13 @@ class Forbidden(Exception):
     code = "FORBIDDEN"
 
 
+class PaymentsNotConfigured(Exception):
+    """This deployment has no payment provider (LIVECOINS_PAYMENT_PROVIDER=none): purchases
+    and refunds are refused before anything is written. Not retryable."""
+
+    code = "PAYMENTS_NOT_CONFIGURED"
+
+
 class TryAgain(Exception):
     """A transient failure this request could not absorb in time (DynamoDB or the payment
     provider busy, slow or unreachable). It is never remembered under an idempotency key:

@@ -21,6 +21,12 @@ async def gift_feed(ctx: Context, stream_id: str) -> AsyncIterator[Item]:
     if not validation.is_id(stream_id):
         raise UnknownId(f"No live stream {stream_id[:64]}.", field="streamId")
     services = ctx.services
+    if ctx.feed is not services.feed:
+        # The AWS fan-out (handlers/gift_feed.py) renders gifts it was handed, one at a time,
+        # for subscriptions the WebSocket API accepted: nothing to subscribe to or check here.
+        async for transfer in ctx.feed.subscribe(stream_id):
+            yield transfer
+        return
     # Subscribe before reading the status: an end between the two still reaches us.
     subscription = services.feed.subscribe(stream_id)
     try:

@@ -20,7 +20,7 @@ from infra.catalog import PACKAGE
 from infra.dynamo import Item, TransactionCancelled, Unavailable, backoff
 from infra.idempotency import COMPLETED, FAILED, record_key, request_hash
 from infra.ids import iso, new_id, now
-from infra.payments import ProviderUnavailable, RefundRefused
+from infra.payments import PaymentProvider, ProviderUnavailable, RefundRefused
 from resolvers import validation
 from resolvers.context import Context
 from resolvers.errors import (
@@ -29,6 +29,7 @@ from resolvers.errors import (
     InvalidState,
     NotFound,
     PaymentDeclined,
+    PaymentsNotConfigured,
     TryAgain,
     UserError,
 )
@@ -52,6 +53,7 @@ async def purchase_coins(
     validation.identifier(package_id, "packageId")
     validation.text(payment_token, "paymentToken", 255)
     ctx.require_adult("buy coins")
+    provider = _provider(ctx)
 
     services = ctx.services
     key = record_key(identity.sub, MUTATION, idempotency_key)
@@ -83,7 +85,7 @@ async def purchase_coins(
     # and a retry asks the provider again with the same key (never a second charge).
     charge = await _ask_provider(
         ctx,
-        lambda: services.payments.charge(
+        lambda: provider.charge(
             payment_token,
             record["package"]["priceAmount"],
             record["package"]["currency"],
@@ -93,6 +95,13 @@ async def purchase_coins(
     if not charge.approved:
         return await _fail(ctx, key, digest, PaymentDeclined("The payment was declined."))
     return await _credit(ctx, record, digest, charge.id)
+
+
+def _provider(ctx: Context) -> PaymentProvider:
+    """The deployment's payment provider; without one nothing is claimed or written."""
+    if ctx.services.payments is None:
+        raise PaymentsNotConfigured("This deployment takes no payments: no provider is configured.")
+    return ctx.services.payments
 
 
 async def _ask_provider(ctx: Context, call: Callable[[], Awaitable[T]]) -> T:
@@ -146,6 +155,7 @@ async def _credit(ctx: Context, record: Item, digest: str, charge_id: str) -> Pu
     ]
     try:
         await services.dynamo.transact(actions)
+        services.metrics["CoinsPurchased"] += package["coins"]
         return PurchaseOutcome(purchase, identity.sub)
     except TransactionCancelled:
         pass
@@ -194,7 +204,8 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
        may have happened, so the hold stays and the answer is TRY_AGAIN; asking again resumes
        at step 2 with the same provider key, which returns the first refund.
     """
-    ctx.require_admin()
+    admin = ctx.require_admin()
+    provider = _provider(ctx)
     services = ctx.services
     purchase = (
         await services.purchases.get(purchase_id)
@@ -225,7 +236,7 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
             return await refund_purchase(ctx, purchase_id)  # moved on concurrently
     try:
         await _ask_provider(
-            ctx, lambda: services.payments.refund(purchase["chargeId"], f"refund-{purchase_id}")
+            ctx, lambda: provider.refund(purchase["chargeId"], f"refund-{purchase_id}")
         )
     except RefundRefused as error:
         logger.warning("the provider refused to refund %s: %r", purchase_id, error)
@@ -253,7 +264,9 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
                     reference_id=purchase_id,
                     created_at=stamp,
                 ),
-                services.purchases.status_action(purchase_id, REFUNDING, REFUNDED, stamp),
+                services.purchases.status_action(
+                    purchase_id, REFUNDING, REFUNDED, stamp, by=admin.sub
+                ),
             ]
         )
     except TransactionCancelled:
@@ -261,4 +274,8 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
         if latest is None or latest["status"] != REFUNDED:
             raise
         return latest
-    return {**purchase, "status": REFUNDED, "refundedAt": stamp}
+    logger.info(
+        "admin refunded a purchase",
+        extra={"admin": admin.sub, "purchaseId": purchase_id, "coins": coins, "at": stamp},
+    )
+    return {**purchase, "status": REFUNDED, "refundedAt": stamp, "refundedBy": admin.sub}

@@ -16,6 +16,7 @@ the transaction is cancelled, and the request re-reads and plans again until its
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from resolvers.errors import (
     TryAgain,
 )
 
+logger = logging.getLogger("livecoins")
 MUTATION = "requestWithdrawal"
 MAX_DIAMONDS = 10**12
 MAX_ACTIONS = 100  # DynamoDB's limit per TransactWriteItems
@@ -237,6 +239,7 @@ async def _withdraw(
     daily, record = len(plan) + 1, len(plan) + 3
     try:
         await services.dynamo.transact(actions)
+        services.metrics["DiamondsWithdrawn"] += withdrawal["diamonds"]
         return withdrawal
     except TransactionCancelled as cancelled:
         if cancelled.failed(record):
@@ -266,7 +269,7 @@ async def _replay(ctx: Context, record: Item) -> Item:
 async def settle_withdrawal(ctx: Context, withdrawal_id: str, outcome: str) -> Item:
     """PENDING -> PAID, or PENDING -> REJECTED returning the diamonds; the same outcome again
     changes nothing; the other outcome is InvalidState."""
-    ctx.require_admin()
+    admin = ctx.require_admin()
     services = ctx.services
     if not validation.is_minted_id(withdrawal_id, "wdr"):
         raise NotFound(f"No withdrawal {withdrawal_id[:64]}.")
@@ -279,7 +282,9 @@ async def settle_withdrawal(ctx: Context, withdrawal_id: str, outcome: str) -> I
         if withdrawal["status"] != PENDING:
             raise InvalidState(f"This withdrawal is already {withdrawal['status']}.")
         settled_at = iso(now())
-        actions = [services.withdrawals.settle_action(withdrawal_id, outcome, settled_at)]
+        actions = [
+            services.withdrawals.settle_action(withdrawal_id, outcome, settled_at, admin.sub)
+        ]
         if outcome == "REJECTED":
             owner, diamonds = withdrawal["accountId"], withdrawal["diamonds"]
             actions += [
@@ -303,6 +308,9 @@ async def settle_withdrawal(ctx: Context, withdrawal_id: str, outcome: str) -> I
             if cancelled.failed(0):
                 continue  # settled concurrently: answer from what won
             raise
-        withdrawal = {**withdrawal, "status": outcome, "settledAt": settled_at}
-        return withdrawal
+        logger.info(
+            "admin settled a withdrawal",
+            extra={"admin": admin.sub, "withdrawalId": withdrawal_id, "outcome": outcome},
+        )
+        return {**withdrawal, "status": outcome, "settledAt": settled_at, "settledBy": admin.sub}
     raise RuntimeError("withdrawal settlement did not converge")

@@ -138,6 +138,7 @@ _CODES: dict[type[Exception], str] = {
     errors.Forbidden: "FORBIDDEN",
     errors.BadUserInput: "BAD_USER_INPUT",
     errors.UnknownId: "NOT_FOUND",
+    errors.PaymentsNotConfigured: "PAYMENTS_NOT_CONFIGURED",
 }
 # Transient failures the request could not absorb before its deadline: the caller retries
 # with the same idempotency key. Logged as warnings (they are expected), never masked.

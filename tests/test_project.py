@@ -93,7 +93,14 @@ def test_template_translates_and_lints(tmp_path: Path) -> None:
     out.write_text(json.dumps(translated))
     for path in (ROOT / "template.yaml", out):
         lint = subprocess.run(
-            [str(Path(sys.executable).parent / "cfn-lint"), str(path)],
+            # informational checks too (I...): e.g. retention policies on stateful resources
+            [
+                str(Path(sys.executable).parent / "cfn-lint"),
+                "--include-checks",
+                "I",
+                "--",
+                str(path),
+            ],
             capture_output=True,
             text=True,
         )

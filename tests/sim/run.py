@@ -184,7 +184,11 @@ def simulate_on_engine(
         report.final_retries = await workload.settle_open()
 
     asyncio.run(run())
-    for name in client.list_tables()["TableNames"]:
+    # ListTables pages at 100 names: the session's engine holds every test's tables.
+    names = [
+        n for page in client.get_paginator("list_tables").paginate() for n in page["TableNames"]
+    ]
+    for name in names:
         if name.startswith(PREFIX):
             for page in client.get_paginator("scan").paginate(TableName=name):
                 for item in page["Items"]:

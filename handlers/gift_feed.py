@@ -1,0 +1,443 @@
+"""The gift feed on AWS: giftFeed over an API Gateway WebSocket API, graphql-transport-ws.
+
+`socket_handler` (GiftFeedSocketFunction) serves the connection's events:
+- $connect: remember the connection; answer the graphql-transport-ws subprotocol.
+- connection_init: an optional Cognito ID token in the payload (`Authorization: Bearer ...`
+  or `token`), verified against the pool's keys (PyJWT's JWK client) as the HTTP API's JWT
+  authorizer would; then connection_ack. A bad token closes the connection (API Gateway
+  cannot send the protocol's 4403 close code: the connection is closed instead).
+- subscribe: the document is executed once against an empty feed to validate it and learn
+  its stream; errors answer `error`; a stream that is not live answers `complete` at once;
+  otherwise the subscription is stored under the stream's subscriber partition.
+- complete, ping/pong, $disconnect (its subscriptions are removed).
+Queries and mutations are the HTTP API's: over the socket they answer `error`.
+
+`fanout_handler` (GiftFeedFanOutFunction) consumes the transfers table's stream (new gifts)
+and the streams table's (a stream ended): each gift is executed once per distinct document
+among the stream's subscribers and posted to each of them (`next`, with the transfer's
+time-ordered id, so clients can order gifts that arrive out of order); an ended stream's
+subscribers get `complete`. Connections that are gone are removed. Delivery is at least
+once: a batch that fails is retried (the mapping then sends it to GiftFeedFailures).
+
+PyJWT (the token check) is imported here only: the GraphQL function never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from boto3.dynamodb.types import TypeDeserializer
+from graphql import OperationType, parse
+from graphql.error import GraphQLSyntaxError
+
+from handlers.metrics import MetricsPublisher
+from infra.config import Settings
+from infra.dynamo import Item, _plain
+from infra.services import Services
+from infra.subscriptions import (
+    ConnectionPoster,
+    ConnectionsRepo,
+    Gone,
+    SubscriptionsRepo,
+    channel,
+)
+from resolvers.context import Context
+from resolvers.identity import Identity
+from schema import schema
+
+logger = Logger(service="livecoins")
+log = logging.getLogger("livecoins")
+PROTOCOL = "graphql-transport-ws"
+Event = dict[str, Any]
+_deserializer = TypeDeserializer()
+
+
+class _Probe:
+    """A feed with no gifts that notes which stream a subscription asked for."""
+
+    def __init__(self) -> None:
+        self.stream_id: str | None = None
+
+    async def subscribe(self, stream_id: str) -> AsyncIterator[Any]:
+        self.stream_id = stream_id
+        return
+        yield  # an async generator that ends at once
+
+
+class _OneGift:
+    """A feed that delivers one gift to a subscription of its stream."""
+
+    def __init__(self, transfer: Item) -> None:
+        self.transfer = transfer
+
+    async def subscribe(self, stream_id: str) -> AsyncIterator[Any]:
+        if stream_id == self.transfer.get("streamId"):
+            yield self.transfer
+
+
+async def execute(services: Services, request: dict[str, Any], feed: Any) -> list[dict[str, Any]]:
+    """Run a subscription document against `feed`: its results, formatted for `next`."""
+    result = await schema.subscribe(
+        request["query"],
+        variable_values=request.get("variables") or None,
+        context_value=Context(services, None, feed=feed),
+        operation_name=request.get("operationName"),
+    )
+    if not hasattr(result, "__aiter__"):  # refused before execution (e.g. invalid)
+        return [_formatted(result)]
+    payloads = []
+    try:
+        async for item in result:
+            payloads.append(_formatted(item))
+    finally:
+        await result.aclose()
+    return payloads
+
+
+def _formatted(result: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"data": getattr(result, "data", None)}
+    errors = getattr(result, "errors", None)
+    if errors:
+        payload["errors"] = [e.formatted for e in errors]
+    return payload
+
+
+class SocketSession:
+    """One WebSocket event's work, with the process's services and poster."""
+
+    def __init__(self, services: Services, poster: ConnectionPoster, verify: Any) -> None:
+        self.services = services
+        self.poster = poster
+        self.verify = verify
+        self.connections = ConnectionsRepo(services.dynamo)
+        self.subscriptions = SubscriptionsRepo(services.dynamo)
+
+    async def post(self, connection_id: str, message: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(self.poster.post, connection_id, message)
+        except Gone:
+            await self.disconnect(connection_id)
+
+    async def close(self, connection_id: str, reason: str) -> None:
+        log.info("closing a gift feed connection: %s", reason)
+        await asyncio.to_thread(self.poster.close, connection_id)
+        await self.disconnect(connection_id)
+
+    async def connect(self, event: Event) -> dict[str, Any]:
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+        if headers.get("sec-websocket-protocol") and PROTOCOL not in offered:
+            return {"statusCode": 400, "body": f"Only {PROTOCOL} is spoken here."}
+        await self.connections.open(event["requestContext"]["connectionId"])
+        return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": PROTOCOL}}
+
+    async def disconnect(self, connection_id: str) -> None:
+        connection = await self.connections.close(connection_id)
+        for subscription_id, at in ((connection or {}).get("subscriptions") or {}).items():
+            await self.subscriptions.remove(at, connection_id, subscription_id)
+
+    async def message(self, connection_id: str, body: str) -> None:
+        try:
+            message = json.loads(body)
+            kind = message["type"]
+        except (ValueError, KeyError, TypeError):
+            return await self.close(connection_id, "not a graphql-transport-ws message")
+        if kind == "ping":
+            return await self.post(connection_id, {"type": "pong"})
+        if kind == "pong":
+            return None
+        connection = await self.connections.get(connection_id)
+        if connection is None:
+            return await self.close(connection_id, "unknown connection")
+        if kind == "connection_init":
+            return await self.init(connection_id, connection, message.get("payload") or {})
+        if connection["state"] != "ready":
+            return await self.close(connection_id, "4401 Unauthorized: connection_init first")
+        subscription_id = message.get("id")
+        if not isinstance(subscription_id, str) or not 0 < len(subscription_id) <= 128:
+            return await self.close(connection_id, "4400 a message without a usable id")
+        if kind == "subscribe":
+            return await self.subscribe(connection_id, subscription_id, message.get("payload"))
+        if kind == "complete":
+            at = (connection.get("subscriptions") or {}).get(subscription_id)
+            if at:
+                await self.connections.remove_subscription(connection_id, subscription_id)
+                await self.subscriptions.remove(at, connection_id, subscription_id)
+            return None
+        return await self.close(connection_id, f"4400 unknown message type {kind!r}")
+
+    async def init(self, connection_id: str, connection: Item, payload: Any) -> None:
+        if connection["state"] != "open":
+            return await self.close(connection_id, "4429 Too many initialisation requests")
+        identity = None
+        token = _token(payload)
+        if token is not None:
+            identity = await asyncio.to_thread(self.verify, token)
+            if identity is None:
+                return await self.close(connection_id, "4403 Forbidden: the token is not valid")
+        if not await self.connections.ready(connection_id, identity.sub if identity else None):
+            return await self.close(connection_id, "4429 Too many initialisation requests")
+        await self.post(connection_id, {"type": "connection_ack"})
+        return None
+
+    async def subscribe(self, connection_id: str, subscription_id: str, payload: Any) -> None:
+        request = _request(payload)
+        if isinstance(request, str):
+            return await self.post(
+                connection_id,
+                {"id": subscription_id, "type": "error", "payload": [{"message": request}]},
+            )
+        probe = _Probe()
+        results = await execute(self.services, request, probe)
+        errors = [e for r in results for e in r.get("errors", [])]
+        if errors or probe.stream_id is None:
+            errors = errors or [{"message": "Subscribe to giftFeed."}]
+            return await self.post(
+                connection_id, {"id": subscription_id, "type": "error", "payload": errors}
+            )
+        stream_id = probe.stream_id
+        partitions = self.services.settings.feed_partitions
+        at = channel(stream_id, connection_id, partitions)
+        if not await self._live(stream_id):
+            return await self.post(connection_id, {"id": subscription_id, "type": "complete"})
+        if not await self.connections.add_subscription(connection_id, subscription_id, at):
+            return await self.close(connection_id, f"4409 Subscriber for {subscription_id} exists")
+        await self.subscriptions.add(at, connection_id, subscription_id, request)
+        if not await self._live(stream_id):  # it ended meanwhile: its fan-out may have missed us
+            await self.connections.remove_subscription(connection_id, subscription_id)
+            await self.subscriptions.remove(at, connection_id, subscription_id)
+            await self.post(connection_id, {"id": subscription_id, "type": "complete"})
+        return None
+
+    async def _live(self, stream_id: str) -> bool:
+        stream = await self.services.streams.get(stream_id) if "#" not in stream_id else None
+        return stream is not None and stream.get("status") == "LIVE"
+
+
+def _token(payload: Any) -> str | None:
+    if not isinstance(payload, dict):
+        return None
+    value = payload.get("Authorization") or payload.get("authorization") or payload.get("token")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    scheme, _, rest = value.strip().partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" and rest else value.strip()
+
+
+def _request(payload: Any) -> dict[str, Any] | str:
+    """The subscribe payload's document, if it is one subscription operation."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+        return "subscribe needs a payload with a query."
+    variables = payload.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        return "variables must be an object."
+    name = payload.get("operationName")
+    if len(payload["query"]) > 10_000:
+        return "The document is too large."
+    try:
+        document = parse(payload["query"])
+    except GraphQLSyntaxError as error:
+        return error.message
+    operations = [
+        d
+        for d in document.definitions
+        if getattr(d, "operation", None) is not None
+        and (name is None or getattr(getattr(d, "name", None), "value", None) == name)
+    ]
+    if len(operations) != 1 or operations[0].operation != OperationType.SUBSCRIPTION:  # type: ignore[attr-defined]
+        return "Only subscriptions go over this socket; send queries and mutations over HTTP."
+    return {"query": payload["query"], "variables": variables or {}, "operationName": name}
+
+
+class TokenVerifier:
+    """Cognito ID tokens, checked like the HTTP API's JWT authorizer: RS256 signature by the
+    pool's published keys, issuer, audience (the app client), expiry; token_use = id."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._keys: Any = None
+
+    def __call__(self, token: str) -> Identity | None:
+        import jwt  # only this function's import path carries PyJWT
+
+        if not (self.settings.jwks_url and self.settings.token_issuer):
+            log.warning("a token came but no LIVECOINS_JWKS_URL/TOKEN_ISSUER is configured")
+            return None
+        if self._keys is None:
+            self._keys = jwt.PyJWKClient(self.settings.jwks_url, cache_keys=True, timeout=5)
+        try:
+            key = self._keys.get_signing_key_from_jwt(token)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=["RS256"],
+                audience=self.settings.token_audience,
+                issuer=self.settings.token_issuer,
+                options={"require": ["exp", "iss", "sub"]},
+            )
+        except jwt.PyJWTError as error:
+            log.info("refused a gift feed token: %s", error)
+            return None
+        if claims.get("token_use") not in (None, "id"):
+            return None
+        return Identity.from_claims(claims)
+
+
+# --- the fan-out -------------------------------------------------------------------------
+
+
+def _image(record: dict[str, Any]) -> Item:
+    image = (record.get("dynamodb") or {}).get("NewImage") or {}
+    return {k: _plain(_deserializer.deserialize(v)) for k, v in image.items()}
+
+
+class FanOut:
+    def __init__(self, services: Services, poster: ConnectionPoster, posts_at_once: int = 32):
+        self.services = services
+        self.poster = poster
+        self.subscriptions = SubscriptionsRepo(services.dynamo)
+        self.connections = ConnectionsRepo(services.dynamo)
+        self.posts_at_once = posts_at_once
+
+    async def handle(self, records: list[dict[str, Any]]) -> dict[str, int]:
+        gifts: dict[str, list[Item]] = defaultdict(list)
+        ended: set[str] = set()
+        for record in records:
+            image = _image(record)
+            if record.get("eventName") == "INSERT" and "giftId" in image:
+                self.services.metrics["GiftsSent"] += 1
+                self.services.metrics["GiftCoins"] += image.get("coins", 0)
+                if image.get("streamId"):
+                    gifts[image["streamId"]].append(image)
+            elif image.get("status") == "ENDED" and "creatorId" in image:
+                ended.add(image["id"])
+        counts = await asyncio.gather(
+            *(self._gifts(s, sorted(g, key=lambda t: t["id"])) for s, g in gifts.items()),
+            *(self._ended(s) for s in ended),
+        )
+        posted = sum(counts)
+        self.services.metrics["FeedPosts"] += posted
+        return {"gifts": sum(len(g) for g in gifts.values()), "ended": len(ended), "posts": posted}
+
+    async def _gifts(self, stream_id: str, transfers: list[Item]) -> int:
+        subscribers = await self._subscribers(stream_id)
+        by_request: dict[str, list[Item]] = defaultdict(list)
+        for subscriber in subscribers:
+            by_request[subscriber["request"]].append(subscriber)
+        posts: list[tuple[Item, dict[str, Any]]] = []
+        for transfer in transfers:  # time order within the batch
+            for raw, group in by_request.items():
+                payloads = await execute(self.services, json.loads(raw), _OneGift(transfer))
+                for payload in payloads:
+                    posts += [
+                        (s, {"id": s["subscriptionId"], "type": "next", "payload": payload})
+                        for s in group
+                    ]
+        await self._post_all(posts)
+        return len(posts)
+
+    async def _ended(self, stream_id: str) -> int:
+        subscribers = await self._subscribers(stream_id)
+        await self._post_all(
+            [(s, {"id": s["subscriptionId"], "type": "complete"}) for s in subscribers]
+        )
+        for s in subscribers:
+            await self.subscriptions.remove(s["channel"], s["connectionId"], s["subscriptionId"])
+        return len(subscribers)
+
+    async def _subscribers(self, stream_id: str) -> list[Item]:
+        return await self.subscriptions.of_stream(stream_id, self.services.settings.feed_partitions)
+
+    async def _post_all(self, posts: list[tuple[Item, dict[str, Any]]]) -> None:
+        """Posts in order per subscriber, subscribers in parallel (bounded)."""
+        by_subscriber: dict[str, list[tuple[Item, dict[str, Any]]]] = defaultdict(list)
+        for subscriber, message in posts:
+            by_subscriber[subscriber["subscriber"] + subscriber["channel"]].append(
+                (subscriber, message)
+            )
+        limit = asyncio.Semaphore(self.posts_at_once)
+
+        async def deliver(queue: list[tuple[Item, dict[str, Any]]]) -> None:
+            async with limit:
+                for subscriber, message in queue:
+                    try:
+                        await asyncio.to_thread(
+                            self.poster.post, subscriber["connectionId"], message
+                        )
+                    except Gone:
+                        await self.subscriptions.remove(
+                            subscriber["channel"],
+                            subscriber["connectionId"],
+                            subscriber["subscriptionId"],
+                        )
+                        return
+
+        await asyncio.gather(*(deliver(q) for q in by_subscriber.values()))
+
+
+# --- Lambda entrypoints ------------------------------------------------------------------
+
+
+class _Function:
+    """One function's process-wide state, built on its first invocation."""
+
+    def __init__(self) -> None:
+        settings = Settings.from_env()
+        if not settings.feed_endpoint:
+            raise RuntimeError("LIVECOINS_FEED_ENDPOINT is not set (template.yaml sets it)")
+        self.services = Services.build(settings)
+        self.poster = ConnectionPoster(settings.feed_endpoint, settings.region)
+        self.loop = asyncio.new_event_loop()
+        self.metrics = MetricsPublisher(self.services)
+
+    def run(self, work: Callable[[], Any]) -> Any:
+        try:
+            return self.loop.run_until_complete(work())
+        finally:
+            self.metrics.publish(rate=False)
+
+
+_socket: tuple[_Function, SocketSession] | None = None
+_fanout: tuple[_Function, FanOut] | None = None
+
+
+@logger.inject_lambda_context
+def socket_handler(event: Event, context: Any) -> dict[str, Any]:
+    global _socket
+    if _socket is None:
+        function = _Function()
+        verify = TokenVerifier(function.services.settings)
+        _socket = function, SocketSession(function.services, function.poster, verify)
+    function, session = _socket
+    request = event.get("requestContext") or {}
+    route, connection_id = request.get("routeKey"), request.get("connectionId", "")
+
+    async def work() -> dict[str, Any]:
+        if route == "$connect":
+            return await session.connect(event)
+        if route == "$disconnect":
+            await session.disconnect(connection_id)
+        else:
+            await session.message(connection_id, event.get("body") or "")
+        return {"statusCode": 200}
+
+    result: dict[str, Any] = function.run(work)
+    return result
+
+
+@logger.inject_lambda_context
+def fanout_handler(event: Event, context: Any) -> dict[str, Any]:
+    global _fanout
+    if _fanout is None:
+        function = _Function()
+        _fanout = function, FanOut(function.services, function.poster)
+    function, fanout = _fanout
+    counts: dict[str, Any] = function.run(lambda: fanout.handle(event.get("Records") or []))
+    logger.info("gift feed fan-out", extra=counts)
+    return counts
