@@ -92,18 +92,26 @@ class WithdrawalsRepo:
             index="byAccount",
         )
 
-    async def pending_page(self, limit: int, after: str | None) -> tuple[list[Item], str | None]:
-        """The review queue, oldest first, and the next page's cursor."""
-        page, more = await self.dynamo.page(
+    async def pending(self, first: int, after: str | None) -> tuple[list[Item], bool]:
+        """The review queue, oldest first (the sparse `pending` index: one Query a page)."""
+        return await self.dynamo.page(
             TABLE,
             key=("pendingIndex", PENDING),
             sort="pendingSort",
-            first=limit,
+            first=first,
             after=after,
             index="pending",
             newest_first=False,
         )
-        return page, Dynamo.cursor(page[-1], "pendingSort") if more else None
+
+    async def pending_page(self, limit: int, after: str | None) -> tuple[list[Item], str | None]:
+        """The review queue, oldest first, and the next page's cursor."""
+        page, more = await self.pending(limit, after)
+        return page, self.pending_cursor(page[-1]) if more else None
+
+    @staticmethod
+    def pending_cursor(item: Item) -> str:
+        return Dynamo.cursor(item, "pendingSort")
 
     @staticmethod
     def cursor(item: Item) -> str:

@@ -82,6 +82,18 @@ async def withdrawals(
         raise BadUserInput("after is not a cursor from this list", field="after") from error
 
 
+async def pending_withdrawals(
+    ctx: Context, first: int | None, after: str | None
+) -> tuple[list[Item], bool]:
+    """Admin: the withdrawals waiting for review, oldest first."""
+    ctx.require_admin()
+    size = validation.page_size(first)
+    try:
+        return await ctx.services.withdrawals.pending(size, after)
+    except BadCursor as error:
+        raise BadUserInput("after is not a cursor from this list", field="after") from error
+
+
 def _plan(account: Item, shards: list[int], diamonds: int) -> list[tuple[int | None, int]]:
     """Which items to take `diamonds` from: (None = the account item, or a shard, amount).
 

@@ -28,10 +28,18 @@ from schema.limits import CachedValidation, DocumentLimits
 from schema.purchases import PurchaseMutations, RefundMutations
 from schema.streams import StreamMutations, StreamQueries
 from schema.videos import VideoMutations, VideoQueries
-from schema.withdrawals import WithdrawalMutations
+from schema.withdrawals import WithdrawalMutations, WithdrawalQueries
 
 Query = merge_types(
-    "Query", (AccountQueries, CatalogQueries, StreamQueries, VideoQueries, EventQueries)
+    "Query",
+    (
+        AccountQueries,
+        CatalogQueries,
+        StreamQueries,
+        VideoQueries,
+        EventQueries,
+        WithdrawalQueries,
+    ),
 )
 Mutation = merge_types(
     "Mutation",

@@ -90,9 +90,12 @@ class WithdrawalConnection:
     page_info: PageInfo
 
     @classmethod
-    def of(cls, info: Info, items: list[Item], more: bool) -> WithdrawalConnection:
+    def of(
+        cls, info: Info, items: list[Item], more: bool, pending: bool = False
+    ) -> WithdrawalConnection:
         repo = ctx(info).services.withdrawals
-        edges = [WithdrawalEdge(cursor=repo.cursor(i), node=Withdrawal.of(i)) for i in items]
+        cursor = repo.pending_cursor if pending else repo.cursor
+        edges = [WithdrawalEdge(cursor=cursor(i), node=Withdrawal.of(i)) for i in items]
         return cls(
             edges=edges,
             page_info=PageInfo.of([e.cursor for e in edges], more),
@@ -171,3 +174,15 @@ class WithdrawalMutations:
             ctx(info), str(input.withdrawal_id), input.outcome.value
         )
         return WithdrawalSettled(withdrawal=Withdrawal.of(item))
+
+
+@strawberry.type
+class WithdrawalQueries:
+    @strawberry.field(
+        description="Admin only: withdrawals waiting for review (PENDING), oldest first."
+    )
+    async def pending_withdrawals(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> WithdrawalConnection:
+        items, more = await withdrawals.pending_withdrawals(ctx(info), first, after)
+        return WithdrawalConnection.of(info, items, more, pending=True)

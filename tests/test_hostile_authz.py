@@ -38,6 +38,10 @@ MATRIX: dict[str, tuple[str, tuple[str, ...]]] = {
     "Query.liveStream": ("{ liveStream(id: $stream) { id } }", (DATA,) * 6),
     "Query.video": ("{ video(id: $video) { id } }", (DATA,) * 6),
     "Query.event": ("{ event(id: $event) { id joined } }", (DATA,) * 6),
+    "Query.pendingWithdrawals": (
+        "{ pendingWithdrawals { edges { cursor } } }",
+        (U, F, F, F, DATA, F),
+    ),
     "Mutation.updateProfile": (
         f'mutation {{ updateProfile(input: {{displayName: "N"}}) {T} }}',
         (

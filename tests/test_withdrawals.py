@@ -234,3 +234,35 @@ async def test_payout_review_list(api: Client, admin: dict[str, Any], services: 
     assert [w["id"] for w in second["withdrawals"]] == [ids[2]] and second["cursor"] is None
     assert "error" in await asyncio.to_thread(handler, {"limit": 0}, None)
     assert "error" in await asyncio.to_thread(handler, {"cursor": "junk"}, None)
+
+
+QUEUE = """query Q($first: Int, $after: String) { pendingWithdrawals(first: $first, after: $after) {
+  edges { cursor node { id status amount { amount } } } pageInfo { hasNextPage endCursor } } }"""
+
+
+async def test_pending_withdrawals_page_the_review_queue_oldest_first(
+    api: Client, admin: dict[str, Any]
+) -> None:
+    # GIVEN five pending withdrawals of three creators, one of them paid
+    ids = []
+    for i in range(3):
+        creator = claims_for(f"c{i}")
+        await earn(api, creator, [("galaxy", 5)], "coins-7000")
+        ids.append((await request(api, creator, 2000, "w1"))["withdrawal"]["id"])
+        if i < 2:
+            ids.append((await request(api, creator, 2000, "w2"))["withdrawal"]["id"])
+    await api.data(SETTLE, {"id": ids[1], "outcome": "PAID"}, admin)
+    pending = [i for i in ids if i != ids[1]]
+    # WHEN an admin pages the queue two at a time THEN every pending one, once, oldest first
+    seen, after = [], None
+    while True:
+        page = (await api.data(QUEUE, {"first": 2, "after": after}, admin))["pendingWithdrawals"]
+        seen += [e["node"]["id"] for e in page["edges"]]
+        assert {e["node"]["status"] for e in page["edges"]} <= {"PENDING"}
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert seen == sorted(pending)
+    # AND it is for admins only
+    refused = await api.gql(QUEUE, {"first": 2}, claims_for("c0"))
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
