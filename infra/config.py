@@ -66,6 +66,10 @@ class Settings:
     # the creator's favour); withdrawals are at least / at most (per UTC day) these many cents.
     diamond_cents_per_2: int = 1
     minimum_withdrawal_cents: int = 1_000
+    # Diamonds from gifts and event entries become withdrawable this long after they were
+    # earned (a chargeback can still reverse them until then; infra/earnings.py). 0 locally;
+    # template.yaml sets 7 days.
+    earnings_hold_seconds: int = 0
     daily_withdrawal_limit_cents: int = 100_000
     payout_currency: str = "USD"
     # Hostile clients (README "Limits"): the GraphQL document limits (schema/limits.py) and
@@ -128,6 +132,7 @@ class Settings:
             stream_cache_seconds=float(env.get("LIVECOINS_STREAM_CACHE_SECONDS", 0)),
             diamond_cents_per_2=int(env.get("LIVECOINS_DIAMOND_CENTS_PER_2", 1)),
             minimum_withdrawal_cents=int(env.get("LIVECOINS_MINIMUM_WITHDRAWAL_CENTS", 1_000)),
+            earnings_hold_seconds=int(env.get("LIVECOINS_EARNINGS_HOLD_SECONDS", 0)),
             daily_withdrawal_limit_cents=int(
                 env.get("LIVECOINS_DAILY_WITHDRAWAL_LIMIT_CENTS", 100_000)
             ),

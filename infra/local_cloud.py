@@ -35,7 +35,11 @@ REGION = "us-east-1"
 # ministack's root credentials: anything signed with them is the account itself.
 ROOT_KEYS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 # What only a test or trial stack sets (template.yaml's defaults are production's).
-TRIAL_PARAMETERS = {"DeletionProtection": "false", "PaymentProvider": "sandbox"}
+TRIAL_PARAMETERS = {
+    "DeletionProtection": "false",
+    "PaymentProvider": "sandbox",
+    "EarningsHoldSeconds": "0",
+}
 
 
 def build_bundle(python: str) -> Path:

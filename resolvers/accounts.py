@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infra import runtime
 from infra.dynamo import Item
+from infra.earnings import ShardBalance
 from infra.ids import BadCursor
 from resolvers import validation
 from resolvers.context import Context
@@ -31,17 +33,34 @@ async def update_profile(ctx: Context, display_name: str) -> Item:
 class Balances:
     coins: int
     diamonds: int
+    # the earnings hold: diamonds that may be withdrawn now, and those still held
+    available: int = 0
+    pending: int = 0
+    next_available: float | None = None
 
 
 async def balances(ctx: Context, account: Item) -> Balances:
-    """The wallet of an account item: a recipient's diamonds include every earnings shard."""
-    diamonds = account.get("diamonds", 0)
-    shards = account.get("shards")
-    if shards:
-        found = await ctx.services.earnings.shards([(account["id"], shards)])
-        diamonds += sum(found[account["id"]])
+    """The wallet of an account item: a recipient's diamonds include every earnings shard,
+    split into available and pending by the earnings hold."""
+    settings = ctx.services.settings
+    own = account.get("diamonds", 0)  # returned withdrawals and gathered shards: available
+    shards: list[ShardBalance] = []
+    if account.get("shards"):
+        shards = await ctx.services.earnings.balances(
+            account["id"],
+            account["shards"],
+            settings.earnings_hold_seconds,
+            runtime.current().time(),
+        )
+    upcoming = [s.next_available for s in shards if s.next_available is not None]
     # Coins held for a refund in progress still belong to the wallet until it completes.
-    return Balances(account.get("coins", 0) + account.get("heldCoins", 0), diamonds)
+    return Balances(
+        coins=account.get("coins", 0) + account.get("heldCoins", 0),
+        diamonds=own + sum(s.total for s in shards),
+        available=own + sum(s.available for s in shards),
+        pending=sum(s.pending_total for s in shards),
+        next_available=min(upcoming) if upcoming else None,
+    )
 
 
 async def wallet(ctx: Context, account_id: str) -> Balances:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from infra import runtime
 from infra.dynamo import Item, TransactionCancelled
+from infra.earnings import bucket_for
 from infra.ids import iso, new_id, now
 from resolvers import idempotency, validation
 from resolvers.context import Context
@@ -118,7 +119,12 @@ async def join_event(ctx: Context, event_id: str, idempotency_key: str) -> JoinO
     created = iso(now())
     actions = [
         services.accounts.debit_action(identity.sub, price, 0),
-        services.earnings.credit_action(host, shard, price),
+        services.earnings.credit_action(
+            host,
+            shard,
+            price,
+            bucket_for(services.settings.earnings_hold_seconds, runtime.current().time()),
+        ),
         *services.events.join_actions(event_id, identity.sub, created),
         services.ledger.put_action(
             entry_id=new_id("tx"),

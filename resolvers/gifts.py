@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from infra import runtime
 from infra.catalog import GIFT
 from infra.dynamo import Item, TransactionCancelled
+from infra.earnings import bucket_for
 from infra.ids import iso, new_id, now
 from resolvers import idempotency, validation
 from resolvers.context import Context
@@ -94,6 +95,8 @@ async def send_gift(
     coins, diamonds = gift["coins"] * count, gift["diamonds"] * count
     shard = runtime.current().randbelow(facts["shards"])
     created = iso(now())
+    # the creator's earnings shard and hold bucket, kept on the transfer for a chargeback
+    bucket = bucket_for(services.settings.earnings_hold_seconds, runtime.current().time())
     transfer = {
         "id": new_id("gft"),
         "targetId": services.transfers.index_key(target_id, shard, facts["indexShards"]),
@@ -105,6 +108,8 @@ async def send_gift(
         "quantity": count,
         "coins": coins,
         "diamonds": diamonds,
+        "shard": shard,
+        "bucket": bucket,
         "createdAt": created,
     }
     actions = [
@@ -112,7 +117,7 @@ async def send_gift(
         services.streams.gift_action(target_id, shard, coins)
         if stream_id is not None
         else services.videos.gift_action(target_id, shard, coins),
-        services.earnings.credit_action(creator, shard, diamonds),
+        services.earnings.credit_action(creator, shard, diamonds, bucket),
         services.ledger.put_action(
             entry_id=new_id("tx"),
             account_id=identity.sub,

@@ -22,6 +22,7 @@ from typing import Any
 
 from infra import runtime
 from infra.dynamo import Item, TransactionCancelled, Unavailable, backoff
+from infra.earnings import ShardBalance
 from infra.ids import BadCursor, iso, new_id, now
 from infra.withdrawals import PENDING
 from resolvers import accounts, idempotency, validation
@@ -51,6 +52,9 @@ def cash_value(ctx: Context, diamonds: int) -> int:
 @dataclass(frozen=True)
 class EarningsView:
     diamonds: int
+    available: int
+    pending: int
+    next_available: float | None
     cash: int
     minimum: int
     remaining_today: int
@@ -65,6 +69,9 @@ async def earnings(ctx: Context, account: Item) -> EarningsView:
     )
     return EarningsView(
         diamonds=balances.diamonds,
+        available=balances.available,
+        pending=balances.pending,
+        next_available=balances.next_available,
         cash=cash_value(ctx, balances.diamonds),
         minimum=settings.minimum_withdrawal_cents,
         remaining_today=max(0, settings.daily_withdrawal_limit_cents - requested),
@@ -94,8 +101,9 @@ async def pending_withdrawals(
         raise BadUserInput("after is not a cursor from this list", field="after") from error
 
 
-def _plan(account: Item, shards: list[int], diamonds: int) -> list[tuple[int | None, int]]:
-    """Which items to take `diamonds` from: (None = the account item, or a shard, amount).
+def _plan(account: Item, shards: list[ShardBalance], diamonds: int) -> list[tuple[int | None, int]]:
+    """Which items to take `diamonds` from: (None = the account item, or a shard, amount),
+    drawing only on available diamonds (the earnings hold keeps pending ones).
 
     One item that holds enough, chosen at random among those that do; otherwise items in a
     random order until the amount is covered. Concurrent requests of one creator then rarely
@@ -103,7 +111,7 @@ def _plan(account: Item, shards: list[int], diamonds: int) -> list[tuple[int | N
     source = runtime.current()
     sources: list[tuple[int | None, int]] = [
         (None, account.get("diamonds", 0)),
-        *enumerate(shards),
+        *((s.shard, s.available) for s in shards),
     ]
     sources = [s for s in sources if s[1] > 0]
     enough = [s for s in sources if s[1] >= diamonds]
@@ -129,15 +137,21 @@ def _cover(sources: list[tuple[int | None, int]], diamonds: int) -> list[tuple[i
     return plan
 
 
-def _gather_actions(ctx: Context, account_id: str, shards: list[int]) -> list[dict[str, Any]]:
-    """Move the smallest shards' diamonds onto the account item (the sum, and so the ledger
-    promise, unchanged; each debit conditional), so that a withdrawal spread over more items
-    than one transaction takes can be planned."""
+def _gather_actions(
+    ctx: Context, account_id: str, shards: list[ShardBalance]
+) -> list[dict[str, Any]]:
+    """Move the smallest shards' available diamonds onto the account item (the sum, and so
+    the ledger promise, unchanged; each debit conditional), so that a withdrawal spread over
+    more items than one transaction takes can be planned."""
     services = ctx.services
-    smallest = sorted((d, k) for k, d in enumerate(shards) if d > 0)[: MAX_ACTIONS - 1]
+    smallest = sorted((s for s in shards if s.available > 0), key=lambda s: s.available)
+    smallest = smallest[: MAX_ACTIONS - 1]
     return [
-        services.accounts.add_diamonds_action(account_id, sum(d for d, _ in smallest)),
-        *(services.earnings.debit_action(account_id, k, d) for d, k in smallest),
+        services.accounts.add_diamonds_action(account_id, sum(s.available for s in smallest)),
+        *(
+            services.earnings.debit_action(account_id, s.shard, s.available, s.matured)
+            for s in smallest
+        ),
     ]
 
 
@@ -182,11 +196,13 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
         account = await services.accounts.get(identity.sub, consistent=True) or {"id": identity.sub}
         shard_count = account.get("shards") or 0
         shards = (
-            (await services.earnings.shards([(identity.sub, shard_count)]))[identity.sub]
+            await services.earnings.balances(
+                identity.sub, shard_count, settings.earnings_hold_seconds, runtime.current().time()
+            )
             if shard_count
             else []
         )
-        available = account.get("diamonds", 0) + sum(shards)
+        available = account.get("diamonds", 0) + sum(s.available for s in shards)
         if available < diamonds:
             return await _replay(
                 ctx,
@@ -206,7 +222,7 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
             except TransactionCancelled:
                 pass  # a shard moved meanwhile
         else:
-            done = await _withdraw(ctx, attempt, withdrawal, plan, limit)
+            done = await _withdraw(ctx, attempt, withdrawal, plan, shards, limit)
             if done is not None:
                 return done
         # A balance moved under the plan (a gift, another withdrawal): read and plan again.
@@ -222,6 +238,7 @@ async def _withdraw(
     attempt: idempotency.Attempt,
     withdrawal: Item,
     plan: list[tuple[int | None, int]],
+    shards: list[ShardBalance],
     limit: int,
 ) -> Item | None:
     """The withdrawal transaction for one plan; None when a balance moved under the plan."""
@@ -229,7 +246,7 @@ async def _withdraw(
     actions: list[dict[str, Any]] = [
         services.accounts.debit_action(account_id, 0, take)
         if source is None
-        else services.earnings.debit_action(account_id, source, take)
+        else services.earnings.debit_action(account_id, source, take, shards[source].matured)
         for source, take in plan
     ]
     actions += [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated
 
@@ -27,7 +27,17 @@ from schema.errors import (
 
 @strawberry.type
 class Earnings:
-    diamonds: int
+    diamonds: int = strawberry.field(
+        description="All diamonds not yet withdrawn: availableDiamonds + pendingDiamonds."
+    )
+    available_diamonds: int = strawberry.field(description="Diamonds that may be withdrawn now.")
+    pending_diamonds: int = strawberry.field(
+        description="Diamonds from recent gifts and event entries, still inside the hold period; "
+        "a chargeback of the coins that paid for them can still reverse them."
+    )
+    next_available_at: datetime | None = strawberry.field(
+        description="When the next pending diamonds become available; null when none are pending."
+    )
     cash_value: Money = strawberry.field(description="What the diamonds are worth now.")
     minimum_withdrawal: Money
     remaining_today: Money = strawberry.field(
@@ -38,6 +48,13 @@ class Earnings:
     def of(cls, view: withdrawals.EarningsView) -> Earnings:
         return cls(
             diamonds=view.diamonds,
+            available_diamonds=view.available,
+            pending_diamonds=view.pending,
+            next_available_at=(
+                datetime.fromtimestamp(view.next_available, UTC)
+                if view.next_available is not None
+                else None
+            ),
             cash_value=Money.of(view.cash, view.currency),
             minimum_withdrawal=Money.of(view.minimum, view.currency),
             remaining_today=Money.of(view.remaining_today, view.currency),

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from infra.earnings import shard_total
+
 Item = dict[str, Any]
 
 
@@ -85,10 +87,13 @@ class Totals:
     def _earnings(self, item: Item, sign: int) -> None:
         owner = item["accountId"]
         self.touched.add(owner)
-        self.wallet_diamonds[owner] += sign * item["diamonds"]
-        self.sums["wallet_diamonds"] += sign * item["diamonds"]
+        total = shard_total(item)
+        self.wallet_diamonds[owner] += sign * total
+        self.sums["wallet_diamonds"] += sign * total
         if sign > 0:
-            self._check(f"earnings {item['id']}", item["diamonds"])
+            for name, value in item.items():
+                if isinstance(value, int) and name != "shard":
+                    self._check(f"earnings {item['id']}.{name}", value)
 
     def _ledger(self, item: Item, sign: int) -> None:
         owner = item["accountId"].split("#")[0]
