@@ -18,6 +18,10 @@ from infra.ids import iso, now
 TABLE = "accounts"
 
 
+def is_restricted(account: Item | None) -> bool:
+    return bool((account or {}).get("restrictedBy"))
+
+
 class AccountsRepo:
     def __init__(self, dynamo: Dynamo) -> None:
         self.dynamo = dynamo
@@ -102,13 +106,46 @@ class AccountsRepo:
         return self.dynamo.update_action(TABLE, {"id": account_id}, expression, values=values)
 
     def debit_action(self, account_id: str, coins: int, diamonds: int) -> dict[str, Any]:
-        """Take from the balances; the transaction is cancelled if either would go negative."""
+        """Take from the balances; the transaction is cancelled if either would go negative or
+        the account is restricted (`restrictedBy`: the disputes holding it; see `is_restricted`)."""
         return self.dynamo.update_action(
             TABLE,
             {"id": account_id},
             "SET coins = coins - :c, diamonds = diamonds - :d",
-            condition="coins >= :c AND diamonds >= :d",
+            condition="coins >= :c AND diamonds >= :d AND attribute_not_exists(restrictedBy)",
             values={":c": coins, ":d": diamonds},
+        )
+
+    def unrestricted_action(self, account_id: str) -> dict[str, Any]:
+        """A condition check: the account is not restricted."""
+        return self.dynamo.condition_action(
+            TABLE, {"id": account_id}, "attribute_not_exists(restrictedBy)"
+        )
+
+    def restrict_action(self, account_id: str, dispute_id: str) -> dict[str, Any]:
+        """Restrict the account for a dispute (a string set: one entry per dispute holding it)."""
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": account_id},
+            "ADD restrictedBy :d",
+            condition="attribute_exists(id)",
+            values={":d": {dispute_id}},
+        )
+
+    def release_action(self, account_id: str, dispute_id: str) -> dict[str, Any]:
+        """Lift one dispute's restriction (the account stays restricted while others hold it)."""
+        return self.dynamo.update_action(
+            TABLE, {"id": account_id}, "DELETE restrictedBy :d", values={":d": {dispute_id}}
+        )
+
+    async def clear_restriction(self, account_id: str, admin: str, at: str) -> Item | None:
+        """An admin lifts every restriction; None when there is no such account."""
+        return await self.dynamo.update(
+            TABLE,
+            {"id": account_id},
+            "REMOVE restrictedBy SET restrictionClearedBy = :a, restrictionClearedAt = :t",
+            values={":a": admin, ":t": at},
+            condition="attribute_exists(id)",
         )
 
     def add_diamonds_action(self, account_id: str, diamonds: int) -> dict[str, Any]:

@@ -452,6 +452,18 @@ class Dynamo:
         _conditions(body, condition, names, values)
         return {"Update": body}
 
+    def condition_action(
+        self,
+        table: str,
+        key: Mapping[str, Any],
+        condition: str,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"TableName": self.table(table), "Key": to_item(key)}
+        _conditions(body, condition, names, values)
+        return {"ConditionCheck": body}
+
     def delete_action(self, table: str, key: Mapping[str, Any]) -> dict[str, Any]:
         return {"Delete": {"TableName": self.table(table), "Key": to_item(key)}}
 

@@ -61,6 +61,19 @@ class IdempotencyRepo:
             values={":done": COMPLETED, ":pending": PENDING, ":h": request},
         )
 
+    async def set_payment(self, key: str, request: str, payment_id: str) -> Item:
+        """Keep the provider's payment id on a PENDING record (before it is confirmed), unless
+        one is there already; returns the record as it now is."""
+        updated = await self.dynamo.update(
+            TABLE,
+            {"key": key},
+            "SET paymentId = :p",
+            condition="#s = :pending AND requestHash = :h AND attribute_not_exists(paymentId)",
+            names={"#s": "status"},
+            values={":p": payment_id, ":pending": PENDING, ":h": request},
+        )
+        return updated if updated is not None else (await self.get(key) or {})
+
     async def fail(self, key: str, request: str, error: dict[str, Any]) -> Item | None:
         """Record a user error for replay (PENDING -> FAILED); None if the record moved on."""
         return await self.dynamo.update(

@@ -1,30 +1,44 @@
-"""Payment providers. Production plugs in a real one behind the same interface.
+"""Payment providers: the sandbox, and Stripe (infra/stripe_payments.py), behind one interface.
 
-A provider call can fail three ways, and callers treat them differently:
-- a decline (`Charge.approved` false): a definite answer, the caller's to act on;
-- `RefundRefused`: the provider definitely did not refund and will not;
-- `ProviderUnavailable`: the outcome is unknown (a timeout, a 5xx, a dropped connection): the
-  charge or refund may or may not have happened. Callers keep their state and ask again later
-  with the same idempotency key, which returns the first outcome; they never assume nothing
-  happened.
+A purchase's payment takes two calls, so that a real processor's payment id is stored before
+any money can move (Stripe forgets idempotency keys after 24 hours; a retry days later must
+resume the same payment, never start a second one):
+1. `create`: a payment for the amount, idempotent by key (the purchase id); returns its id,
+   which the purchase's idempotency record keeps;
+2. `confirm` it with the buyer's payment method (idempotent by key; asked again after an
+   ambiguous failure, it answers the payment's state instead of charging twice).
+`retrieve` tells a payment's state; `refund` refunds it once per key.
+
+A call can fail three ways, and callers treat them differently:
+- a definite answer: `Payment.status` "declined" (with the processor's decline code),
+  `RefundRefused`;
+- `ProviderUnavailable`: no answer (a timeout, a 5xx, a rate limit, a dropped connection): the
+  call may or may not have acted. Callers keep their state and ask again later with the same
+  key; they never assume that nothing happened.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from infra.ids import new_id
 
+SUCCEEDED, DECLINED, ACTION, PROCESSING = "succeeded", "declined", "requires_action", "processing"
+
 
 @dataclass(frozen=True)
-class Charge:
+class Payment:
+    """A processor's view of one purchase's payment."""
+
     id: str
-    approved: bool
+    status: str  # SUCCEEDED | DECLINED | ACTION (the buyer must authenticate) | PROCESSING
     amount: int
     currency: str
-    decline_reason: str | None = None
+    charge_id: str | None = None  # what refunds and disputes name (Stripe: latest_charge)
+    decline_code: str | None = None
+    client_secret: str | None = None  # for the buyer's browser to finish an authentication
 
 
 class ProviderUnavailable(Exception):
@@ -36,63 +50,102 @@ class RefundRefused(Exception):
 
 
 class PaymentProvider(Protocol):
-    async def charge(self, token: str, amount: int, currency: str, idempotency_key: str) -> Charge:
-        """Charge once per idempotency key: a repeat returns the first outcome, charging nothing."""
-        ...
+    name: str
 
-    async def refund(self, charge_id: str, idempotency_key: str) -> str:
-        """Refund a charge once per idempotency key; returns the refund id."""
-        ...
+    async def create(
+        self, *, amount: int, currency: str, key: str, metadata: dict[str, str]
+    ) -> str: ...
+
+    async def confirm(self, payment_id: str, token: str, key: str) -> Payment: ...
+
+    async def retrieve(self, payment_id: str) -> Payment: ...
+
+    async def refund(self, payment_id: str, key: str, amount: int | None = None) -> str: ...
 
 
 class SandboxPaymentProvider:
-    """The local and test provider: tok_visa approves, everything else declines.
+    """The local and test provider: `tok_visa` succeeds, `tok_threeDSecure` needs the buyer to
+    authenticate (never completed here), anything else is declined.
 
-    It keeps its idempotency records in memory, like a real provider keeps them server-side;
+    It keeps its payments and keys in memory, like a real provider keeps them server-side;
     `charges` and `refunds` count money actually moved, which the tests assert on.
     """
 
+    name = "sandbox"
     APPROVE = frozenset({"tok_visa"})
 
     def __init__(self) -> None:
         # Lambda containers are threads in the tests: calls may come from several loops.
         self._lock = threading.Lock()
-        self._by_key: dict[str, Charge] = {}
+        self._payments: dict[str, Payment] = {}
+        self._by_key: dict[str, str] = {}
         self._refunds: dict[str, str] = {}
-        self.charges: list[Charge] = []
+        self._metadata: dict[str, dict[str, str]] = {}
+        self.charges: list[Payment] = []
         self.refunds: list[str] = []
 
-    async def charge(self, token: str, amount: int, currency: str, idempotency_key: str) -> Charge:
+    async def create(
+        self, *, amount: int, currency: str, key: str, metadata: dict[str, str]
+    ) -> str:
         with self._lock:
-            if idempotency_key in self._by_key:
-                return self._by_key[idempotency_key]
+            if key not in self._by_key:
+                payment = Payment(new_id("pay"), "requires_payment_method", amount, currency)
+                self._payments[payment.id] = payment
+                self._metadata[payment.id] = dict(metadata)
+                self._by_key[key] = payment.id
+            return self._by_key[key]
+
+    async def confirm(self, payment_id: str, token: str, key: str) -> Payment:
+        with self._lock:
+            payment = self._payments[payment_id]
+            if payment.status != "requires_payment_method":
+                return payment  # confirmed before: its outcome, never a second charge
             if token in self.APPROVE:
-                result = Charge(new_id("ch"), True, amount, currency)
-                self.charges.append(result)
+                payment = Payment(
+                    payment.id, SUCCEEDED, payment.amount, payment.currency, new_id("ch")
+                )
+                self.charges.append(payment)
+            elif token == "tok_threeDSecure":  # noqa: S105 - sandbox test token
+                secret = f"{payment.id}_secret"
+                payment = Payment(
+                    payment.id, ACTION, payment.amount, payment.currency, None, None, secret
+                )
             else:
-                declined = token == "tok_chargeDeclined"  # noqa: S105 - sandbox test token
-                reason = "card_declined" if declined else "invalid_token"
-                result = Charge(new_id("ch"), False, amount, currency, reason)
-            self._by_key[idempotency_key] = result
-            return result
+                code = "card_declined" if token == "tok_chargeDeclined" else "invalid_token"  # noqa: S105
+                payment = Payment(
+                    payment.id, DECLINED, payment.amount, payment.currency, None, code
+                )
+            self._payments[payment.id] = payment
+            return payment
 
-    async def refund(self, charge_id: str, idempotency_key: str) -> str:
+    async def retrieve(self, payment_id: str) -> Payment:
         with self._lock:
-            if idempotency_key not in self._refunds:
-                self._refunds[idempotency_key] = new_id("re")
-                self.refunds.append(charge_id)
-            return self._refunds[idempotency_key]
+            return self._payments[payment_id]
+
+    async def refund(self, payment_id: str, key: str, amount: int | None = None) -> str:
+        with self._lock:
+            if key not in self._refunds:
+                self._refunds[key] = new_id("re")
+                paid = self._payments.get(payment_id)
+                self.refunds.append((paid.charge_id if paid else None) or payment_id)
+            return self._refunds[key]
+
+    def metadata(self, payment_id: str) -> dict[str, Any]:
+        return self._metadata.get(payment_id, {})
 
 
-PROVIDERS = ("none", "sandbox")
+PROVIDERS = ("none", "sandbox", "stripe")
 
 
-def provider_for(name: str) -> PaymentProvider | None:
+def provider_for(name: str, settings: Any = None) -> PaymentProvider | None:
     """The provider a deployment configured (LIVECOINS_PAYMENT_PROVIDER), or None for "none":
-    purchaseCoins then refuses with PAYMENTS_NOT_CONFIGURED and changes nothing. A real
-    provider (Stripe) is added here under its own name."""
+    purchaseCoins then refuses with PAYMENTS_NOT_CONFIGURED and changes nothing."""
     if name == "sandbox":
         return SandboxPaymentProvider()
+    if name == "stripe":
+        from infra.stripe_payments import StripePaymentProvider  # the library: 0.45 s to import
+
+        return StripePaymentProvider.from_settings(settings)
     if name == "none":
         return None
     raise ValueError(f"unknown payment provider {name!r}: expected one of {', '.join(PROVIDERS)}")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from infra import runtime
 from infra.dynamo import Item
 from infra.earnings import ShardBalance
-from infra.ids import BadCursor
+from infra.ids import BadCursor, iso, now
 from resolvers import validation
 from resolvers.context import Context
-from resolvers.errors import BadUserInput
+from resolvers.errors import BadUserInput, NotFound
+
+logger = logging.getLogger("livecoins")
 
 
 async def me(ctx: Context) -> Item:
@@ -79,3 +82,17 @@ async def transactions(
         )
     except BadCursor as error:
         raise BadUserInput("after is not a cursor from this list", field="after") from error
+
+
+async def clear_restriction(ctx: Context, account_id: str) -> Item:
+    """Admin: lift every dispute's restriction on an account (logged with the admin)."""
+    admin = ctx.require_admin()
+    found = (
+        await ctx.services.accounts.clear_restriction(account_id, admin.sub, iso(now()))
+        if validation.is_account_id(account_id)
+        else None
+    )
+    if found is None:
+        raise NotFound(f"No account {account_id[:64]}.")
+    logger.info("restriction cleared", extra={"account": account_id, "admin": admin.sub})
+    return found

@@ -84,6 +84,26 @@ class AlreadyJoined(UserError):
 
 
 @dataclass
+class AccountRestricted(UserError):
+    pass
+
+
+def restricted() -> AccountRestricted:
+    return AccountRestricted(
+        "A payment of this account was disputed: it cannot buy, send gifts, join events or "
+        "withdraw until support clears it."
+    )
+
+
+@dataclass
+class PaymentActionRequired(UserError):
+    """Not an error: the card needs the buyer's authentication (3-D Secure) first."""
+
+    client_secret: str = ""
+    purchase_id: str = ""
+
+
+@dataclass
 class InsufficientDiamonds(UserError):
     required: int = 0
     available: int = 0

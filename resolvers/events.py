@@ -15,12 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra import runtime
+from infra.accounts import is_restricted
 from infra.dynamo import Item, TransactionCancelled
 from infra.earnings import bucket_for
 from infra.ids import iso, new_id, now
 from resolvers import idempotency, validation
 from resolvers.context import Context
-from resolvers.errors import AlreadyJoined, InsufficientCoins, NotAllowed, NotFound
+from resolvers.errors import (
+    AlreadyJoined,
+    InsufficientCoins,
+    NotAllowed,
+    NotFound,
+    restricted,
+)
 
 MUTATION, CREATE = "joinEvent", "createEvent"
 MAX_ENTRY = 100_000
@@ -167,6 +174,8 @@ async def _cancelled(
                 ctx, attempt, AlreadyJoined("You have already joined this event.")
             ),
         )
+    if cancelled.failed(JOINER) and is_restricted(cancelled.items[JOINER]):
+        return await _replay(ctx, await idempotency.fail(ctx, attempt, restricted()))
     if cancelled.failed(JOINER):
         available = (cancelled.items[JOINER] or {}).get("coins", 0)
         error = InsufficientCoins(

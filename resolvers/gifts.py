@@ -19,13 +19,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra import runtime
+from infra.accounts import is_restricted
 from infra.catalog import GIFT
 from infra.dynamo import Item, TransactionCancelled
 from infra.earnings import bucket_for
 from infra.ids import iso, new_id, now
 from resolvers import idempotency, validation
 from resolvers.context import Context
-from resolvers.errors import InsufficientCoins, InvalidInput, NotAllowed, NotFound, StreamNotLive
+from resolvers.errors import (
+    InsufficientCoins,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    StreamNotLive,
+    restricted,
+)
 
 MUTATION = "sendGift"
 MAX_QUANTITY = 1000
@@ -154,6 +162,8 @@ async def send_gift(
             return await _replay(
                 ctx, await idempotency.earlier(ctx, attempt, cancelled, IDEMPOTENCY)
             )
+        if cancelled.failed(SENDER) and is_restricted(cancelled.items[SENDER]):
+            return await _replay(ctx, await idempotency.fail(ctx, attempt, restricted()))
         if cancelled.failed(SENDER):
             available = (cancelled.items[SENDER] or {}).get("coins", 0)
             error = InsufficientCoins(

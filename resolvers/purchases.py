@@ -1,12 +1,16 @@
-"""Buying coins: charge the payment token, then credit the coins exactly once.
+"""Buying coins: pay with the provider, then credit the coins exactly once.
 
 1. Claim the idempotency key (one conditional PutItem; a retry gets the existing record).
-   The record fixes the purchase id, ledger entry id and package snapshot for every retry.
-2. Charge the provider with the purchase id as its idempotency key: a retry after a crash
-   re-asks for the same charge and is never charged twice.
-3. One TransactWriteItems credits the wallet, writes the ledger entry and the purchase,
-   and moves the idempotency record PENDING -> COMPLETED. If another attempt completed
-   first, the transaction is cancelled and this attempt replays the stored result.
+   The record fixes the purchase id, ledger entry id, package snapshot and buyer for every
+   retry (and for the processor's webhook, which may credit instead).
+2. Create the payment at the provider (idempotent by the purchase id) and store its id on the
+   record before confirming: a retry, even days later, resumes that payment.
+3. Confirm it with the buyer's payment method (idempotent by key; asked again after an
+   ambiguous failure, never charged twice). A card that needs authentication answers
+   PaymentActionRequired; the webhook credits once the buyer has finished it.
+4. One TransactWriteItems credits the wallet, writes the ledger entry and the purchase, and
+   moves the idempotency record PENDING -> COMPLETED. If another attempt (or the webhook)
+   completed first, the transaction is cancelled and this attempt replays the stored result.
 """
 
 from __future__ import annotations
@@ -16,11 +20,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from infra.accounts import is_restricted
 from infra.catalog import PACKAGE
 from infra.dynamo import Item, TransactionCancelled, Unavailable, backoff
 from infra.idempotency import COMPLETED, FAILED, record_key, request_hash
 from infra.ids import iso, new_id, now
-from infra.payments import PaymentProvider, ProviderUnavailable, RefundRefused
+from infra.payments import (
+    ACTION,
+    DECLINED,
+    SUCCEEDED,
+    PaymentProvider,
+    ProviderUnavailable,
+    RefundRefused,
+)
+from infra.services import Services
 from resolvers import validation
 from resolvers.context import Context
 from resolvers.errors import (
@@ -28,10 +41,12 @@ from resolvers.errors import (
     InsufficientCoins,
     InvalidState,
     NotFound,
+    PaymentActionRequired,
     PaymentDeclined,
     PaymentsNotConfigured,
     TryAgain,
     UserError,
+    restricted,
 )
 
 logger = logging.getLogger("livecoins")
@@ -70,6 +85,11 @@ async def purchase_coins(
             "entryId": new_id("tx"),
             "package": snapshot,
             "createdAt": iso(now()),
+            "buyer": {
+                "id": identity.sub,
+                "displayName": identity.initial_display_name,
+                "birthdate": identity.birthdate,
+            },
         },
     )
     if record["requestHash"] != digest:
@@ -81,20 +101,44 @@ async def purchase_coins(
     if record.get("package") is None:
         return await _fail(ctx, key, digest, NotFound(f"No coin package {package_id} is on sale."))
 
-    # If the provider never answers, the charge may have happened: the record stays PENDING,
-    # and a retry asks the provider again with the same key (never a second charge).
-    charge = await _ask_provider(
-        ctx,
-        lambda: provider.charge(
-            payment_token,
-            record["package"]["priceAmount"],
-            record["package"]["currency"],
-            record["purchaseId"],
-        ),
+    payment_id = record.get("paymentId")
+    if payment_id is None:  # nothing asked of the provider yet
+        if is_restricted(await services.accounts.get(identity.sub, consistent=True)):
+            return await _fail(ctx, key, digest, restricted())
+        purchase_id = record["purchaseId"]
+        created = await _ask_provider(
+            ctx,
+            lambda: provider.create(
+                amount=record["package"]["priceAmount"],
+                currency=record["package"]["currency"],
+                key=purchase_id,
+                metadata={"purchaseId": purchase_id, "accountId": identity.sub, "recordKey": key},
+            ),
+        )
+        latest = await services.idempotency.set_payment(key, digest, created)
+        if latest.get("status") == COMPLETED:  # the webhook or a concurrent attempt credited
+            return await _replay(ctx, latest)
+        if latest.get("status") == FAILED:
+            raise UserError.from_record(latest["error"])
+        payment_id = latest.get("paymentId", created)
+    # If the provider never answers, the payment may have happened: the record stays PENDING,
+    # and a retry confirms again with the same key (answered with the payment's state).
+    payment = await _ask_provider(
+        ctx, lambda: provider.confirm(payment_id, payment_token, record["purchaseId"])
     )
-    if not charge.approved:
-        return await _fail(ctx, key, digest, PaymentDeclined("The payment was declined."))
-    return await _credit(ctx, record, digest, charge.id)
+    if payment.status == SUCCEEDED:
+        outcome = await credit(services, record, payment.id, payment.charge_id or payment.id)
+        return PurchaseOutcome(outcome, outcome["accountId"])
+    if payment.status == DECLINED:
+        reason = f" ({payment.decline_code})" if payment.decline_code else ""
+        return await _fail(ctx, key, digest, PaymentDeclined(f"The payment was declined{reason}."))
+    if payment.status == ACTION:  # not remembered: asking again answers the payment's state
+        raise PaymentActionRequired(
+            "The card needs the buyer to authenticate: finish it with the client secret.",
+            client_secret=payment.client_secret or "",
+            purchase_id=record["purchaseId"],
+        )
+    raise TryAgain("The payment is still processing; retry with the same key.")
 
 
 def _provider(ctx: Context) -> PaymentProvider:
@@ -122,28 +166,30 @@ async def _ask_provider(ctx: Context, call: Callable[[], Awaitable[T]]) -> T:
             attempt += 1
 
 
-async def _credit(ctx: Context, record: Item, digest: str, charge_id: str) -> PurchaseOutcome:
-    services = ctx.services
-    identity = ctx.require_identity()
-    package = record["package"]
+async def credit(services: Services, record: Item, payment_id: str, charge_id: str) -> Item:
+    """Credit a paid purchase exactly once (from the request, or from the processor's
+    webhook): the wallet, the ledger entry, the purchase and the record, in one transaction.
+    Returns the purchase; if another attempt credited first, the one it wrote."""
+    package, buyer = record["package"], record["buyer"]
     purchase = {
         "id": record["purchaseId"],
-        "accountId": identity.sub,
+        "accountId": buyer["id"],
         "packageId": package["id"],
         "coins": package["coins"],
         "priceAmount": package["priceAmount"],
         "currency": package["currency"],
         "status": "COMPLETED",
+        "paymentId": payment_id,
         "chargeId": charge_id,
         "createdAt": record["createdAt"],
     }
     actions = [
         services.accounts.credit_action(
-            identity.sub, package["coins"], 0, identity.initial_display_name, identity.birthdate
+            buyer["id"], package["coins"], 0, buyer["displayName"], buyer.get("birthdate")
         ),
         services.ledger.put_action(
             entry_id=record["entryId"],
-            account_id=identity.sub,
+            account_id=buyer["id"],
             kind="PURCHASE",
             coins=package["coins"],
             diamonds=0,
@@ -151,18 +197,20 @@ async def _credit(ctx: Context, record: Item, digest: str, charge_id: str) -> Pu
             created_at=record["createdAt"],
         ),
         services.purchases.put_action(purchase),
-        services.idempotency.complete_action(record["key"], digest),
+        services.idempotency.complete_action(record["key"], record["requestHash"]),
     ]
     try:
         await services.dynamo.transact(actions)
         services.metrics["CoinsPurchased"] += package["coins"]
-        return PurchaseOutcome(purchase, identity.sub)
+        return purchase
     except TransactionCancelled:
         pass
     # Another attempt with the same key completed (or failed) first: answer as it did.
     latest = await services.idempotency.get(record["key"])
     if latest and latest["status"] == COMPLETED:
-        return await _replay(ctx, latest)
+        found = await services.purchases.get(latest["purchaseId"])
+        if found is not None:
+            return found
     if latest and latest["status"] == FAILED:
         raise UserError.from_record(latest["error"])
     raise RuntimeError("purchase credit was cancelled for an unknown reason")
@@ -236,7 +284,10 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
             return await refund_purchase(ctx, purchase_id)  # moved on concurrently
     try:
         await _ask_provider(
-            ctx, lambda: provider.refund(purchase["chargeId"], f"refund-{purchase_id}")
+            ctx,
+            lambda: provider.refund(
+                purchase.get("paymentId") or purchase["chargeId"], f"refund-{purchase_id}"
+            ),
         )
     except RefundRefused as error:
         logger.warning("the provider refused to refund %s: %r", purchase_id, error)

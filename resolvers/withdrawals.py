@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra import runtime
+from infra.accounts import is_restricted
 from infra.dynamo import Item, TransactionCancelled, Unavailable, backoff
 from infra.earnings import ShardBalance
 from infra.ids import BadCursor, iso, new_id, now
@@ -35,13 +36,15 @@ from resolvers.errors import (
     InvalidState,
     NotFound,
     TryAgain,
+    restricted,
 )
 
 logger = logging.getLogger("livecoins")
 MUTATION = "requestWithdrawal"
 MAX_DIAMONDS = 10**12
 MAX_ACTIONS = 100  # DynamoDB's limit per TransactWriteItems
-MAX_SOURCES = MAX_ACTIONS - 4  # besides the withdrawal, daily total, entry and record
+# besides the withdrawal, daily total, entry, record and the account's restriction check
+MAX_SOURCES = MAX_ACTIONS - 5
 
 
 def cash_value(ctx: Context, diamonds: int) -> int:
@@ -202,6 +205,8 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
             if shard_count
             else []
         )
+        if is_restricted(account):
+            return await _replay(ctx, await idempotency.fail(ctx, attempt, restricted()))
         available = account.get("diamonds", 0) + sum(s.available for s in shards)
         if available < diamonds:
             return await _replay(
@@ -249,6 +254,12 @@ async def _withdraw(
         else services.earnings.debit_action(account_id, source, take, shards[source].matured)
         for source, take in plan
     ]
+    # the account's restriction is checked in the transaction: by its own debit, or else here
+    account_check = next((i for i, (source, _) in enumerate(plan) if source is None), None)
+    if account_check is None:
+        actions.append(services.accounts.unrestricted_action(account_id))
+        account_check = len(actions) - 1
+    offset = len(actions)
     actions += [
         services.withdrawals.create_action(withdrawal),
         services.withdrawals.reserve_daily_action(
@@ -265,7 +276,7 @@ async def _withdraw(
         ),
         idempotency.completed_action(ctx, attempt, {"withdrawalId": withdrawal["id"]}),
     ]
-    daily, record = len(plan) + 1, len(plan) + 3
+    daily, record = offset + 1, offset + 3
     try:
         await services.dynamo.transact(actions)
         services.metrics["DiamondsWithdrawn"] += withdrawal["diamonds"]
@@ -273,6 +284,8 @@ async def _withdraw(
     except TransactionCancelled as cancelled:
         if cancelled.failed(record):
             return await _replay(ctx, await idempotency.earlier(ctx, attempt, cancelled, record))
+        if cancelled.failed(account_check) and is_restricted(cancelled.items[account_check]):
+            return await _replay(ctx, await idempotency.fail(ctx, attempt, restricted()))
         if cancelled.failed(daily):
             requested = (cancelled.items[daily] or {}).get("cents", 0)
             return await _replay(ctx, await _over_limit(ctx, attempt, limit - requested))

@@ -19,7 +19,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from infra.dynamo import start_request
-from schema.accounts import AccountMutations, AccountQueries
+from schema.accounts import AccountMutations, AccountQueries, RestrictionMutations
 from schema.catalog import CatalogMutations, CatalogQueries
 from schema.errors import ErrorPolicy
 from schema.events import EventMutations, EventQueries
@@ -53,6 +53,7 @@ Mutation = merge_types(
         WithdrawalMutations,
         RefundMutations,
         CatalogMutations,
+        RestrictionMutations,
     ),
 )
 

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
+from infra.accounts import is_restricted
 from infra.dynamo import Item
 from resolvers import accounts
 from resolvers.identity import is_adult
 from schema.common import Info, PageInfo, ctx, timestamp
-from schema.errors import InvalidInput, returns_user_errors
+from schema.errors import InvalidInput, NotFound, returns_user_errors
 
 if TYPE_CHECKING:
     from schema.withdrawals import Earnings, WithdrawalConnection
@@ -93,6 +94,14 @@ class Account:
     def is_adult(self, info: Info) -> bool:
         identity = ctx(info).identity
         return identity is not None and is_adult(identity.birthdate, ctx(info).today)
+
+    @strawberry.field(
+        description="True after a payment of this account was disputed (chargeback) while its "
+        "coins were already spent: it cannot buy coins, send gifts, join events or withdraw "
+        "until an admin clears it."
+    )
+    def restricted(self) -> bool:
+        return is_restricted(self.item)
 
     @strawberry.field
     async def wallet(self, info: Info) -> Wallet:
@@ -181,3 +190,32 @@ class AccountMutations:
     async def update_profile(self, info: Info, input: UpdateProfileInput) -> UpdateProfileResult:
         item = await accounts.update_profile(ctx(info), input.display_name)
         return ProfileUpdated(user=User.of(item))
+
+
+@strawberry.input
+class ClearRestrictionInput:
+    account_id: strawberry.ID
+
+
+@strawberry.type
+class RestrictionCleared:
+    user: User
+
+
+ClearRestrictionResult = Annotated[
+    RestrictionCleared | NotFound, strawberry.union("ClearRestrictionResult")
+]
+
+
+@strawberry.type
+class RestrictionMutations:
+    @strawberry.mutation(
+        description="Admin only. Lift an account's restriction after a dispute (every dispute "
+        "holding it); the account may buy, gift, join and withdraw again."
+    )
+    @returns_user_errors
+    async def clear_restriction(
+        self, info: Info, input: ClearRestrictionInput
+    ) -> ClearRestrictionResult:
+        item = await accounts.clear_restriction(ctx(info), str(input.account_id))
+        return RestrictionCleared(user=User.of(item))

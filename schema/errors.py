@@ -91,6 +91,25 @@ class AlreadyJoined(UserError):
     pass
 
 
+@strawberry.type(
+    description="A payment of this account was disputed while its coins were already spent: "
+    "it cannot buy coins, send gifts, join events or withdraw until an admin clears it."
+)
+class AccountRestricted(UserError):
+    pass
+
+
+@strawberry.type(
+    description="The card needs the buyer to authenticate (3-D Secure). Finish it in the "
+    "browser with the payment provider's library (Stripe.js: handleNextAction with "
+    "clientSecret); the coins are credited when the payment succeeds, and asking again with "
+    "the same idempotencyKey then answers CoinsPurchased."
+)
+class PaymentActionRequired(UserError):
+    client_secret: str
+    purchase_id: strawberry.ID
+
+
 _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
     errors.NotFound: lambda e: NotFound(message=e.message),
     errors.InvalidInput: lambda e: InvalidInput(message=e.message, field=e.field),
@@ -113,6 +132,10 @@ _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
         message=e.message, remaining=Money.of(e.remaining, e.currency)
     ),
     errors.AlreadyJoined: lambda e: AlreadyJoined(message=e.message),
+    errors.AccountRestricted: lambda e: AccountRestricted(message=e.message),
+    errors.PaymentActionRequired: lambda e: PaymentActionRequired(
+        message=e.message, client_secret=e.client_secret, purchase_id=strawberry.ID(e.purchase_id)
+    ),
 }
 
 P = ParamSpec("P")

@@ -11,6 +11,7 @@ from resolvers import accounts, events
 from schema.accounts import User, Wallet
 from schema.common import Info, ctx
 from schema.errors import (
+    AccountRestricted,
     AgeRestricted,
     AlreadyJoined,
     IdempotencyConflict,
@@ -99,7 +100,8 @@ JoinEventResult = Annotated[
     | NotAllowed
     | AgeRestricted
     | IdempotencyConflict
-    | InvalidInput,
+    | InvalidInput
+    | AccountRestricted,
     strawberry.union("JoinEventResult", description="NotAllowed: joining your own event."),
 ]
 

@@ -15,6 +15,7 @@ from schema.accounts import User, Wallet
 from schema.catalog import Gift
 from schema.common import Info, PageInfo, ctx, timestamp
 from schema.errors import (
+    AccountRestricted,
     AgeRestricted,
     IdempotencyConflict,
     InsufficientCoins,
@@ -139,7 +140,8 @@ SendGiftResult = Annotated[
     | NotAllowed
     | AgeRestricted
     | IdempotencyConflict
-    | InvalidInput,
+    | InvalidInput
+    | AccountRestricted,
     strawberry.union(
         "SendGiftResult",
         description="NotAllowed: gifting yourself, or a recipient who is not an adult.",

@@ -14,12 +14,14 @@ from schema.accounts import Wallet
 from schema.catalog import CoinPackage
 from schema.common import Info, Money, ctx, timestamp
 from schema.errors import (
+    AccountRestricted,
     AgeRestricted,
     IdempotencyConflict,
     InsufficientCoins,
     InvalidInput,
     InvalidState,
     NotFound,
+    PaymentActionRequired,
     PaymentDeclined,
     returns_user_errors,
 )
@@ -87,7 +89,9 @@ PurchaseCoinsResult = Annotated[
     | NotFound
     | AgeRestricted
     | IdempotencyConflict
-    | InvalidInput,
+    | InvalidInput
+    | AccountRestricted
+    | PaymentActionRequired,
     strawberry.union("PurchaseCoinsResult"),
 ]
 

@@ -13,6 +13,7 @@ from resolvers import accounts, withdrawals
 from schema.accounts import Wallet
 from schema.common import Info, Money, PageInfo, ctx, timestamp
 from schema.errors import (
+    AccountRestricted,
     AgeRestricted,
     BelowMinimum,
     DailyLimitExceeded,
@@ -153,7 +154,8 @@ RequestWithdrawalResult = Annotated[
     | DailyLimitExceeded
     | AgeRestricted
     | IdempotencyConflict
-    | InvalidInput,
+    | InvalidInput
+    | AccountRestricted,
     strawberry.union("RequestWithdrawalResult"),
 ]
 SettleWithdrawalResult = Annotated[

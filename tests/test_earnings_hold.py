@@ -76,7 +76,9 @@ async def test_gift_diamonds_wait_for_the_hold(api: Client, clock: Clock) -> Non
     clock.ahead += 2
     later = await earnings(api, creator)
     assert later["earnings"]["availableDiamonds"] == 3000
-    assert later["earnings"]["pendingDiamonds"] == 0 and later["earnings"]["nextAvailableAt"] is None
+    assert (
+        later["earnings"]["pendingDiamonds"] == 0 and later["earnings"]["nextAvailableAt"] is None
+    )
     # THEN they may be withdrawn; the shard's matured bucket is folded by the withdrawal
     assert (await request(api, creator, 2000, "later"))["__typename"] == "WithdrawalRequested"
     assert (await earnings(api, creator))["earnings"]["availableDiamonds"] == 1000

@@ -99,6 +99,10 @@ MATRIX: dict[str, tuple[str, tuple[str, ...]]] = {
         f'mutation {{ refundPurchase(input: {{purchaseId: "{FAKE_PURCHASE}"}}) {T} }}',
         (U, F, F, F, "NotFound", F),
     ),
+    "Mutation.clearRestriction": (
+        f'mutation {{ clearRestriction(input: {{accountId: "owner"}}) {T} }}',
+        (U, F, F, F, "RestrictionCleared", F),
+    ),
     "Mutation.upsertCoinPackage": (
         'mutation { upsertCoinPackage(input: {id: "p", coins: 1, priceAmount: 1}) { id } }',
         (U, F, F, F, DATA, F),

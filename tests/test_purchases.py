@@ -246,8 +246,9 @@ async def test_purchase_call_counts(api: Client, alice: dict[str, Any], calls: A
         variables,
         alice,
     )
-    # one conditional PutItem claims the key, one transaction credits
-    assert calls.counts() == {"PutItem": 1, "TransactWriteItems": 1}
+    # one conditional PutItem claims the key, one GetItem sees the buyer is not restricted,
+    # one UpdateItem keeps the provider's payment id before confirming, one transaction credits
+    assert calls.counts() == {"PutItem": 1, "GetItem": 1, "UpdateItem": 1, "TransactWriteItems": 1}
     calls.reset()
-    await buy(api, alice, "counted-2")  # also selects wallet: one consistent GetItem
-    assert calls.counts() == {"PutItem": 1, "TransactWriteItems": 1, "GetItem": 1}
+    await buy(api, alice, "counted-2")  # also selects wallet: one more consistent GetItem
+    assert calls.counts() == {"PutItem": 1, "GetItem": 2, "UpdateItem": 1, "TransactWriteItems": 1}

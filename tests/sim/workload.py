@@ -506,8 +506,8 @@ class Workload:
             return None if attempt.user is self.minor else "an adult was refused"
         if typename == "PaymentDeclined":
             record = self.item("idempotency", {"key": f"{me}#purchaseCoins#{attempt.key}"})
-            charge = record and self.world.provider.by_key.get(record["purchaseId"])
-            return None if charge and not charge.approved else "the provider did not decline"
+            declined = record and self.world.provider.declined(record.get("paymentId"))
+            return None if declined else "the provider did not decline"
         if typename == "InsufficientCoins":
             if payload["available"] >= payload["required"]:
                 return f"available {payload['available']} >= required {payload['required']}"

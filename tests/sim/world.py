@@ -14,13 +14,13 @@ import json
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from handlers.lambda_api import make_async_handler
 from infra.config import Settings
 from infra.dynamo import Dynamo
-from infra.payments import Charge, ProviderUnavailable, RefundRefused
+from infra.payments import DECLINED, SUCCEEDED, Payment, ProviderUnavailable, RefundRefused
 from infra.services import Services
 from tests.clients import lambda_event
 from tests.faults import client_error
@@ -48,37 +48,54 @@ WRITES = frozenset({"put_item", "update_item", "delete_item", "transact_write_it
 
 
 class SimProvider:
-    """The payment provider's side: charges and refunds remembered per idempotency key (a
-    repeat returns the first outcome), as Stripe does. `charges`/`refunds` are the money that
-    really moved, which the checker holds the ledger to."""
+    """The payment processor's side: payments created and confirmed once per key (a repeat
+    answers the payment's state, as Stripe does), refunds once per key. `charges` (approved,
+    by charge id) and `refunded` (charge id -> refund id) are the money that really moved,
+    which the checker holds the ledger to."""
 
     def __init__(self) -> None:
-        self.by_key: dict[str, Charge] = {}
+        self.payments: dict[str, Payment] = {}
+        self.by_key: dict[str, str] = {}  # create key (the purchase id) -> payment id
         self.refund_by_key: dict[str, str] = {}
-        self.charges: dict[str, Charge] = {}  # approved, by charge id
-        self.refunded: dict[str, str] = {}  # charge id -> refund id
+        self.charges: dict[str, Payment] = {}
+        self.refunded: dict[str, str] = {}
         self.refuse: set[str] = set()  # charge ids whose refunds the provider refuses
         self._n = 0
 
-    def charge(self, token: str, amount: int, currency: str, key: str, decline: bool) -> Charge:
-        if key in self.by_key:
-            return self.by_key[key]
+    def _next(self, prefix: str) -> str:
         self._n += 1
-        approved = token == "tok_visa" and not decline
-        charge = Charge(f"ch_{self._n}", approved, amount, currency, None if approved else "no")
-        self.by_key[key] = charge
-        if approved:
-            self.charges[charge.id] = charge
-        return charge
+        return f"{prefix}_{self._n}"
 
-    def refund(self, charge_id: str, key: str) -> str:
+    def create(self, amount: int, currency: str, key: str) -> str:
+        if key not in self.by_key:
+            payment = Payment(self._next("pay"), "requires_payment_method", amount, currency)
+            self.payments[payment.id] = payment
+            self.by_key[key] = payment.id
+        return self.by_key[key]
+
+    def confirm(self, payment_id: str, token: str, decline: bool) -> Payment:
+        payment = self.payments[payment_id]
+        if payment.status != "requires_payment_method":
+            return payment
+        if token == "tok_visa" and not decline:
+            payment = replace(payment, status=SUCCEEDED, charge_id=self._next("ch"))
+            self.charges[payment.charge_id or ""] = payment
+        else:
+            payment = replace(payment, status=DECLINED, decline_code="card_declined")
+        self.payments[payment_id] = payment
+        return payment
+
+    def declined(self, payment_id: str | None) -> bool:
+        return payment_id in self.payments and self.payments[payment_id].status == DECLINED
+
+    def refund(self, payment_id: str, key: str) -> str:
         if key in self.refund_by_key:
             return self.refund_by_key[key]
-        if charge_id in self.refuse:
+        charge = self.payments[payment_id].charge_id or ""
+        if charge in self.refuse:
             raise RefundRefused("charge_disputed")
-        self._n += 1
-        self.refund_by_key[key] = self.refunded[charge_id] = f"re_{self._n}"
-        return self.refunded[charge_id]
+        self.refund_by_key[key] = self.refunded[charge] = self._next("re")
+        return self.refunded[charge]
 
 
 @dataclass
@@ -236,47 +253,54 @@ class Container:
 
 
 class _Payments:
-    """The container's client of the provider: every call parks, and may meet a fault."""
+    """The container's client of the processor: every call parks, and may meet a fault."""
+
+    name = "sim"
 
     def __init__(self, container: Container) -> None:
         self.container = container
 
-    async def charge(self, token: str, amount: int, currency: str, idempotency_key: str) -> Charge:
-        def run(parked: Parked | None) -> Charge:
-            fault = self._fault()
-            provider = self.container.world.provider
-            if fault == "decline":  # the card really was declined: remembered by key
-                return provider.charge(token, amount, currency, idempotency_key, decline=True)
-            return self._outcome(
-                fault, lambda: provider.charge(token, amount, currency, idempotency_key, False)
-            )
+    async def _step(self, label: str, act: Callable[[str | None], Any]) -> Any:
+        def run(parked: Parked | None) -> Any:
+            fault = self.container.world.pick(PROVIDER_FAULTS, lambda kind: True)
+            if fault is None or fault == "decline":
+                return act(fault)
+            if fault.endswith("-after"):
+                act(None)
+            if fault.startswith("crash"):
+                self.container.world.crash(self.container)
+                raise Crash("provider")
+            raise ProviderUnavailable(fault)
 
-        return await self.container.world.step(  # type: ignore[no-any-return]
-            "provider.charge", self.container, run
+        return await self.container.world.step(label, self.container, run)
+
+    @property
+    def _provider(self) -> SimProvider:
+        return self.container.world.provider
+
+    async def create(
+        self, *, amount: int, currency: str, key: str, metadata: dict[str, str]
+    ) -> str:
+        return await self._step(  # type: ignore[no-any-return]
+            "provider.create", lambda fault: self._provider.create(amount, currency, key)
         )
 
-    async def refund(self, charge_id: str, idempotency_key: str) -> str:
-        def run(parked: Parked | None) -> str:
-            fault = self._fault()
-            provider = self.container.world.provider
-            return self._outcome(fault, lambda: provider.refund(charge_id, idempotency_key))  # type: ignore[no-any-return]
-
-        return await self.container.world.step(  # type: ignore[no-any-return]
-            "provider.refund", self.container, run
+    async def confirm(self, payment_id: str, token: str, key: str) -> Payment:
+        # a "decline" fault: the card really was declined (remembered by the processor)
+        return await self._step(  # type: ignore[no-any-return]
+            "provider.confirm",
+            lambda fault: self._provider.confirm(payment_id, token, fault == "decline"),
         )
 
-    def _fault(self) -> str | None:
-        return self.container.world.pick(PROVIDER_FAULTS, lambda kind: True)
+    async def retrieve(self, payment_id: str) -> Payment:
+        return await self._step(  # type: ignore[no-any-return]
+            "provider.retrieve", lambda fault: self._provider.payments[payment_id]
+        )
 
-    def _outcome(self, fault: str | None, act: Callable[[], Any]) -> Any:
-        if fault is None or fault == "decline":
-            return act()
-        if fault.endswith("-after"):
-            act()
-        if fault.startswith("crash"):
-            self.container.world.crash(self.container)
-            raise Crash("provider")
-        raise ProviderUnavailable(fault)
+    async def refund(self, payment_id: str, key: str, amount: int | None = None) -> str:
+        return await self._step(  # type: ignore[no-any-return]
+            "provider.refund", lambda fault: self._provider.refund(payment_id, key)
+        )
 
 
 def _aiohttp_handler(services: Services) -> Callable[[str, dict[str, Any] | None], Awaitable[Any]]:

@@ -1,0 +1,186 @@
+"""Stripe, through its official library: PaymentIntents confirmed with the buyer's
+PaymentMethod, refunds, and the signed webhook events (handlers/webhooks.py).
+
+Imported only where the deployment names Stripe as its provider (the library takes about half
+a second to import). Secrets come from the environment locally, and on AWS from a Secrets
+Manager secret named by the template (`StripeSecretArn`), read once per process; never from
+plain template parameters, never logged.
+
+Every call carries an idempotency key; the library's own retries are off (`max_network_retries
+= 0`) because ours are bounded by the request's deadline (resolvers/purchases.py). A network
+error, a 5xx or a rate limit is `ProviderUnavailable`: the call may have acted, and it is asked
+again with the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import stripe
+
+from infra.payments import (
+    ACTION,
+    DECLINED,
+    PROCESSING,
+    SUCCEEDED,
+    Payment,
+    ProviderUnavailable,
+    RefundRefused,
+)
+
+# Stripe's PaymentIntent statuses, as this project sees them.
+_STATUS = {
+    "succeeded": SUCCEEDED,
+    "requires_action": ACTION,
+    "processing": PROCESSING,
+    "requires_payment_method": DECLINED,  # after a failed attempt: a new method is needed
+    "canceled": DECLINED,
+}
+# Errors after which nothing definite is known: ask again with the same key.
+_UNKNOWN = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
+
+
+class StripePaymentProvider:
+    name = "stripe"
+
+    def __init__(
+        self,
+        api_key: str,
+        webhook_secret: str | None = None,
+        api_base: str | None = None,
+        timeout: tuple[float, float] = (2.0, 8.0),
+    ) -> None:
+        self.webhook_secret = webhook_secret
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=0,
+            http_client=stripe.RequestsClient(timeout=timeout),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> StripePaymentProvider:
+        api_key, webhook_secret = settings.stripe_secret_key, settings.stripe_webhook_secret
+        if settings.stripe_secret_arn:
+            api_key, webhook_secret = _secret(settings.stripe_secret_arn, settings.region)
+        if not api_key:
+            raise ValueError(
+                "LIVECOINS_PAYMENT_PROVIDER=stripe needs LIVECOINS_STRIPE_SECRET_KEY "
+                "(or LIVECOINS_STRIPE_SECRET_ARN on AWS)"
+            )
+        return cls(api_key, webhook_secret, settings.stripe_api_base)
+
+    async def _call(self, method: Any, params: dict[str, Any], key: str | None = None) -> Any:
+        options = {"idempotency_key": key} if key else None
+        try:
+            return await asyncio.to_thread(method, params=params, options=options)
+        except _UNKNOWN as error:
+            raise ProviderUnavailable(f"stripe: {type(error).__name__}") from error
+
+    async def create(
+        self, *, amount: int, currency: str, key: str, metadata: dict[str, str]
+    ) -> str:
+        intent = await self._call(
+            self.client.v1.payment_intents.create,
+            {
+                "amount": amount,
+                "currency": currency.lower(),
+                "metadata": metadata,
+                "payment_method_types": ["card"],
+            },
+            key=f"{key}:create",
+        )
+        return str(intent.id)
+
+    async def confirm(self, payment_id: str, token: str, key: str) -> Payment:
+        try:
+            intent = await self._call(
+                lambda params, options: self.client.v1.payment_intents.confirm(
+                    payment_id, params=params, options=options
+                ),
+                {"payment_method": token},
+                key=f"{key}:confirm",
+            )
+        except stripe.CardError as error:
+            # declined (or authentication required and refused): the intent says how
+            intent = await self._retrieve(payment_id)
+            payment = _payment(intent)
+            code = getattr(error, "code", None)
+            decline = (error.error.decline_code if error.error else None) or code
+            return Payment(payment.id, DECLINED, payment.amount, payment.currency, None, decline)
+        except stripe.InvalidRequestError as error:
+            if getattr(error, "code", None) != "payment_intent_unexpected_state":
+                raise
+            intent = await self._retrieve(payment_id)  # confirmed before: its outcome
+        return _payment(intent)
+
+    async def _retrieve(self, payment_id: str) -> Any:
+        return await self._call(
+            lambda params, options: self.client.v1.payment_intents.retrieve(
+                payment_id, params=params, options=options
+            ),
+            {},
+        )
+
+    async def retrieve(self, payment_id: str) -> Payment:
+        return _payment(await self._retrieve(payment_id))
+
+    async def refund(self, payment_id: str, key: str, amount: int | None = None) -> str:
+        params: dict[str, Any] = {"payment_intent": payment_id}
+        if amount is not None:
+            params["amount"] = amount
+        try:
+            refund = await self._call(self.client.v1.refunds.create, params, key=key)
+        except stripe.InvalidRequestError as error:
+            raise RefundRefused(getattr(error, "code", None) or "refund refused") from error
+        return str(refund.id)
+
+    def event(self, payload: bytes, signature: str | None) -> Any:
+        """The verified event of a webhook delivery; raises ValueError (bad payload) or
+        stripe.SignatureVerificationError (forged, or older than the 5-minute tolerance)."""
+        if not self.webhook_secret:
+            raise ValueError("no webhook secret configured (LIVECOINS_STRIPE_WEBHOOK_SECRET)")
+        return stripe.Webhook.construct_event(payload, signature, self.webhook_secret)
+
+    async def charges(self, since: int, until: int) -> list[Any]:
+        """Every charge created in [since, until), for reconciliation."""
+        return await asyncio.to_thread(self._list, self.client.v1.charges.list, since, until)
+
+    async def refunds(self, since: int, until: int) -> list[Any]:
+        return await asyncio.to_thread(self._list, self.client.v1.refunds.list, since, until)
+
+    @staticmethod
+    def _list(method: Any, since: int, until: int) -> list[Any]:
+        page = method(params={"created": {"gte": since, "lt": until}, "limit": 100})
+        return list(page.auto_paging_iter())
+
+
+def _payment(intent: Any) -> Payment:
+    status = _STATUS.get(intent.status, PROCESSING)
+    error = getattr(intent, "last_payment_error", None)
+    decline = (
+        (getattr(error, "decline_code", None) or getattr(error, "code", None)) if error else None
+    )
+    return Payment(
+        id=intent.id,
+        status=status,
+        amount=intent.amount,
+        currency=intent.currency.upper(),
+        charge_id=getattr(intent, "latest_charge", None) if status == SUCCEEDED else None,
+        decline_code=decline if status == DECLINED else None,
+        client_secret=intent.client_secret if status == ACTION else None,
+    )
+
+
+def _secret(arn: str, region: str) -> tuple[str, str | None]:
+    """The Stripe keys from a Secrets Manager secret: {"apiKey": ..., "webhookSecret": ...}."""
+    import boto3
+
+    value = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=arn)
+    secret = json.loads(value["SecretString"])
+    return secret["apiKey"], secret.get("webhookSecret")
+
+
+__all__ = ["RefundRefused", "StripePaymentProvider"]
