@@ -133,6 +133,20 @@ def cmd_token(args: argparse.Namespace) -> None:
     print(jwt.encode(claims, Settings.from_env().jwt_secret, algorithm="HS256"))
 
 
+def cmd_reconcile(args: argparse.Namespace) -> None:
+    from datetime import date
+
+    from resolvers.reconcile import reconcile
+
+    since, until = date.fromisoformat(args.since), date.fromisoformat(args.until)
+    with local_services(Settings.from_env()) as (services, _):
+        found = asyncio.run(reconcile(services, since, until))
+    for difference in found:
+        print(f"{difference.kind}\t{difference.reference}\t{difference.detail}")
+    print(f"{len(found)} differences between {since} and {until}", file=sys.stderr)
+    sys.exit(1 if found else 0)
+
+
 def cmd_export_schema(args: argparse.Namespace) -> None:
     from strawberry.printer import print_schema
 
@@ -162,6 +176,13 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--hours", type=int, default=24)
     token.set_defaults(run=cmd_token)
     commands.add_parser("export-schema", help="print the SDL").set_defaults(run=cmd_export_schema)
+    check = commands.add_parser(
+        "reconcile",
+        help="compare purchases and refunds with the processor's (exit 1 if any differ)",
+    )
+    check.add_argument("--since", required=True, help="first UTC day, YYYY-MM-DD")
+    check.add_argument("--until", required=True, help="the day after the last, YYYY-MM-DD")
+    check.set_defaults(run=cmd_reconcile)
     args = parser.parse_args(argv)
     args.run(args)
 

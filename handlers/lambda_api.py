@@ -204,6 +204,27 @@ def _error(status: int, message: str) -> LambdaResponse:
     }
 
 
+async def _webhook(
+    services: Services, request: APIGatewayProxyEventV2, headers: dict[str, str]
+) -> LambdaResponse:
+    """The payment processor's webhook (handlers/webhooks.py), imported on its first use."""
+    from handlers.webhooks import body, stripe_webhook
+
+    if request.request_context.http.method.upper() != "POST":
+        return _error(405, "Method not allowed")
+    raw = request.body or ""
+    try:
+        payload = base64.b64decode(raw) if request.is_base64_encoded else raw.encode()
+    except ValueError:
+        return _error(400, "The body is not valid base64")
+    answer = await stripe_webhook(services, payload, headers.get("stripe-signature"))
+    return {
+        "statusCode": answer[0],
+        "headers": {"Content-Type": "application/json"},
+        "body": body(answer),
+    }
+
+
 def make_async_handler(services: Services) -> Callable[[Event], Awaitable[LambdaResponse]]:
     """The GraphQL handler as a coroutine function (one API Gateway v2 event -> response);
     `make_handler` runs it on the function's event loop, the fault simulator on its own."""
@@ -218,6 +239,8 @@ def make_async_handler(services: Services) -> Callable[[Event], Awaitable[Lambda
         method = request.request_context.http.method.upper()
         origin = headers.get("origin")
         raw_path = event.get("rawPath")
+        if isinstance(raw_path, str) and raw_path.rstrip("/").endswith("/webhooks/stripe"):
+            return await _webhook(services, request, headers)
         if isinstance(raw_path, str) and raw_path.rstrip("/").endswith("/health"):
             # Liveness of the function itself; DynamoDB's health is AWS's to report.
             return {

@@ -221,4 +221,14 @@ def make_app(
     app.cleanup_ctx.append(supervisor)
     app.router.add_get("/", root)
     app.router.add_get("/health", health)
+
+    async def stripe_webhook(request: web.Request) -> web.Response:
+        from handlers.webhooks import stripe_webhook as apply
+
+        status, answer = await apply(
+            services, await request.read(), request.headers.get("Stripe-Signature")
+        )
+        return web.json_response(answer, status=status)
+
+    app.router.add_post("/webhooks/stripe", stripe_webhook)
     return app

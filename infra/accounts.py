@@ -116,6 +116,30 @@ class AccountsRepo:
             values={":c": coins, ":d": diamonds},
         )
 
+    def take_back_action(
+        self, account_id: str, coins: int, restrict_for: str | None = None
+    ) -> dict[str, Any]:
+        """Coins taken back by the processor (a refund at it, a chargeback), never below zero
+        (a restriction does not stop it); with `restrict_for`, the account is also restricted
+        for that case (the coins it could not take had been spent)."""
+        expression, values = "SET coins = coins - :c", {":c": coins}
+        if restrict_for is not None:
+            expression += " ADD restrictedBy :r"
+            values[":r"] = {restrict_for}  # type: ignore[assignment]
+        return self.dynamo.update_action(
+            TABLE, {"id": account_id}, expression, condition="coins >= :c", values=values
+        )
+
+    def give_back_action(self, account_id: str, coins: int, case_id: str) -> dict[str, Any]:
+        """A dispute won: its coins back, and its restriction lifted (others may still hold)."""
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": account_id},
+            "SET coins = coins + :c DELETE restrictedBy :r",
+            condition="attribute_exists(id)",
+            values={":c": coins, ":r": {case_id}},
+        )
+
     def unrestricted_action(self, account_id: str) -> dict[str, Any]:
         """A condition check: the account is not restricted."""
         return self.dynamo.condition_action(

@@ -85,6 +85,13 @@ class Settings:
     # answers PAYMENTS_NOT_CONFIGURED). The local server defaults to sandbox, anything else to
     # none; a deployed stack sets it from template.yaml's PaymentProvider parameter.
     payment_provider: str = "none"
+    # Stripe (LIVECOINS_PAYMENT_PROVIDER=stripe): the keys from the environment locally, or
+    # on AWS from the Secrets Manager secret template.yaml names (never in parameters or logs);
+    # the API address only for tests against a local fake.
+    stripe_secret_key: str | None = field(default=None, repr=False)
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    stripe_secret_arn: str | None = None
+    stripe_api_base: str | None = None
     # The gift feed on AWS (handlers/gift_feed.py): the WebSocket API's management endpoint
     # (https://<api>.execute-api.<region>.amazonaws.com/<stage>, or the local cloud's), the
     # Cognito pool's issuer, app client and keys, and how many partitions each stream's
@@ -143,6 +150,10 @@ class Settings:
             rate_limit_per_second=float(env.get("LIVECOINS_RATE_LIMIT_PER_SECOND", 200)),
             rate_limit_burst=float(env.get("LIVECOINS_RATE_LIMIT_BURST", 400)),
             payment_provider=env.get("LIVECOINS_PAYMENT_PROVIDER", "none"),
+            stripe_secret_key=env.get("LIVECOINS_STRIPE_SECRET_KEY") or None,
+            stripe_webhook_secret=env.get("LIVECOINS_STRIPE_WEBHOOK_SECRET") or None,
+            stripe_secret_arn=env.get("LIVECOINS_STRIPE_SECRET_ARN") or None,
+            stripe_api_base=env.get("LIVECOINS_STRIPE_API_BASE") or None,
             feed_endpoint=env.get("LIVECOINS_FEED_ENDPOINT") or None,
             token_issuer=env.get("LIVECOINS_TOKEN_ISSUER") or None,
             token_audience=env.get("LIVECOINS_TOKEN_AUDIENCE") or None,

@@ -19,6 +19,7 @@ from infra.ids import epoch
 
 TABLE = "idempotency"
 PENDING, COMPLETED, FAILED = "PENDING", "COMPLETED", "FAILED"
+EVENT_DAYS = 30
 
 
 def request_hash(payload: dict[str, Any]) -> str:
@@ -63,16 +64,39 @@ class IdempotencyRepo:
 
     async def set_payment(self, key: str, request: str, payment_id: str) -> Item:
         """Keep the provider's payment id on a PENDING record (before it is confirmed), unless
-        one is there already; returns the record as it now is."""
+        one is there already; returns the record as it now is. The record then lives 30 days,
+        past the processor's webhook retries (3 days), which may credit from it."""
         updated = await self.dynamo.update(
             TABLE,
             {"key": key},
-            "SET paymentId = :p",
+            "SET paymentId = :p, expiresAt = :x",
             condition="#s = :pending AND requestHash = :h AND attribute_not_exists(paymentId)",
             names={"#s": "status"},
-            values={":p": payment_id, ":pending": PENDING, ":h": request},
+            values={
+                ":p": payment_id,
+                ":pending": PENDING,
+                ":h": request,
+                ":x": epoch() + EVENT_DAYS * 86_400,
+            },
         )
         return updated if updated is not None else (await self.get(key) or {})
+
+    async def seen_event(self, event_id: str) -> bool:
+        """Whether a processor's webhook event was applied already."""
+        found = await self.dynamo.get(TABLE, {"key": f"event#{event_id}"}, consistent=True)
+        return found is not None
+
+    async def remember_event(self, event_id: str) -> None:
+        """An applied webhook event, remembered EVENT_DAYS (the processor retries for 3)."""
+        await self.dynamo.put(
+            TABLE,
+            {
+                "key": f"event#{event_id}",
+                "status": COMPLETED,
+                "requestHash": event_id,
+                "expiresAt": epoch() + EVENT_DAYS * 86_400,
+            },
+        )
 
     async def fail(self, key: str, request: str, error: dict[str, Any]) -> Item | None:
         """Record a user error for replay (PENDING -> FAILED); None if the record moved on."""

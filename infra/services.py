@@ -53,5 +53,5 @@ class Services:
         """Services on `settings`, with `payments` or else the provider the settings name."""
         dynamo = Dynamo(settings)
         if payments is None:
-            return cls(settings, dynamo, provider_for(settings.payment_provider))
+            return cls(settings, dynamo, provider_for(settings.payment_provider, settings))
         return cls(settings, dynamo, payments)

@@ -138,11 +138,15 @@ class StripePaymentProvider:
         return str(refund.id)
 
     def event(self, payload: bytes, signature: str | None) -> Any:
-        """The verified event of a webhook delivery; raises ValueError (bad payload) or
-        stripe.SignatureVerificationError (forged, or older than the 5-minute tolerance)."""
+        """The verified event of a webhook delivery, by the library's own check (the
+        signature, and a timestamp within its 5-minute tolerance, so old deliveries cannot be
+        replayed); ValueError when the delivery is not one."""
         if not self.webhook_secret:
             raise ValueError("no webhook secret configured (LIVECOINS_STRIPE_WEBHOOK_SECRET)")
-        return stripe.Webhook.construct_event(payload, signature, self.webhook_secret)
+        try:
+            return stripe.Webhook.construct_event(payload, signature or "", self.webhook_secret)
+        except stripe.SignatureVerificationError as error:
+            raise ValueError("the Stripe-Signature does not verify") from error
 
     async def charges(self, since: int, until: int) -> list[Any]:
         """Every charge created in [since, until), for reconciliation."""
@@ -152,9 +156,9 @@ class StripePaymentProvider:
         return await asyncio.to_thread(self._list, self.client.v1.refunds.list, since, until)
 
     @staticmethod
-    def _list(method: Any, since: int, until: int) -> list[Any]:
+    def _list(method: Any, since: int, until: int) -> list[dict[str, Any]]:
         page = method(params={"created": {"gte": since, "lt": until}, "limit": 100})
-        return list(page.auto_paging_iter())
+        return [item.to_dict() for item in page.auto_paging_iter()]
 
 
 def _payment(intent: Any) -> Payment:

@@ -61,6 +61,19 @@ class TransfersRepo:
             TABLE, keys=keys, sort="id", first=first, after=after, index="byTarget"
         )
 
+    async def by_sender(
+        self, sender_id: str, first: int, after: str | None
+    ) -> tuple[list[Item], bool]:
+        """A sender's gifts, newest first (the bySender index): what a chargeback reverses."""
+        return await self.dynamo.page(
+            TABLE,
+            key=("senderId", sender_id),
+            sort="id",
+            first=first,
+            after=after,
+            index="bySender",
+        )
+
     @staticmethod
     def cursor(item: Item) -> str:
         return Dynamo.cursor(item, "id")

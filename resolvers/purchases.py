@@ -33,6 +33,7 @@ from infra.payments import (
     ProviderUnavailable,
     RefundRefused,
 )
+from infra.purchases import day_key
 from infra.services import Services
 from resolvers import validation
 from resolvers.context import Context
@@ -182,6 +183,7 @@ async def credit(services: Services, record: Item, payment_id: str, charge_id: s
         "paymentId": payment_id,
         "chargeId": charge_id,
         "createdAt": record["createdAt"],
+        "day": day_key(record["purchaseId"], record["createdAt"]),
     }
     actions = [
         services.accounts.credit_action(
@@ -197,6 +199,7 @@ async def credit(services: Services, record: Item, payment_id: str, charge_id: s
             created_at=record["createdAt"],
         ),
         services.purchases.put_action(purchase),
+        services.purchases.alias_action(charge_id, purchase["id"]),
         services.idempotency.complete_action(record["key"], record["requestHash"]),
     ]
     try:
@@ -301,7 +304,20 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
         except TransactionCancelled:
             pass  # a concurrent attempt released it first
         raise InvalidState("The payment provider refused to refund this charge.") from error
-    stamp = iso(now())
+    finished = await finish_refund(services, purchase, admin.sub)
+    stamp = finished.get("refundedAt")
+    logger.info(
+        "admin refunded a purchase",
+        extra={"admin": admin.sub, "purchaseId": purchase_id, "coins": coins, "at": stamp},
+    )
+    return finished
+
+
+async def finish_refund(services: Services, purchase: Item, by: str) -> Item:
+    """The provider refunded: drop the held coins, write the REFUND entry and mark the
+    purchase REFUNDED, in one transaction; answers the purchase as it then is. From the admin's
+    refundPurchase, or from the processor's charge.refunded webhook if that came first."""
+    stamp, buyer, coins = iso(now()), purchase["accountId"], purchase["coins"]
     try:
         await services.dynamo.transact(
             [
@@ -312,21 +328,15 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
                     kind="REFUND",
                     coins=-coins,
                     diamonds=0,
-                    reference_id=purchase_id,
+                    reference_id=purchase["id"],
                     created_at=stamp,
                 ),
-                services.purchases.status_action(
-                    purchase_id, REFUNDING, REFUNDED, stamp, by=admin.sub
-                ),
+                services.purchases.status_action(purchase["id"], REFUNDING, REFUNDED, stamp, by=by),
             ]
         )
     except TransactionCancelled:
-        latest = await services.purchases.get(purchase_id)
+        latest = await services.purchases.get(purchase["id"])
         if latest is None or latest["status"] != REFUNDED:
             raise
         return latest
-    logger.info(
-        "admin refunded a purchase",
-        extra={"admin": admin.sub, "purchaseId": purchase_id, "coins": coins, "at": stamp},
-    )
-    return {**purchase, "status": REFUNDED, "refundedAt": stamp, "refundedBy": admin.sub}
+    return {**purchase, "status": REFUNDED, "refundedAt": stamp, "refundedBy": by}

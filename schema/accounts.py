@@ -55,6 +55,14 @@ class TransactionKind(Enum):
     EVENT_INCOME = "EVENT_INCOME"
     WITHDRAWAL = "WITHDRAWAL"
     WITHDRAWAL_RETURNED = "WITHDRAWAL_RETURNED"
+    CHARGEBACK = strawberry.enum_value(
+        "CHARGEBACK", description="Coins taken back after the buyer's payment was disputed."
+    )
+    GIFT_REVERSED = strawberry.enum_value(
+        "GIFT_REVERSED",
+        description="Pending diamonds taken back from a recipient because the gift was paid "
+        "with coins whose payment was disputed.",
+    )
 
 
 @strawberry.type(description="One ledger entry of one account.")

@@ -60,13 +60,15 @@ def lambda_event(
     query: dict[str, str] | None = None,
     claims: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    path: str = "/graphql",
 ) -> dict[str, Any]:
     """An API Gateway v2 event, with claims as the HTTP API's JWT authorizer passes them."""
     event = {**_TEMPLATE, "headers": {**_TEMPLATE["headers"]}}
     event["requestContext"] = {
         **_TEMPLATE["requestContext"],
-        "http": {**_TEMPLATE["requestContext"]["http"], "method": method},
+        "http": {**_TEMPLATE["requestContext"]["http"], "method": method, "path": path},
     }
+    event["rawPath"] = path
     event["headers"].update({k.lower(): v for k, v in (headers or {}).items()})
     if query:
         event["queryStringParameters"] = query
@@ -95,6 +97,7 @@ class Client:
         query: dict[str, str] | None = None,
         claims: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        path: str = "/graphql",
     ) -> Response:
         raise NotImplementedError
 
@@ -146,8 +149,9 @@ class LambdaClient(Client):
         query: dict[str, str] | None = None,
         claims: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        path: str = "/graphql",
     ) -> Response:
-        event = lambda_event(method, body, query, claims, headers)
+        event = lambda_event(method, body, query, claims, headers, path)
         # Lambda runs one request per container at a time; a container is a thread here.
         result = await self._invoke(event)
         return Response(result["statusCode"], result.get("headers", {}), result.get("body", ""))
@@ -171,12 +175,13 @@ class AiohttpClient(Client):
         query: dict[str, str] | None = None,
         claims: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        path: str = "/graphql",
     ) -> Response:
         all_headers = {"Content-Type": "application/json", **(headers or {})}
         if claims is not None:
             all_headers["Authorization"] = f"Bearer {self.token(claims)}"
         response = await self.client.request(
-            method, "/graphql", data=body, params=query, headers=all_headers
+            method, path, data=body, params=query, headers=all_headers
         )
         text = await response.text()
         return Response(response.status, dict(response.headers), text)

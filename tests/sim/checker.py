@@ -109,6 +109,8 @@ class Totals:
             self.records[mutation] += sign
 
     def _purchases(self, item: Item, sign: int) -> None:
+        if not item["id"].startswith("pur_"):  # charge aliases and chargeback cases
+            return
         self.sums["purchases"] += sign
         self.sums["purchased_coins"] += sign * item["coins"]
         charge = item["chargeId"]

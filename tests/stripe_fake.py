@@ -1,0 +1,268 @@
+"""A local fake of the few Stripe endpoints LiveCoins uses, for the provider's tests.
+
+An aiohttp app: PaymentIntents (create, confirm, retrieve), refunds, and the charge and refund
+lists (reconciliation), with Stripe's idempotency keys (a repeat answers the first response;
+the same key with other parameters is an idempotency error), Stripe's test payment methods
+(`pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined, `pm_card_threeDSecure2Required`
+needs authentication), and faults on demand: a 500, a 429, a timeout before or after acting.
+`event()` signs a webhook delivery the way Stripe does (`t=...,v1=HMAC-SHA256`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+SECRET_KEY = "sk_test_livecoins"
+WEBHOOK_SECRET = "whsec_livecoins_test"
+
+
+@dataclass
+class Fault:
+    path: str  # a substring of the request path
+    kind: str  # "500" | "429" | "timeout-before" | "timeout-after"
+    times: int = 1
+
+
+@dataclass
+class StripeFake:
+    delay: float = 1.5  # longer than the provider's read timeout in the tests
+    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    _n: int = 0
+
+    def fail(self, path: str, kind: str, times: int = 1) -> None:
+        self.faults.append(Fault(path, kind, times))
+
+    def forget_keys(self) -> None:
+        """Stripe forgets idempotency keys after 24 hours."""
+        self.keys.clear()
+
+    def _id(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}_{self._n:06d}"
+
+    # --- the app ----------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/payment_intents", self._handle(self._create))
+        app.router.add_post("/v1/payment_intents/{id}/confirm", self._handle(self._confirm))
+        app.router.add_get("/v1/payment_intents/{id}", self._handle(self._retrieve))
+        app.router.add_post("/v1/refunds", self._handle(self._refund))
+        app.router.add_get("/v1/charges", self._handle(self._list_charges))
+        app.router.add_get("/v1/refunds", self._handle(self._list_refunds))
+        return app
+
+    def _handle(
+        self, act: Callable[[web.Request, dict[str, str]], tuple[int, dict[str, Any]]]
+    ) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            raw = await request.text()
+            form = dict(parse_qsl(raw)) if request.method == "POST" else dict(request.query)
+            key = request.headers.get("Idempotency-Key")
+            self.requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "form": form,
+                    "idempotency_key": key,
+                    "authorization": request.headers.get("Authorization"),
+                }
+            )
+            fault = next((f for f in self.faults if f.times and f.path in request.path), None)
+            if fault:
+                fault.times -= 1
+                if fault.kind == "500":
+                    return _error(500, "api_error", "boom")
+                if fault.kind == "429":
+                    return _error(429, "rate_limit_error", "slow down")
+                if fault.kind == "timeout-before":
+                    await asyncio.sleep(self.delay)
+                    return _error(500, "api_error", "too late")
+            if key is not None and key in self.keys:
+                signature, status, body = self.keys[key]
+                if signature != json.dumps(form, sort_keys=True):
+                    return _error(
+                        400,
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same parameters",
+                    )
+                answer = web.json_response(body, status=status)
+                answer.headers["Idempotent-Replayed"] = "true"
+                return answer
+            status, body = act(request, form)
+            if key is not None:
+                self.keys[key] = (json.dumps(form, sort_keys=True), status, body)
+            if fault and fault.kind == "timeout-after":
+                await asyncio.sleep(self.delay)
+            return web.json_response(body, status=status)
+
+        return handler
+
+    def _create(self, request: web.Request, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        intent_id = self._id("pi")
+        metadata = {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")}
+        intent = {
+            "id": intent_id,
+            "object": "payment_intent",
+            "amount": int(form["amount"]),
+            "currency": form["currency"],
+            "status": "requires_payment_method",
+            "client_secret": f"{intent_id}_secret_x",
+            "metadata": metadata,
+            "latest_charge": None,
+            "last_payment_error": None,
+            "created": int(time.time()),
+        }
+        self.intents[intent_id] = intent
+        return 200, intent
+
+    def _confirm(self, request: web.Request, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        intent = self.intents.get(request.match_info["id"])
+        if intent is None:
+            return _error_body(404, "invalid_request_error", "resource_missing", "No such intent")
+        if intent["status"] not in ("requires_payment_method", "requires_confirmation"):
+            return _error_body(
+                400,
+                "invalid_request_error",
+                "payment_intent_unexpected_state",
+                f"This PaymentIntent's status is {intent['status']}.",
+            )
+        method = form.get("payment_method", "")
+        if method == "pm_card_visa":
+            self._succeed(intent)
+        elif method in ("pm_card_threeDSecure2Required", "pm_card_authenticationRequired"):
+            intent["status"] = "requires_action"
+            intent["next_action"] = {"type": "use_stripe_sdk"}
+        else:
+            intent["status"] = "requires_payment_method"
+            intent["last_payment_error"] = {
+                "code": "card_declined",
+                "decline_code": "generic_decline",
+            }
+            error = _error_body(402, "card_error", "card_declined", "Your card was declined.")
+            error[1]["error"].update(decline_code="generic_decline", payment_intent=dict(intent))
+            return error
+        return 200, dict(intent)
+
+    def _succeed(self, intent: dict[str, Any]) -> None:
+        charge_id = self._id("ch")
+        self.charges[charge_id] = {
+            "id": charge_id,
+            "object": "charge",
+            "amount": intent["amount"],
+            "amount_refunded": 0,
+            "currency": intent["currency"],
+            "payment_intent": intent["id"],
+            "metadata": intent["metadata"],
+            "refunded": False,
+            "created": int(time.time()),
+        }
+        intent.update(status="succeeded", latest_charge=charge_id, last_payment_error=None)
+
+    def authenticate(self, intent_id: str) -> dict[str, Any]:
+        """The buyer finished 3-D Secure in the browser: the intent succeeds."""
+        intent = self.intents[intent_id]
+        self._succeed(intent)
+        return dict(intent)
+
+    def _retrieve(self, request: web.Request, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        intent = self.intents.get(request.match_info["id"])
+        if intent is None:
+            return _error_body(404, "invalid_request_error", "resource_missing", "No such intent")
+        return 200, dict(intent)
+
+    def _refund(self, request: web.Request, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        intent = self.intents.get(form.get("payment_intent", ""))
+        if intent is None or intent["status"] != "succeeded":
+            return _error_body(400, "invalid_request_error", "charge_not_refundable", "No charge")
+        charge = self.charges[intent["latest_charge"]]
+        if charge.get("disputed"):
+            return _error_body(400, "invalid_request_error", "charge_disputed", "Disputed")
+        amount = int(form.get("amount", charge["amount"] - charge["amount_refunded"]))
+        return 200, self.refund(charge["id"], amount)
+
+    def refund(self, charge_id: str, amount: int) -> dict[str, Any]:
+        """A refund (through the API, or made in the dashboard)."""
+        charge = self.charges[charge_id]
+        charge["amount_refunded"] += amount
+        charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+        refund = {
+            "id": self._id("re"),
+            "object": "refund",
+            "amount": amount,
+            "charge": charge_id,
+            "payment_intent": charge["payment_intent"],
+            "status": "succeeded",
+            "created": int(time.time()),
+        }
+        self.refunds[refund["id"]] = refund
+        return refund
+
+    def _list_charges(
+        self, request: web.Request, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        return 200, _listing("/v1/charges", self.charges.values(), form)
+
+    def _list_refunds(
+        self, request: web.Request, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        return 200, _listing("/v1/refunds", self.refunds.values(), form)
+
+    # --- webhooks -----------------------------------------------------------------------
+    def event(
+        self, kind: str, obj: dict[str, Any], at: int | None = None, secret: str = WEBHOOK_SECRET
+    ) -> tuple[bytes, str]:
+        """A signed delivery of one event: (payload, Stripe-Signature header)."""
+        stamp = int(time.time()) if at is None else at
+        payload = json.dumps(
+            {
+                "id": self._id("evt"),
+                "object": "event",
+                "type": kind,
+                "api_version": "2025-01-27",
+                "created": stamp,
+                "data": {"object": obj},
+            }
+        ).encode()
+        mac = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256)
+        return payload, f"t={stamp},v1={mac.hexdigest()}"
+
+    def dispute(self, charge_id: str, status: str = "needs_response") -> dict[str, Any]:
+        charge = self.charges[charge_id]
+        charge["disputed"] = True
+        return {
+            "id": f"dp_{charge_id}",
+            "object": "dispute",
+            "charge": charge_id,
+            "amount": charge["amount"],
+            "status": status,
+        }
+
+
+def _listing(url: str, items: Any, form: dict[str, str]) -> dict[str, Any]:
+    since = int(form.get("created[gte]", 0))
+    until = int(form.get("created[lt]", 2**62))
+    data = [dict(i) for i in items if since <= i["created"] < until]
+    return {"object": "list", "url": url, "has_more": False, "data": data}
+
+
+def _error_body(status: int, kind: str, code: str, message: str) -> tuple[int, dict[str, Any]]:
+    return status, {"error": {"type": kind, "code": code, "message": message}}
+
+
+def _error(status: int, kind: str, message: str) -> web.Response:
+    return web.json_response({"error": {"type": kind, "message": message}}, status=status)
