@@ -342,7 +342,7 @@ async def test_reconcile_lists_every_difference_with_the_processor(
     first = next(iter(stripe.charges))
     stripe.refund(first, 100)
     answer(await buy(api, alice, "k3", "pm_card_threeDSecure2Required"))
-    pending = [i for i, v in stripe.intents.items() if v["status"] == "requires_action"][0]
+    pending = next(i for i, v in stripe.intents.items() if v["status"] == "requires_action")
     stripe.authenticate(pending)
     found = await reconcile(services, *period)
     assert sorted(d.kind for d in found) == ["charged, never credited", "refund differs"]
