@@ -10,10 +10,12 @@ the money operations (see `credit_action` / `debit_action`), never by read-then-
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from infra.dynamo import Dynamo, Item
 from infra.ids import iso, now
+from infra.lru import Lru
 
 TABLE = "accounts"
 
@@ -22,9 +24,24 @@ def is_restricted(account: Item | None) -> bool:
     return bool((account or {}).get("restrictedBy"))
 
 
+NEW_ACCOUNT_DAYS = 7  # a review signal: gifts from accounts younger than this
+
+
 class AccountsRepo:
     def __init__(self, dynamo: Dynamo) -> None:
         self.dynamo = dynamo
+        self._since: Lru[str, str] = Lru(dynamo.settings.target_cache_size)
+
+    async def is_new(self, account_id: str) -> bool:
+        """Whether the account is younger than NEW_ACCOUNT_DAYS (its creation time, which
+        never changes, is cached per process: one GetItem the first time an account is seen)."""
+        since = self._since.get(account_id)
+        if since is None:
+            item = await self.get(account_id)
+            since = (item or {}).get("createdAt") or iso(now())
+            self._since.put(account_id, since)
+        age = now() - datetime.fromisoformat(since)
+        return age < timedelta(days=NEW_ACCOUNT_DAYS)
 
     async def get(self, account_id: str, consistent: bool = False) -> Item | None:
         return await self.dynamo.get(TABLE, {"id": account_id}, consistent=consistent)

@@ -55,6 +55,11 @@ class ShardBalance:
     matured: dict[str, int] = field(default_factory=dict)  # buckets past the hold
     pending: dict[str, int] = field(default_factory=dict)  # buckets inside the hold
     next_available: float | None = None  # when the earliest pending bucket matures
+    # review signals (lifetime): all diamonds earned here, from accounts that were new when
+    # they gave, and reversed because their sender's payment was disputed
+    earned: int = 0
+    from_new: int = 0
+    from_restricted: int = 0
 
     @property
     def available(self) -> int:
@@ -70,7 +75,14 @@ class ShardBalance:
 
     @classmethod
     def of(cls, shard: int, item: Mapping[str, Any] | None, hold: int, now: float) -> ShardBalance:
-        balance = cls(shard, folded=(item or {}).get("diamonds", 0))
+        found = item or {}
+        balance = cls(
+            shard,
+            folded=found.get("diamonds", 0),
+            earned=found.get("earned", 0),
+            from_new=found.get("fromNew", 0),
+            from_restricted=found.get("fromRestricted", 0),
+        )
         size = bucket_seconds(hold)
         for name, value in (item or {}).items():
             if not (name.startswith(BUCKET_PREFIX) and name[1:].isdigit()):
@@ -90,12 +102,20 @@ class EarningsRepo:
         self.dynamo = dynamo
 
     def credit_action(
-        self, account_id: str, shard: int, diamonds: int, bucket: str = "diamonds"
+        self,
+        account_id: str,
+        shard: int,
+        diamonds: int,
+        bucket: str = "diamonds",
+        from_new: bool = False,
     ) -> dict[str, Any]:
+        """Credit a gift or an entry (counted in `earned`, and in `fromNew` when its sender's
+        account was new: review signals for the creator's withdrawals)."""
         return self.dynamo.update_action(
             TABLE,
             {"id": shard_id(account_id, shard)},
-            "SET accountId = :a, #b = if_not_exists(#b, :zero) + :d",
+            "SET accountId = :a, #b = if_not_exists(#b, :zero) + :d ADD earned :d"
+            + (", fromNew :d" if from_new else ""),
             names={"#b": bucket},
             values={":a": account_id, ":zero": 0, ":d": diamonds},
         )
@@ -139,7 +159,7 @@ class EarningsRepo:
         return self.dynamo.update_action(
             TABLE,
             {"id": shard_id(account_id, shard)},
-            "SET #b = #b - :d",
+            "SET #b = #b - :d ADD fromRestricted :d",
             condition="#b >= :d",
             names={"#b": bucket},
             values={":d": diamonds},
@@ -149,7 +169,13 @@ class EarningsRepo:
         self, account_id: str, shard: int, bucket: str, diamonds: int
     ) -> dict[str, Any]:
         """Give reversed diamonds back (a dispute won), into the bucket they were taken from."""
-        return self.credit_action(account_id, shard, diamonds, bucket)
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": shard_id(account_id, shard)},
+            "SET #b = if_not_exists(#b, :zero) + :d ADD fromRestricted :minus",
+            names={"#b": bucket},
+            values={":d": diamonds, ":zero": 0, ":minus": -diamonds},
+        )
 
     async def items(self, accounts: Sequence[tuple[str, int]]) -> dict[str, list[Item | None]]:
         """Each account's shard items, for (account id, shard count) pairs: one BatchGetItem

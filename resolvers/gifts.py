@@ -105,6 +105,7 @@ async def send_gift(
     created = iso(now())
     # the creator's earnings shard and hold bucket, kept on the transfer for a chargeback
     bucket = bucket_for(services.settings.earnings_hold_seconds, runtime.current().time())
+    new_sender = await services.accounts.is_new(identity.sub)  # a review signal
     transfer = {
         "id": new_id("gft"),
         "targetId": services.transfers.index_key(target_id, shard, facts["indexShards"]),
@@ -125,7 +126,7 @@ async def send_gift(
         services.streams.gift_action(target_id, shard, coins)
         if stream_id is not None
         else services.videos.gift_action(target_id, shard, coins),
-        services.earnings.credit_action(creator, shard, diamonds, bucket),
+        services.earnings.credit_action(creator, shard, diamonds, bucket, new_sender),
         services.ledger.put_action(
             entry_id=new_id("tx"),
             account_id=identity.sub,

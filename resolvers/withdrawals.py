@@ -208,6 +208,12 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
         if is_restricted(account):
             return await _replay(ctx, await idempotency.fail(ctx, attempt, restricted()))
         available = account.get("diamonds", 0) + sum(s.available for s in shards)
+        withdrawal["review"] = {  # what the reviewer weighs: signals as of the request
+            "accountCreatedAt": account.get("createdAt"),
+            "earned": sum(s.earned for s in shards),
+            "fromNew": sum(s.from_new for s in shards),
+            "fromRestricted": sum(s.from_restricted for s in shards),
+        }
         if available < diamonds:
             return await _replay(
                 ctx,

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import strawberry
 
+from infra.accounts import NEW_ACCOUNT_DAYS, is_restricted
 from infra.dynamo import Item
 from resolvers import accounts, withdrawals
-from schema.accounts import Wallet
+from schema.accounts import User, Wallet
 from schema.common import Info, Money, PageInfo, ctx, timestamp
 from schema.errors import (
     AccountRestricted,
@@ -75,6 +76,25 @@ class WithdrawalOutcome(Enum):
     REJECTED = "REJECTED"
 
 
+@strawberry.type(
+    description="What a reviewer weighs before paying a withdrawal: the creator's diamonds "
+    "earned (all time), and how many came from accounts that were new when they gave or whose "
+    "payments were later disputed; counted as gifts land and as disputes reverse them, and "
+    "read as of the request. Admins only."
+)
+class WithdrawalReview:
+    account_created_at: datetime | None
+    earned_diamonds: int
+    from_new_accounts_diamonds: int = strawberry.field(
+        description=f"From accounts younger than {NEW_ACCOUNT_DAYS} days when they gave."
+    )
+    from_restricted_accounts_diamonds: int = strawberry.field(
+        description="Reversed because the sender's payment was disputed."
+    )
+    new_accounts_percent: int
+    restricted_accounts_percent: int
+
+
 @strawberry.type
 class Withdrawal:
     id: strawberry.ID
@@ -83,6 +103,38 @@ class Withdrawal:
     status: WithdrawalStatus
     created_at: datetime
     settled_at: datetime | None
+    item: strawberry.Private[Item]
+
+    @strawberry.field(description="The creator (one batched read for a whole page).")
+    async def account(self, info: Info) -> User:
+        return await User.load(info, self.item["accountId"])
+
+    @strawberry.field(description="Whether the creator is restricted now (admins only).")
+    async def account_restricted(self, info: Info) -> bool | None:
+        identity = ctx(info).identity
+        if identity is None or not identity.is_admin:
+            return None
+        return is_restricted(await ctx(info).users.load(self.item["accountId"]))
+
+    @strawberry.field(description="Review signals (admins only; null for others).")
+    def review(self, info: Info) -> WithdrawalReview | None:
+        found = self.item.get("review")
+        identity = ctx(info).identity
+        if not found or identity is None or not identity.is_admin:
+            return None
+        earned = found.get("earned", 0)
+        return WithdrawalReview(
+            account_created_at=timestamp(found["accountCreatedAt"])
+            if found.get("accountCreatedAt")
+            else None,
+            earned_diamonds=earned,
+            from_new_accounts_diamonds=found.get("fromNew", 0),
+            from_restricted_accounts_diamonds=found.get("fromRestricted", 0),
+            new_accounts_percent=100 * found.get("fromNew", 0) // earned if earned else 0,
+            restricted_accounts_percent=100 * found.get("fromRestricted", 0) // earned
+            if earned
+            else 0,
+        )
 
     @classmethod
     def of(cls, item: Item) -> Withdrawal:
@@ -93,6 +145,7 @@ class Withdrawal:
             status=WithdrawalStatus(item["status"]),
             created_at=timestamp(item["createdAt"]),
             settled_at=timestamp(item["settledAt"]) if item.get("settledAt") else None,
+            item=item,
         )
 
 

@@ -269,6 +269,8 @@ async def test_a_chargeback_of_spent_coins_restricts_and_reverses_pending_diamon
         if e["node"]["kind"] == "GIFT_REVERSED"
     ]
     assert sorted(reversed_) == [-200, -100]
+    signals = sum(s.get("fromRestricted", 0) for s in scan(services, "earnings"))
+    assert signals == 300  # the creator's review signal: diamonds from a disputed payer
     # AND the restricted buyer can no longer buy, gift or join
     assert answer(await buy(api, fan, "k2"))["__typename"] == "AccountRestricted"
     gift = await send(api, fan, "g3", gift="rose", stream=stream)

@@ -266,3 +266,29 @@ async def test_pending_withdrawals_page_the_review_queue_oldest_first(
     # AND it is for admins only
     refused = await api.gql(QUEUE, {"first": 2}, claims_for("c0"))
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_the_review_queue_shows_the_creator_and_signals_without_extra_reads(
+    api: Client, admin: dict[str, Any], calls: Any
+) -> None:
+    # GIVEN two creators paid by brand-new accounts (every account here is new)
+    for name in ("c0", "c1"):
+        creator = claims_for(name)
+        await earn(api, creator, [("galaxy", 3)], "coins-3500")
+        await request(api, creator, 2000, "w")
+    document = """{ pendingWithdrawals { edges { node { account { id displayName }
+      accountRestricted review { earnedDiamonds fromNewAccountsDiamonds newAccountsPercent
+      restrictedAccountsPercent accountCreatedAt } } } } }"""
+    calls.reset()
+    queue = (await api.data(document, user=admin))["pendingWithdrawals"]["edges"]
+    # THEN each entry names its creator and its signals, for one Query and one batched read
+    assert [e["node"]["account"]["id"] for e in queue] == ["c0", "c1"]
+    review = queue[0]["node"]["review"]
+    assert (review["earnedDiamonds"], review["fromNewAccountsDiamonds"]) == (3000, 3000)
+    assert (review["newAccountsPercent"], review["restrictedAccountsPercent"]) == (100, 0)
+    assert review["accountCreatedAt"] and queue[0]["node"]["accountRestricted"] is False
+    assert calls.counts() == {"Query": 1, "BatchGetItem": 1}
+    # AND the creator sees their own withdrawal without the reviewer's signals
+    own = "{ me { withdrawals { edges { node { review { earnedDiamonds } } } } } }"
+    mine = (await api.data(own, user=claims_for("c0")))["me"]["withdrawals"]["edges"]
+    assert mine[0]["node"]["review"] is None
