@@ -98,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
         base = f"http://{settings.host}:{settings.port}"
 
-        async def ready(app: web.Application) -> None:
+        def ready(_: str) -> None:  # aiohttp calls it once the server is listening
             progress(
                 f"ready in {timer} (Ctrl-C stops)\n"
                 f"  GraphiQL:   {base}/graphql\n"
@@ -106,8 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 f"  health:     {base}/health"
             )
 
-        app.on_startup.append(ready)
-        web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+        web.run_app(app, host=settings.host, port=settings.port, print=ready, access_log=None)
     if engine is not None and engine.lost:
         sys.exit("the local DynamoDB engine stopped and could not be restarted")
 

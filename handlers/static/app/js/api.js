@@ -97,8 +97,12 @@ export class Api {
     }
   }
 
-  /** The gift feed: calls onGift(transfer) for each gift, onEnd() when the stream ends. */
-  subscribe(query, variables, { onData, onEnd, onError }) {
+  /**
+   * A subscription (the gift feed): onData(data) for each event, onEnd() when the server
+   * completes it (the stream ended), onConnected() once the WebSocket is acknowledged.
+   * Returns the function that unsubscribes.
+   */
+  subscribe(query, variables, { onData, onEnd, onError, onConnected = () => {} }) {
     if (!this.ws) {
       const url =
         this.config.giftFeedUrl || new URL(this.config.graphqlUrl, location.href).href.replace(/^http/, "ws");
@@ -113,7 +117,8 @@ export class Api {
         },
       });
     }
-    return this.ws.subscribe(
+    const unlisten = this.ws.on("connected", onConnected);
+    const unsubscribe = this.ws.subscribe(
       { query, variables },
       {
         next: (message) => (message.errors ? onError(message.errors[0]) : onData(message.data)),
@@ -121,6 +126,10 @@ export class Api {
         complete: () => onEnd(),
       },
     );
+    return () => {
+      unlisten();
+      unsubscribe();
+    };
   }
 
   /** Close the feed connection, e.g. after signing out (its token may change). */

@@ -18,6 +18,7 @@ export async function render({ api, session, main }, streamId) {
   const coins = h("span");
   const ranking = h("ol", { class: "ranking", "aria-label": "Top gifters" });
   const feed = h("ul", { class: "feed", "aria-live": "polite", "aria-relevant": "additions", "aria-label": "Gifts" });
+  const connection = h("span", { class: "connection muted", "data-state": "off" });
   const sendMessage = h("div");
   const seen = new Set();
 
@@ -74,7 +75,7 @@ export async function render({ api, session, main }, streamId) {
     h(
       "div",
       { class: "columns" },
-      h("section", { class: "card", "aria-labelledby": "feed-title" }, h("h2", { id: "feed-title" }, "Gifts, live"), feed),
+      h("section", { class: "card", "aria-labelledby": "feed-title" }, h("div", { class: "title-row" }, h("h2", { id: "feed-title" }, "Gifts, live"), connection), feed),
       h(
         "div",
         {},
@@ -99,18 +100,28 @@ export async function render({ api, session, main }, streamId) {
     }, 300);
   };
 
+  const showConnection = (state, text) => {
+    connection.dataset.state = state;
+    connection.textContent = text;
+  };
   let unsubscribe = () => {};
   if (stream.status === "LIVE") {
+    showConnection("connecting", "Connecting…");
     unsubscribe = api.subscribe(GIFT_FEED, { streamId }, {
+      onConnected: () => showConnection("live", "● Connected"),
       onData: (data) => {
         addGift(data.giftFeed);
         refreshRanking();
       },
       onEnd: () => {
+        showConnection("ended", "Stream ended");
         showStatus(false);
         notice(sendMessage, "The stream has ended.", "info");
       },
-      onError: () => notice(sendMessage, "The live feed was interrupted. Reload the page to reconnect.", "error"),
+      onError: () => {
+        showConnection("error", "Disconnected");
+        notice(sendMessage, "The live feed was interrupted. Reload the page to reconnect.", "error");
+      },
     });
   }
 
