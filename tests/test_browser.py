@@ -75,6 +75,7 @@ def open_app(context: Any, app: str, user: str | None, errors: list[str]) -> Any
     """A new tab on the app, signed in as the demo user `user` (None: anonymous)."""
     page = context.new_page()
     page.on("pageerror", lambda error: errors.append(f"{user}: {error}"))
+
     def console(message: Any) -> None:
         # The lost answer below is a network error by design; anything else is a bug.
         if message.type == "error" and "ERR_CONNECTION_RESET" not in message.text:
@@ -144,14 +145,14 @@ def test_buy_gift_watch_withdraw_settle(local_server: Any, browser_context: Any)
     viewer.get_by_label("Gift", exact=True).select_option(label="Galaxy · 1,000 coins")
     viewer.get_by_label("How many").fill("2")
     viewer.get_by_role("button", name="Send gift").click()
-    expect(viewer.get_by_text("Sent 2 × Galaxy (2,000 coins).")).to_be_visible()
+    expect(viewer.get_by_text("Sent 2 \u00d7 Galaxy (2,000 coins).")).to_be_visible()
     viewer.unroute("**/graphql")
     assert len(keys) == 2 and keys[0] == keys[1], keys  # one click, one key, sent twice
     expect(viewer.get_by_text(f"You have {coins_before + 1500:,} coins.")).to_be_visible()
     timings["gift sent"] = time.monotonic() - began
 
     # THEN the watching page sees it arrive, once, and the ranking follows
-    gift_line = watcher.locator(".feed li", has_text="Vic sent 2 × Galaxy")
+    gift_line = watcher.locator(".feed li", has_text="Vic sent 2 \u00d7 Galaxy")
     expect(gift_line).to_have_count(1)
     expect(watcher.locator(".ranking li").first).to_contain_text("Vic")
     expect(watcher.locator(".ranking li").first).to_contain_text("2,000 coins")
