@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ README_ADDRESS = "http://127.0.0.1:8000"
 PLACEHOLDER = re.compile(r'"([a-z]+_)\.\.\."')
 MINTED_ID = re.compile(r"^[a-z]+_[0-9A-Z]{26}$")
 AS = re.compile(r"\bas (\w+)")
+BASH = shutil.which("bash") or "/bin/bash"  # as a reader's shell runs them
 
 
 @dataclass
@@ -145,7 +147,7 @@ class Walk:
         text = block.text.replace(README_ADDRESS, self.url)
         if "livecoins token" not in text or text.lstrip().startswith("TOKEN="):
             out = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", text],
+                [BASH, "-euo", "pipefail", "-c", text],
                 cwd=ROOT,
                 env=self.env(),
                 capture_output=True,
@@ -161,7 +163,7 @@ class Walk:
             if not command:
                 continue
             out = subprocess.run(
-                ["bash", "-c", command],
+                [BASH, "-c", command],
                 cwd=ROOT,
                 env=self.env(),
                 capture_output=True,
