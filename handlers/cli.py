@@ -209,7 +209,9 @@ def parser() -> argparse.ArgumentParser:
         description="LiveCoins: the local server, its data and dev tokens. Settings come from "
         'environment variables (README, "Configuration").',
     )
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = top.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do (COMMAND --help: more)"
+    )
     serve = commands.add_parser(
         "serve",
         help="run the local server: GraphiQL, the app and the API on the embedded engine",

@@ -53,7 +53,7 @@ def start(data_dir: Path, timeout: float = 60.0) -> LocalServer:
     )
     assert process.stdout is not None
     output: list[str] = []
-    while not any(line.startswith("ready in") for line in output):
+    while not any(line.startswith("  health:") for line in output):  # the last line of "ready"
         line = process.stdout.readline()
         if not line:
             raise AssertionError("livecoins serve stopped:\n" + "".join(output))
