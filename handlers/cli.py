@@ -27,8 +27,8 @@ SUB = re.compile(r"[A-Za-z0-9_\-.:@|+=]{1,255}")
 
 
 def progress(message: str) -> None:
-    """One line of start-up progress, shown at once (stdout may be a pipe)."""
-    print(message, flush=True)
+    """Start-up progress, shown at once, on stderr: stdout keeps each command's result."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class Timer:
