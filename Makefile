@@ -1,7 +1,8 @@
-# Two commands on a fresh machine with python3, git and make:
-#   make serve   local GraphQL server with GraphiQL on an embedded DynamoDB engine
-#   make test    lint, types, template checks and the whole test suite (the cloud suite too)
-#   make cloud   the local AWS cloud with template.yaml deployed into it
+# Commands on a fresh machine with python3, git and make:
+#   make serve        local GraphQL server with GraphiQL and the app on an embedded DynamoDB engine
+#   make test         lint, types, template checks and the whole test suite (cloud and browser too)
+#   make cloud        the local AWS cloud with template.yaml deployed into it
+#   make screenshots  the app's pages at desktop and phone widths into docs/screenshots/
 PYTHON ?= python3
 VENV := .venv
 ENGINE_VENV := .venv-engine
@@ -9,38 +10,46 @@ CHECKOV_VENV := .venv-checkov
 BIN := $(VENV)/bin
 MINISTACK_VERSION := 1.5.33
 
+# First installs take minutes: say what is installing, that it still is, and how long it took.
+STEP := sh tools/step.sh
+
 .PHONY: serve test lint typecheck cfn checkov pytest schema seed bench sim fuzz clean deps cloud \
+	screenshots \
 	build-GraphQLFunction build-PayoutsFunction build-GiftFeedSocketFunction \
 	build-GiftFeedFanOutFunction
 
 $(BIN)/livecoins: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@$(STEP) "$(VENV): LiveCoins with its tests and tools (first time: about 2 minutes)" \
+		sh -c "$(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade pip && \
+		$(BIN)/pip install --quiet -e '.[dev]'"
 	@touch $@
 
 # ministack pins graphql-core 3.2, strawberry needs 3.3: the engine gets its own venv and
 # runs as a child process of the local server. As the local cloud (make cloud, the cloud
 # suite) it also needs the SAM transform and cryptography (the JWT authorizer's RS256).
 $(ENGINE_VENV)/bin/ministack:
-	$(PYTHON) -m venv $(ENGINE_VENV)
-	$(ENGINE_VENV)/bin/pip install --quiet ministack==$(MINISTACK_VERSION)
+	@$(STEP) "$(ENGINE_VENV): the local DynamoDB engine (first time: about 20 seconds)" \
+		sh -c "$(PYTHON) -m venv $(ENGINE_VENV) && \
+		$(ENGINE_VENV)/bin/pip install --quiet ministack==$(MINISTACK_VERSION)"
 	@touch $@
 
 $(ENGINE_VENV)/cloud.stamp: $(ENGINE_VENV)/bin/ministack
-	$(ENGINE_VENV)/bin/pip install --quiet ministack==$(MINISTACK_VERSION) \
+	@$(STEP) "$(ENGINE_VENV): the local AWS cloud's extras (first time: about 20 seconds)" \
+		$(ENGINE_VENV)/bin/pip install --quiet ministack==$(MINISTACK_VERSION) \
 		aws-sam-translator==1.115.0 'cryptography>=44,<51'
 	@touch $@
 
 # checkov depends on a PyPI package named `schema`, which our top-level schema/ would shadow.
 $(CHECKOV_VENV)/bin/checkov:
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet checkov==3.3.30
+	@$(STEP) "$(CHECKOV_VENV): checkov (first time: about a minute)" \
+		sh -c "$(PYTHON) -m venv $(CHECKOV_VENV) && \
+		$(CHECKOV_VENV)/bin/pip install --quiet checkov==3.3.30"
 	@touch $@
 
 deps: $(BIN)/livecoins $(ENGINE_VENV)/bin/ministack $(ENGINE_VENV)/cloud.stamp
 
-serve: deps
+# Only what the server needs (not the local cloud's extras): the first start is shorter.
+serve: $(BIN)/livecoins $(ENGINE_VENV)/bin/ministack
 	$(BIN)/livecoins serve
 
 seed: deps
@@ -73,8 +82,15 @@ checkov: $(CHECKOV_VENV)/bin/checkov
 	cd /tmp && $(CURDIR)/$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download \
 		--framework cloudformation --skip-check $(CHECKOV_SKIPS) --file $(CURDIR)/template.yaml
 
+# -rs lists skips with their reason; the browser test is skipped without Chromium.
 pytest: deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
+	@test -x /usr/bin/chromium || echo "make test: SKIPPED the browser test" \
+		"(tests/test_browser.py): no /usr/bin/chromium; install it with: apt-get install chromium"
+
+# The app's pages at desktop and phone widths (tools/screenshots.py; needs /usr/bin/chromium).
+screenshots: deps
+	$(BIN)/python tools/screenshots.py
 
 schema: $(BIN)/livecoins
 	$(BIN)/livecoins export-schema > schema/schema.graphql
@@ -119,7 +135,8 @@ endef
 define copy_code
 	mkdir -p "$(1)"
 	cp -r $(LAMBDA_CODE) "$(1)/"
-	rm -rf "$(1)/handlers/static" "$(1)/handlers/engine_launcher.py" "$(1)"/*/__pycache__
+	rm -rf "$(1)/handlers/static" "$(1)/handlers/engine_launcher.py" "$(1)/handlers/dev_tokens.py" \
+		"$(1)"/*/__pycache__
 endef
 
 define compile

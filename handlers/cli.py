@@ -1,4 +1,4 @@
-"""The `livecoins` command: serve, seed, token, export-schema."""
+"""The `livecoins` command: serve, seed, cloud, token, export-schema."""
 
 from __future__ import annotations
 
@@ -8,17 +8,35 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Iterator
+from datetime import date
 from typing import TYPE_CHECKING
 
-from infra.config import Settings
-from infra.services import Services
+from infra.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from infra.engine import LocalEngine
+    from infra.services import Services
+
+# What the server accepts as a token's sub (README "Input"): no '#', the key separator.
+SUB = re.compile(r"[A-Za-z0-9_\-.:@|+=]{1,255}")
+
+
+def progress(message: str) -> None:
+    """Start-up progress, shown at once, on stderr: stdout keeps each command's result."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __str__(self) -> str:
+        return f"{time.monotonic() - self.start:.1f} s"
 
 
 @contextlib.contextmanager
@@ -26,20 +44,31 @@ def local_services(settings: Settings) -> Iterator[tuple[Services, LocalEngine |
     """Services on the configured endpoint, or on the embedded engine started (and, on the
     way out, stopped: it saves its state) here."""
     from infra.engine import LocalEngine
+    from infra.services import Services
     from infra.tables import ensure_tables
 
     engine = None
     if settings.dynamodb_endpoint is None:
+        if not os.path.exists(settings.engine_command):
+            sys.exit(
+                f"livecoins: the local DynamoDB engine is not installed ({settings.engine_command}"
+                " is missing): run `make serve`, which installs it"
+            )
         engine = LocalEngine(settings.engine_command, settings.data_dir)
         # The engine accepts any credentials; boto3 still wants some.
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        timer = Timer()
+        progress(f"starting the local DynamoDB engine (data in {settings.data_dir}/) ...")
         settings = dataclasses.replace(settings, dynamodb_endpoint=engine.start())
+        progress(f"  engine up on {settings.dynamodb_endpoint} in {timer}")
+    else:
+        progress(f"using the DynamoDB endpoint {settings.dynamodb_endpoint}")
     try:
         services = Services.build(settings)
         created = ensure_tables(services.dynamo.client, settings)
         if created:
-            logging.getLogger("livecoins").info("created tables %s", ", ".join(created))
+            progress(f"  created the {len(created)} tables (prefix {settings.table_prefix})")
         yield services, engine
     finally:
         if engine:
@@ -59,13 +88,25 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     os.environ.setdefault("LIVECOINS_PAYMENT_PROVIDER", "sandbox")  # local walkthroughs
     settings = Settings.from_env()
+    timer = Timer()
     with local_services(settings) as (services, engine):
         added = _seed(services)
-        print(f"catalog: {added} default items added" if added else "catalog: already seeded")
-        print(f"GraphiQL: http://{settings.host}:{settings.port}/graphql")
+        progress(f"  catalog: {added} default items added" if added else "  catalog: seeded")
         # An engine that cannot be restarted stops the server as Ctrl-C would, then exits 1.
-        app = make_app(services, engine, lambda: signal.raise_signal(signal.SIGTERM))
-        web.run_app(app, host=settings.host, port=settings.port, print=None)
+        app = make_app(
+            services, engine, lambda: signal.raise_signal(signal.SIGTERM), dev_tokens=True
+        )
+        base = f"http://{settings.host}:{settings.port}"
+
+        def ready(_: str) -> None:  # aiohttp calls it once the server is listening
+            progress(
+                f"ready in {timer} (Ctrl-C stops)\n"
+                f"  GraphiQL:   {base}/graphql\n"
+                f"  the app:    {base}/app/\n"
+                f"  health:     {base}/health"
+            )
+
+        web.run_app(app, host=settings.host, port=settings.port, print=ready, access_log=None)
     if engine is not None and engine.lost:
         sys.exit("the local DynamoDB engine stopped and could not be restarted")
 
@@ -119,18 +160,39 @@ def cmd_cloud(args: argparse.Namespace) -> None:
         cloud.stop()
 
 
-def cmd_token(args: argparse.Namespace) -> None:
-    import jwt
+def _sub(value: str) -> str:
+    if not SUB.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a usable sub: 1 to 255 of A-Z a-z 0-9 _ - . : @ | + = (no '#')"
+        )
+    return value
 
-    now = int(time.time())
-    claims: dict[str, object] = {"sub": args.sub, "iat": now, "exp": now + args.hours * 3600}
-    if args.birthdate:
-        claims["birthdate"] = args.birthdate
-    if args.name:
-        claims["name"] = args.name
-    if args.admin:
-        claims["cognito:groups"] = ["admin"]
-    print(jwt.encode(claims, Settings.from_env().jwt_secret, algorithm="HS256"))
+
+def _birthdate(value: str) -> str:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date as YYYY-MM-DD") from None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date as YYYY-MM-DD")
+    return value
+
+
+def _hours(value: str) -> float:
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = 0
+    if not 0 < hours <= 24 * 366:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hours from 0 to 8784")
+    return hours
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    from handlers.dev_tokens import mint_token
+
+    secret = Settings.from_env().jwt_secret
+    print(mint_token(secret, args.sub, args.birthdate, args.name, args.admin, args.hours))
 
 
 def cmd_reconcile(args: argparse.Namespace) -> None:
@@ -155,36 +217,99 @@ def cmd_export_schema(args: argparse.Namespace) -> None:
     sys.stdout.write(print_schema(schema) + "\n")
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="livecoins", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the local server with GraphiQL").set_defaults(
-        run=cmd_serve
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="livecoins",
+        description="LiveCoins: the local server, its data and dev tokens. Settings come from "
+        'environment variables (README, "Configuration").',
     )
-    seed = commands.add_parser("seed", help="add the default catalog")
-    seed.add_argument("--table", help="a deployed catalog table (AWS credentials from the env)")
+    commands = top.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do (COMMAND --help: more)"
+    )
+    serve = commands.add_parser(
+        "serve",
+        help="run the local server: GraphiQL, the app and the API on the embedded engine",
+        description="Run the local server on HOST:PORT (127.0.0.1:8000): GraphiQL at /graphql, "
+        "the reference app at /app/, on the embedded DynamoDB engine (or "
+        "LIVECOINS_DYNAMODB_ENDPOINT), with sandbox payments.",
+    )
+    serve.set_defaults(run=cmd_serve)
+    seed = commands.add_parser(
+        "seed",
+        help="add the default catalog (never overwrites edits)",
+        description="Add the default coin packages and gifts to the local tables, or to a "
+        "deployed stack's catalog table with --table. Never overwrites admin edits.",
+    )
+    seed.add_argument(
+        "--table",
+        metavar="NAME",
+        help="a deployed stack's catalog table (its CatalogTableName output); AWS credentials "
+        "and region come from the environment, as for the AWS CLI",
+    )
     seed.set_defaults(run=cmd_seed)
     commands.add_parser(
-        "cloud", help="start the local AWS cloud and deploy template.yaml into it"
+        "cloud",
+        help="start the local AWS cloud and deploy template.yaml into it",
+        description="Start the local AWS cloud, deploy template.yaml into it, seed the catalog "
+        "and print the URLs and user pool ids; Ctrl-C stops and removes everything.",
     ).set_defaults(run=cmd_cloud)
-    token = commands.add_parser("token", help="mint a local dev token (HS256)")
-    token.add_argument("--sub", required=True)
-    token.add_argument("--birthdate", help="YYYY-MM-DD; missing means not adult")
-    token.add_argument("--name")
-    token.add_argument("--admin", action="store_true")
-    token.add_argument("--hours", type=int, default=24)
+    token = commands.add_parser(
+        "token",
+        help="mint a local dev token (HS256, LIVECOINS_JWT_SECRET)",
+        description="Print a dev token for the local server: an HS256 JWT with the claims a "
+        "Cognito ID token carries, signed with LIVECOINS_JWT_SECRET. Send it as "
+        "'Authorization: Bearer <token>'.",
+    )
+    token.add_argument(
+        "--sub",
+        required=True,
+        type=_sub,
+        help="the user's id (sub claim); a new sub is a new account",
+    )
+    token.add_argument(
+        "--birthdate",
+        type=_birthdate,
+        metavar="YYYY-MM-DD",
+        help="birthdate claim; 18 or older may buy, gift, go live and withdraw (missing: not "
+        "an adult)",
+    )
+    token.add_argument("--name", help="display name (name claim), shown to other users")
+    token.add_argument(
+        "--admin", action="store_true", help="in the admin group: may settle, refund, edit"
+    )
+    token.add_argument(
+        "--hours", type=_hours, default=24, help="how long the token is valid (default 24)"
+    )
     token.set_defaults(run=cmd_token)
-    commands.add_parser("export-schema", help="print the SDL").set_defaults(run=cmd_export_schema)
+    commands.add_parser(
+        "export-schema",
+        help="print the GraphQL schema (SDL)",
+        description="Print the API's schema as SDL (what `make schema` writes to "
+        "schema/schema.graphql).",
+    ).set_defaults(run=cmd_export_schema)
     check = commands.add_parser(
         "reconcile",
         help="compare purchases and refunds with the processor's (exit 1 if any differ)",
+        description="List every difference between this deployment's purchases and refunds "
+        "and the payment processor's charges and refunds over a period (Stripe).",
     )
     check.add_argument("--since", required=True, help="first UTC day, YYYY-MM-DD")
     check.add_argument("--until", required=True, help="the day after the last, YYYY-MM-DD")
     check.set_defaults(run=cmd_reconcile)
-    args = parser.parse_args(argv)
-    args.run(args)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # botocore logs "Found credentials in environment variables" at INFO on every start: the
+    # engine's placeholder credentials, which reads as if real AWS ones were found.
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except ConfigError as error:
+        sys.exit(f"livecoins: {error}")
 
 
 if __name__ == "__main__":

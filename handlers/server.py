@@ -3,6 +3,11 @@
 Tokens are HS256 JWTs signed with LIVECOINS_JWT_SECRET (local only). No token: anonymous;
 a bad signature or an expired token: HTTP 401. Given the embedded engine, the server
 supervises it: /health reports it (503 while it is down) and a dead engine is restarted.
+
+It also serves the reference web app (/app/, handlers/static/app) with its configuration
+(/app/config.json) and, for `livecoins serve` only, /dev/tokens: dev tokens of a few demo
+users for the app's sign-in picker. That route exists on this local server alone, never in
+the Lambda (test enforced), and answers loopback clients only.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from strawberry.aiohttp.views import GraphQLView
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from handlers.cors import cors_headers
+from handlers.dev_tokens import dev_token_picker
 from handlers.http_rules import HttpRules
 from infra.services import Services
 from resolvers.context import Context
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
     from infra.engine import LocalEngine
 
 STATIC = Path(__file__).resolve().parent / "static"
+APP = STATIC / "app"
 IDENTITY = web.RequestKey("identity", Identity)
 SERVICES = web.AppKey("services", Services)
 
@@ -121,8 +128,10 @@ def make_app(
     services: Services,
     engine: LocalEngine | None = None,
     on_engine_lost: Callable[[], None] | None = None,
+    dev_tokens: bool = False,
 ) -> web.Application:
-    """The app; with `engine`, it also supervises it and calls `on_engine_lost` if it gives up."""
+    """The app; with `engine`, it also supervises it and calls `on_engine_lost` if it gives up.
+    `dev_tokens` adds /dev/tokens (`livecoins serve`)."""
     settings = services.settings
 
     @web.middleware
@@ -180,6 +189,29 @@ def make_app(
 
     async def root(request: web.Request) -> web.Response:
         raise web.HTTPFound("/graphql")
+
+    async def favicon(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "favicon.ico", headers={"Content-Type": "image/x-icon"})
+
+    async def app_page(request: web.Request) -> web.StreamResponse:
+        if request.path == "/app":
+            raise web.HTTPFound("/app/")
+        return web.FileResponse(APP / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def app_config(request: web.Request) -> web.Response:
+        # The app's configuration, here the local server itself (docs/app.md: the AWS form).
+        config = {"mode": "local", "graphqlUrl": "/graphql", "publicGraphqlUrl": "/graphql"}
+        if dev_tokens:
+            config["devTokensUrl"] = "/dev/tokens"
+        return web.json_response(config, headers={"Cache-Control": "no-cache"})
+
+    app.router.add_get("/favicon.ico", favicon)
+    app.router.add_get("/app", app_page)
+    app.router.add_get("/app/", app_page)
+    app.router.add_get("/app/config.json", app_config)
+    app.router.add_static("/app", APP)
+    if dev_tokens:
+        app.router.add_get("/dev/tokens", dev_token_picker(settings.jwt_secret))
 
     async def health(request: web.Request) -> web.Response:
         if engine is None:

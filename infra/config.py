@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,7 +116,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings the environment gives; raises ConfigError naming every variable whose
+        value is not allowed (its value, and what is), before anything starts."""
         env = os.environ if env is None else env
+        read = _Reader(env)
         overrides = {
             name: env[f"LIVECOINS_{name.upper()}_TABLE"]
             for name in TABLES
@@ -123,50 +128,166 @@ class Settings:
         origins = tuple(
             o.strip() for o in env.get("LIVECOINS_CORS_ORIGINS", "").split(",") if o.strip()
         )
-        return cls(
+        settings = cls(
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-            dynamodb_endpoint=env.get("LIVECOINS_DYNAMODB_ENDPOINT") or None,
-            table_prefix=env.get("LIVECOINS_TABLE_PREFIX", "livecoins-"),
+            dynamodb_endpoint=read.url("LIVECOINS_DYNAMODB_ENDPOINT"),
+            table_prefix=read.text("LIVECOINS_TABLE_PREFIX", "livecoins-", pattern=_TABLE_NAME),
             table_overrides=overrides,
-            jwt_secret=env.get("LIVECOINS_JWT_SECRET", LOCAL_JWT_SECRET),
+            jwt_secret=read.text("LIVECOINS_JWT_SECRET", LOCAL_JWT_SECRET),
             cors_origins=origins,
-            max_body_bytes=int(env.get("LIVECOINS_MAX_BODY_BYTES", 64 * 1024)),
-            catalog_cache_seconds=float(env.get("LIVECOINS_CATALOG_CACHE_SECONDS", 30)),
-            idempotency_ttl_seconds=int(env.get("LIVECOINS_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)),
-            retry_budget_seconds=float(env.get("LIVECOINS_RETRY_BUDGET_SECONDS", 4.0)),
-            gift_shards=int(env.get("LIVECOINS_GIFT_SHARDS", 32)),
-            index_shards=int(env.get("LIVECOINS_INDEX_SHARDS", 1)),
-            stream_cache_seconds=float(env.get("LIVECOINS_STREAM_CACHE_SECONDS", 0)),
-            diamond_cents_per_2=int(env.get("LIVECOINS_DIAMOND_CENTS_PER_2", 1)),
-            minimum_withdrawal_cents=int(env.get("LIVECOINS_MINIMUM_WITHDRAWAL_CENTS", 1_000)),
-            earnings_hold_seconds=int(env.get("LIVECOINS_EARNINGS_HOLD_SECONDS", 0)),
-            daily_withdrawal_limit_cents=int(
-                env.get("LIVECOINS_DAILY_WITHDRAWAL_LIMIT_CENTS", 100_000)
+            max_body_bytes=read.integer("LIVECOINS_MAX_BODY_BYTES", 64 * 1024, low=1024),
+            catalog_cache_seconds=read.number("LIVECOINS_CATALOG_CACHE_SECONDS", 30),
+            idempotency_ttl_seconds=read.integer(
+                "LIVECOINS_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, low=24 * 3600
             ),
-            max_query_cost=int(env.get("LIVECOINS_MAX_QUERY_COST", 3_000)),
-            introspection=_flag(env.get("LIVECOINS_INTROSPECTION")),
-            ws_init_timeout_seconds=float(env.get("LIVECOINS_WS_INIT_TIMEOUT_SECONDS", 10)),
-            ws_max_operations=int(env.get("LIVECOINS_WS_MAX_OPERATIONS", 20)),
-            rate_limit_per_second=float(env.get("LIVECOINS_RATE_LIMIT_PER_SECOND", 200)),
-            rate_limit_burst=float(env.get("LIVECOINS_RATE_LIMIT_BURST", 400)),
-            payment_provider=env.get("LIVECOINS_PAYMENT_PROVIDER", "none"),
-            stripe_secret_key=env.get("LIVECOINS_STRIPE_SECRET_KEY") or None,
-            stripe_webhook_secret=env.get("LIVECOINS_STRIPE_WEBHOOK_SECRET") or None,
-            stripe_secret_arn=env.get("LIVECOINS_STRIPE_SECRET_ARN") or None,
-            stripe_api_base=env.get("LIVECOINS_STRIPE_API_BASE") or None,
-            feed_endpoint=env.get("LIVECOINS_FEED_ENDPOINT") or None,
+            retry_budget_seconds=read.number("LIVECOINS_RETRY_BUDGET_SECONDS", 4.0, low=0.1),
+            gift_shards=read.integer("LIVECOINS_GIFT_SHARDS", 32, low=1, high=1024),
+            index_shards=read.integer("LIVECOINS_INDEX_SHARDS", 1, low=1, high=100),
+            stream_cache_seconds=read.number("LIVECOINS_STREAM_CACHE_SECONDS", 0),
+            diamond_cents_per_2=read.integer("LIVECOINS_DIAMOND_CENTS_PER_2", 1, low=1),
+            minimum_withdrawal_cents=read.integer(
+                "LIVECOINS_MINIMUM_WITHDRAWAL_CENTS", 1_000, low=1
+            ),
+            earnings_hold_seconds=read.integer("LIVECOINS_EARNINGS_HOLD_SECONDS", 0),
+            daily_withdrawal_limit_cents=read.integer(
+                "LIVECOINS_DAILY_WITHDRAWAL_LIMIT_CENTS", 100_000, low=1
+            ),
+            max_query_cost=read.integer("LIVECOINS_MAX_QUERY_COST", 3_000, low=1),
+            introspection=read.flag("LIVECOINS_INTROSPECTION"),
+            ws_init_timeout_seconds=read.number("LIVECOINS_WS_INIT_TIMEOUT_SECONDS", 10, low=0.1),
+            ws_max_operations=read.integer("LIVECOINS_WS_MAX_OPERATIONS", 20, low=1),
+            rate_limit_per_second=read.number("LIVECOINS_RATE_LIMIT_PER_SECOND", 200),
+            rate_limit_burst=read.number("LIVECOINS_RATE_LIMIT_BURST", 400),
+            payment_provider=read.choice(
+                "LIVECOINS_PAYMENT_PROVIDER", "none", _payment_providers()
+            ),
+            stripe_secret_key=read.text("LIVECOINS_STRIPE_SECRET_KEY", "") or None,
+            stripe_webhook_secret=read.text("LIVECOINS_STRIPE_WEBHOOK_SECRET", "") or None,
+            stripe_secret_arn=read.text("LIVECOINS_STRIPE_SECRET_ARN", "") or None,
+            stripe_api_base=read.url("LIVECOINS_STRIPE_API_BASE"),
+            feed_endpoint=read.url("LIVECOINS_FEED_ENDPOINT"),
             token_issuer=env.get("LIVECOINS_TOKEN_ISSUER") or None,
             token_audience=env.get("LIVECOINS_TOKEN_AUDIENCE") or None,
-            jwks_url=env.get("LIVECOINS_JWKS_URL") or None,
-            feed_partitions=int(env.get("LIVECOINS_FEED_PARTITIONS", 4)),
-            host=env.get("HOST", "127.0.0.1"),
-            port=int(env.get("PORT", 8000)),
-            data_dir=env.get("LIVECOINS_DATA_DIR", ".livecoins-data"),
-            engine_command=env.get("LIVECOINS_ENGINE_COMMAND", ".venv-engine/bin/ministack"),
+            jwks_url=read.url("LIVECOINS_JWKS_URL"),
+            feed_partitions=read.integer("LIVECOINS_FEED_PARTITIONS", 4, low=1, high=100),
+            host=read.text("HOST", "127.0.0.1"),
+            port=read.integer("PORT", 8000, low=1, high=65535),
+            data_dir=read.text("LIVECOINS_DATA_DIR", ".livecoins-data"),
+            engine_command=read.text("LIVECOINS_ENGINE_COMMAND", ".venv-engine/bin/ministack"),
         )
+        if read.problems:
+            raise ConfigError(read.problems)
+        return settings
 
 
-def _flag(value: str | None) -> bool | None:
-    if value is None or not value.strip():
-        return None
-    return value.strip().lower() in ("1", "true", "yes", "on")
+class ConfigError(ValueError):
+    """Environment variables whose values are not allowed; each problem names the variable,
+    its value and what is allowed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+    def __str__(self) -> str:
+        lines = ['configuration error (environment variables, README "Configuration"):']
+        return "\n  ".join([*lines, *self.problems])
+
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]*")
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True}
+_FLAGS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def _payment_providers() -> tuple[str, ...]:
+    from infra.payments import PROVIDERS
+
+    return PROVIDERS
+
+
+class _Reader:
+    """Reads variables, collecting a problem for each bad value instead of stopping at one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or not value.strip() else value.strip()
+
+    def _bad(self, name: str, value: str, allowed: str) -> None:
+        self.problems.append(f"{name}={value!r}: {allowed}")
+
+    @staticmethod
+    def _bounds(low: float | None, high: float | None) -> str:
+        if low is not None and high is not None:
+            return f" from {low:g} to {high:g}"
+        if low is not None:
+            return f" of at least {low:g}"
+        return ""
+
+    def integer(self, name: str, default: int, low: int = 0, high: int | None = None) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        allowed = f"must be a whole number{self._bounds(low, high)} (default {default})"
+        try:
+            number = int(value.replace("_", ""))
+        except ValueError:
+            self._bad(name, value, allowed)
+            return default
+        if number < low or (high is not None and number > high):
+            self._bad(name, value, allowed)
+            return default
+        return number
+
+    def number(self, name: str, default: float, low: float = 0) -> float:
+        value = self._raw(name)
+        if value is None:
+            return float(default)
+        allowed = f"must be a number{self._bounds(low, None)} (default {default:g})"
+        try:
+            number = float(value)
+        except ValueError:
+            self._bad(name, value, allowed)
+            return float(default)
+        if not math.isfinite(number) or number < low:
+            self._bad(name, value, allowed)
+            return float(default)
+        return number
+
+    def flag(self, name: str) -> bool | None:
+        value = self._raw(name)
+        if value is None:
+            return None
+        if value.lower() not in _FLAGS:
+            self._bad(name, value, "must be 1 or 0 (also true/false, yes/no, on/off)")
+            return None
+        return _FLAGS[value.lower()]
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value not in allowed:
+            self._bad(name, value, f"must be one of {', '.join(allowed)}")
+            return default
+        return value
+
+    def url(self, name: str) -> str | None:
+        value = self._raw(name)
+        if value is None:
+            return None
+        if not re.match(r"^(https?|wss?)://[^\s/]+", value):
+            self._bad(name, value, "must be a URL such as http://127.0.0.1:4566")
+            return None
+        return value
+
+    def text(self, name: str, default: str, pattern: re.Pattern[str] | None = None) -> str:
+        value = self.env.get(name)
+        if value is None:
+            return default
+        if pattern is not None and not pattern.fullmatch(value):
+            self._bad(name, value, f"must match {pattern.pattern}")
+            return default
+        return value

@@ -164,3 +164,16 @@ def minor() -> dict[str, Any]:
 @pytest.fixture
 def admin() -> dict[str, Any]:
     return claims_for("root", admin=True)
+
+
+@pytest.fixture(scope="session")
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One `livecoins serve` for the README walkthroughs and the browser test."""
+    from tests import local_server as server
+
+    assert ENGINE.exists(), "run `make test` (it installs .venv-engine)"
+    running = server.start(tmp_path_factory.mktemp("serve") / "data")
+    try:
+        yield running
+    finally:
+        server.stop(running)

@@ -1,0 +1,58 @@
+// What the user reads when something did not happen: result-union members (user errors,
+// answered as data) and GraphQL error codes, in the words of the product.
+
+import { number } from "./ui.js";
+
+const USER_ERRORS = {
+  InsufficientCoins: (e) =>
+    `You need ${number(e.required)} coins for that and have ${number(e.available)}. Buy more in your wallet.`,
+  InsufficientDiamonds: (e) =>
+    `That needs ${number(e.required)} diamonds; you have ${number(e.available)} you can withdraw now.`,
+  StreamNotLive: () => "This stream has ended, so it can't receive gifts any more.",
+  AgeRestricted: () => "You must be 18 or older to do this.",
+  PaymentDeclined: () => "Your card was declined. Nothing was charged.",
+  BelowMinimum: (e) => `The smallest withdrawal is ${e.minimum.formatted}.`,
+  DailyLimitExceeded: (e) => `You can request at most ${e.remaining.formatted} more today (UTC).`,
+  IdempotencyConflict: () => "This clashed with an earlier request. Please try again.",
+  AlreadyJoined: () => "You have already joined.",
+  // NotFound, NotAllowed, InvalidState, InvalidInput: the API's own message says it best.
+};
+
+const ERROR_CODES = {
+  UNAUTHENTICATED: "Your sign-in has expired. Please sign in again.",
+  FORBIDDEN: "Only admins can do this.",
+  PAYMENTS_NOT_CONFIGURED: "Payments are not set up on this server yet, so coins can't be bought.",
+  TRY_AGAIN: "The service is busy and your request did not finish. Nothing was lost: try again.",
+  NETWORK: "The server could not be reached. Check your connection and try again.",
+  HTTP_429: "Too many requests. Wait a moment and try again.",
+  QUERY_TOO_COMPLEX: "That request asks for too much at once.",
+  INTERNAL_SERVER_ERROR: "Something went wrong on our side. Please try again.",
+};
+
+/** The message for a user-error union member (anything with a __typename and a message). */
+export function userErrorMessage(result) {
+  const message = USER_ERRORS[result.__typename];
+  return message ? message(result) : result.message || "That didn't work.";
+}
+
+/** The message for an ApiError (or anything thrown). */
+export function errorMessage(error) {
+  return ERROR_CODES[error?.code] || error?.message || "Something went wrong.";
+}
+
+const KINDS = {
+  PURCHASE: "Bought coins",
+  REFUND: "Refund",
+  GIFT_SENT: "Gift sent",
+  GIFT_RECEIVED: "Gift received",
+  EVENT_ENTRY: "Event entry",
+  EVENT_INCOME: "Event income",
+  WITHDRAWAL: "Withdrawal",
+  WITHDRAWAL_RETURNED: "Withdrawal returned",
+  CHARGEBACK: "Chargeback",
+  GIFT_REVERSED: "Gift reversed",
+};
+export const kindLabel = (kind) => KINDS[kind] || kind;
+
+const STATUSES = { PENDING: "Pending review", PAID: "Paid", REJECTED: "Rejected" };
+export const statusLabel = (status) => STATUSES[status] || status;
