@@ -54,9 +54,13 @@ async def open_case(
     deadline, attempt = services.dynamo.deadline(), 0
     buyer = purchase["accountId"]
     while True:
-        latest = await services.purchases.get(purchase["id"])
+        latest = await services.purchases.get(purchase["id"]) or purchase
+        if latest["status"] == "REFUNDING":  # an admin's refund holds its coins: let it settle
+            raise TryAgain("A refund of this purchase is in progress; the event is retried.")
         account = await services.accounts.get(buyer, consistent=True) or {}
-        taken_before = (latest or purchase).get("takenBack", 0)
+        taken_before = latest.get("takenBack", 0)
+        if latest["status"] == "REFUNDED":
+            taken_before = purchase["coins"]  # all its coins are back already
         coins = min(coins, purchase["coins"] - taken_before)
         if coins <= 0:
             return None

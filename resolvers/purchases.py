@@ -265,9 +265,12 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
     )
     if purchase is None:
         raise NotFound(f"No purchase {purchase_id[:64]}.")
-    buyer, coins = purchase["accountId"], purchase["coins"]
+    # coins a refund or chargeback at the processor took back already are not refunded again
+    buyer, coins = purchase["accountId"], purchase["coins"] - purchase.get("takenBack", 0)
     if purchase["status"] == REFUNDED:
         return purchase
+    if coins <= 0:
+        raise InvalidState("The processor has taken this purchase's coins back already.")
     if purchase["status"] == "COMPLETED":
         try:
             await services.dynamo.transact(
@@ -317,7 +320,8 @@ async def finish_refund(services: Services, purchase: Item, by: str) -> Item:
     """The provider refunded: drop the held coins, write the REFUND entry and mark the
     purchase REFUNDED, in one transaction; answers the purchase as it then is. From the admin's
     refundPurchase, or from the processor's charge.refunded webhook if that came first."""
-    stamp, buyer, coins = iso(now()), purchase["accountId"], purchase["coins"]
+    stamp, buyer = iso(now()), purchase["accountId"]
+    coins = purchase["coins"] - purchase.get("takenBack", 0)  # what the hold took
     try:
         await services.dynamo.transact(
             [

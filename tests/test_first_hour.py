@@ -34,7 +34,7 @@ def test_the_defaults_are_valid() -> None:
     [
         ("PORT", "abc", "a whole number from 1 to 65535"),
         ("PORT", "70000", "a whole number from 1 to 65535"),
-        ("LIVECOINS_GIFT_SHARDS", "abc", "a whole number from 1 to 100"),
+        ("LIVECOINS_GIFT_SHARDS", "abc", "a whole number from 1 to 1024"),
         ("LIVECOINS_RETRY_BUDGET_SECONDS", "-1", "a number of at least 0.1"),
         ("LIVECOINS_CATALOG_CACHE_SECONDS", "nan", "a number of at least 0"),
         ("LIVECOINS_INTROSPECTION", "maybe", "1 or 0"),
@@ -98,7 +98,7 @@ def test_every_cli_option_has_help() -> None:
         return found
 
     every = options(parser(), "livecoins")
-    assert set(commands) == {"serve", "seed", "cloud", "token", "export-schema"}
+    assert set(commands) == {"serve", "seed", "cloud", "token", "export-schema", "reconcile"}
     assert all(sub.description for sub in commands.values())
     for name, action in every:
         assert action.help, f"livecoins {name} {action.option_strings or action.dest}: no help"

@@ -57,6 +57,7 @@ class Totals:
         self.charge_ids: Counter[str] = Counter()  # purchases' charge ids
         self.refunded_charges: set[str] = set()
         self.purchase_status: dict[str, str] = {}
+        self.by_charge: dict[str, Item] = {}
 
     def listen(self, table: str, key: Any, old: Item | None, new: Item | None) -> None:
         name = table.removeprefix(self.prefix)
@@ -109,20 +110,25 @@ class Totals:
             self.records[mutation] += sign
 
     def _purchases(self, item: Item, sign: int) -> None:
-        if not item["id"].startswith("pur_"):  # charge aliases and chargeback cases
+        if "caseId" in item:  # a dispute or a dashboard refund: coins it took from a wallet
+            kept = 0 if item["status"] == "won" else 1  # a dispute won gave them back
+            self.sums["case_taken"] += sign * item["coinsTaken"] * kept
+            return
+        if not item["id"].startswith("pur_"):  # charge aliases, reversal records
             return
         self.sums["purchases"] += sign
         self.sums["purchased_coins"] += sign * item["coins"]
         charge = item["chargeId"]
         self.charge_ids[charge] += sign
-        if item["status"] == "REFUNDED":
-            self.sums["refunded_coins"] += sign * item["coins"]
+        if item["status"] == "REFUNDED":  # an admin's refund: what cases had not taken back
+            self.sums["refunded_coins"] += sign * (item["coins"] - item.get("takenBack", 0))
             if sign > 0:
                 self.refunded_charges.add(charge)
                 if charge not in self.provider.refunded:  # money back only after the refund
                     self.negative.append(f"coins taken back for {charge} without a refund")
         if sign > 0:
             self.purchase_status[item["id"]] = item["status"]
+            self.by_charge[charge] = item
             if self.charge_ids[charge] > 1:
                 self.negative.append(f"charge {charge} credited {self.charge_ids[charge]} times")
             if charge not in self.provider.charges:
@@ -192,15 +198,17 @@ class Totals:
         s = self.sums
         entries = s["entries"]
         coins_out = s["gift_coins"] + entries
-        if s["wallet_coins"] != s["purchased_coins"] - s["refunded_coins"] - coins_out:
+        taken = s["refunded_coins"] + s["case_taken"]
+        if s["wallet_coins"] != s["purchased_coins"] - taken - coins_out:
             found.append(
                 f"coin conservation: wallets {s['wallet_coins']} != bought "
-                f"{s['purchased_coins']} - refunded {s['refunded_coins']} - spent {coins_out}"
+                f"{s['purchased_coins']} - refunded or charged back {taken} - spent {coins_out}"
             )
-        if s["wallet_diamonds"] + s["withdrawn_diamonds"] != s["gift_diamonds"] + entries:
+        earned = s["gift_diamonds"] + entries + s["ledger:GIFT_REVERSED:diamonds"]
+        if s["wallet_diamonds"] + s["withdrawn_diamonds"] != earned:
             found.append(
                 f"diamond conservation: wallets {s['wallet_diamonds']} + withdrawn "
-                f"{s['withdrawn_diamonds']} != earned {s['gift_diamonds'] + entries}"
+                f"{s['withdrawn_diamonds']} != earned {earned} (reversals included)"
             )
         for mutation, table_count in (
             ("sendGift", s["transfers"]),
@@ -235,6 +243,12 @@ class Totals:
                 if charge not in credited:
                     found.append(f"charge {charge} taken but its coins never credited")
             for charge in self.provider.refunded:
-                if charge not in self.refunded_charges:
+                purchase = self.by_charge.get(charge)
+                amount = self.provider.charges[charge].amount
+                refunded = self.provider.amount_refunded.get(charge, amount)
+                expected = -(-purchase["coins"] * refunded // amount) if purchase else 0
+                if purchase is None or not (
+                    purchase["status"] == "REFUNDED" or purchase.get("takenBack", 0) >= expected
+                ):
                     found.append(f"refund of {charge} at the provider never finished")
         return found

@@ -143,6 +143,7 @@ async def _seed(settings: Settings, store: Any) -> None:
 async def _main(world: World, workload: Workload, report: Report) -> None:
     scheduler = world.scheduler
     tasks = [asyncio.ensure_future(workload.client(n)) for n in range(len(workload.users))]
+    tasks.append(asyncio.ensure_future(workload.processor(every=20)))
     await scheduler.drive(
         lambda: (
             all(t.done() for t in tasks)
@@ -155,6 +156,11 @@ async def _main(world: World, workload: Workload, report: Report) -> None:
     final = asyncio.ensure_future(workload.settle_open())
     await scheduler.drive(final.done)
     report.final_retries = final.result()
+    deliveries = asyncio.ensure_future(workload.redeliver())
+    await scheduler.drive(deliveries.done)
+    deliveries.result()
+    for delivery in workload.undelivered:
+        workload.violations.append(f"a webhook never acknowledged: {delivery[0][:120]}")
 
 
 def simulate_on_engine(

@@ -203,6 +203,9 @@ class Workload:
         self.outcomes: Counter[str] = Counter()
         self.inputs: dict[tuple[str, str, str], Attempt] = {}
         self.after_each = True  # check the running invariants after every operation
+        self.disputes_open: list[tuple[dict[str, Any], tuple[str, str] | None]] = []
+        self.delivered: list[tuple[str, str]] = []
+        self.undelivered: list[tuple[str, str]] = []
         self.progress: Callable[[int], None] | None = None
         self._n = 0
         if hasattr(world.store, "listeners"):
@@ -349,6 +352,89 @@ class Workload:
                 await self.run(attempt)
             else:
                 await asyncio.gather(*(self.run(attempt) for _ in range(copies)))
+
+    # --- the payment processor: refunds in its dashboard, disputes, webhook deliveries ---
+    async def processor(self, every: int) -> None:
+        """Acts at the processor about once per `every` operations, and delivers its webhooks:
+        duplicated, reordered (a dispute closed before it was opened), forged."""
+        rng, provider = self.rng, self.world.provider
+        while self.started < self.operations:
+            mark = self.started
+            while self.started < min(mark + every, self.operations):
+                await self.world.scheduler.sleep(0.01)  # virtual time: the clients go on
+            roll = rng.random()
+            credited = [c for c in provider.charges if self._credited(c)]
+            fresh = [c for c in credited if c not in provider.refuse]
+            if roll < 0.25 and self.disputes_open:
+                dispute, opening = self.disputes_open.pop(rng.randrange(len(self.disputes_open)))
+                won = rng.random() < 0.5
+                closing = provider.delivery(
+                    "charge.dispute.closed", {**dispute, "status": "won" if won else "lost"}
+                )
+                if opening is not None:  # reordered: the close before the open
+                    await self.deliver(closing)
+                    await self.deliver(opening)
+                else:
+                    await self.deliver(closing)
+            elif roll < 0.5 and fresh:
+                dispute = provider.dispute(rng.choice(fresh))
+                opening = provider.delivery("charge.dispute.created", dispute)
+                if rng.random() < 0.2:  # hold the open back, to deliver it after the close
+                    self.disputes_open.append((dispute, opening))
+                else:
+                    await self.deliver(opening)
+                    self.disputes_open.append((dispute, None))
+            elif roll < 0.75 and fresh:
+                charge = rng.choice(fresh)
+                amount = rng.choice([1, 50, 10**9])  # a part, or all that is left
+                await self.deliver(
+                    provider.delivery(
+                        "charge.refunded", provider.refund_in_dashboard(charge, amount)
+                    )
+                )
+            elif roll < 0.9 and self.delivered:
+                await self.deliver(rng.choice(self.delivered))  # a duplicate
+            else:
+                payload, _ = provider.delivery(
+                    "charge.refunded", {"id": "ch_1", "amount": 1, "amount_refunded": 1}
+                )
+                await self.deliver((payload, "0" * 64), forged=True)
+        # whatever was never acknowledged is delivered again, like the processor would
+        for _, opening in self.disputes_open:
+            if opening is not None:
+                await self.deliver(opening)
+
+    def _credited(self, charge: str) -> bool:
+        return self.item("purchases", {"id": f"charge#{charge}"}) is not None
+
+    async def deliver(self, delivery: tuple[str, str], forged: bool = False) -> None:
+        payload, signature = delivery
+        response = await self.world.request(
+            payload, None, "/webhooks/stripe", {"Stripe-Signature": signature}
+        )
+        status = None if response is None else response["statusCode"]
+        self.outcomes[f"webhook {status}"] += 1
+        self.log.append(f"webhook {json.loads(payload)['type']} forged={forged} -> {status}")
+        if forged:
+            if status not in (None, 400):
+                self.violations.append(f"a forged delivery answered {status}")
+            return
+        if status == 400 or (status is not None and status not in (200, 500)):
+            self.violations.append(f"a delivery answered {status}: {response}")
+        if status == 200:
+            if delivery not in self.delivered:
+                self.delivered.append(delivery)
+            if delivery in self.undelivered:
+                self.undelivered.remove(delivery)
+        elif delivery not in self.undelivered:
+            self.undelivered.append(delivery)  # no 2xx: the processor delivers it again
+        if self.after_each:
+            self.violations.extend(self.totals.check())
+
+    async def redeliver(self) -> None:
+        for _ in range(3):
+            for delivery in list(self.undelivered):
+                await self.deliver(delivery)
 
     async def run(self, attempt: Attempt) -> None:
         if attempt.mutation in ("streamQuery", "me"):
@@ -502,6 +588,9 @@ class Workload:
         if typename == "ProfileUpdated":
             return None
         # user errors: each only when the store shows its cause
+        if typename == "AccountRestricted":
+            account = self.item("accounts", {"id": me})
+            return None if account and account.get("restrictedBy") else "the account is free"
         if typename == "AgeRestricted":
             return None if attempt.user is self.minor else "an adult was refused"
         if typename == "PaymentDeclined":

@@ -10,11 +10,14 @@ had reached, its caches are gone, and a new container takes its place.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 from handlers.lambda_api import make_async_handler
@@ -60,6 +63,8 @@ class SimProvider:
         self.charges: dict[str, Payment] = {}
         self.refunded: dict[str, str] = {}
         self.refuse: set[str] = set()  # charge ids whose refunds the provider refuses
+        self.amount_refunded: dict[str, int] = {}
+        self.disputes: dict[str, str] = {}  # dispute id -> charge id
         self._n = 0
 
     def _next(self, prefix: str) -> str:
@@ -91,11 +96,46 @@ class SimProvider:
     def refund(self, payment_id: str, key: str) -> str:
         if key in self.refund_by_key:
             return self.refund_by_key[key]
-        charge = self.payments[payment_id].charge_id or ""
+        payment = self.payments[payment_id]
+        charge = payment.charge_id or ""
         if charge in self.refuse:
             raise RefundRefused("charge_disputed")
         self.refund_by_key[key] = self.refunded[charge] = self._next("re")
+        self.amount_refunded[charge] = payment.amount
         return self.refunded[charge]
+
+    # --- the processor's own acts, and its signed webhook deliveries --------------------
+    SECRET = b"sim-webhook-secret"
+
+    def charge_object(self, charge_id: str) -> dict[str, Any]:
+        payment = self.charges[charge_id]
+        return {
+            "id": charge_id,
+            "amount": payment.amount,
+            "amount_refunded": self.amount_refunded.get(charge_id, 0),
+        }
+
+    def refund_in_dashboard(self, charge_id: str, amount: int) -> dict[str, Any]:
+        left = self.charges[charge_id].amount - self.amount_refunded.get(charge_id, 0)
+        self.amount_refunded[charge_id] = self.amount_refunded.get(charge_id, 0) + min(amount, left)
+        self.refunded.setdefault(charge_id, self._next("re"))
+        return self.charge_object(charge_id)
+
+    def dispute(self, charge_id: str) -> dict[str, Any]:
+        self.refuse.add(charge_id)  # a disputed charge cannot be refunded
+        self.disputes[f"dp_{charge_id}"] = charge_id
+        return {"id": f"dp_{charge_id}", "charge": charge_id, "status": "needs_response"}
+
+    def delivery(self, kind: str, obj: dict[str, Any]) -> tuple[str, str]:
+        payload = json.dumps({"id": self._next("evt"), "type": kind, "data": {"object": obj}})
+        return payload, hmac.new(self.SECRET, payload.encode(), hashlib.sha256).hexdigest()
+
+    def event(self, payload: bytes, signature: str | None) -> Any:
+        expected = hmac.new(self.SECRET, payload, hashlib.sha256).hexdigest()
+        if not signature or not hmac.compare_digest(expected, signature):
+            raise ValueError("the signature does not verify")
+        body = json.loads(payload)
+        return SimpleNamespace(id=body["id"], type=body["type"])
 
 
 @dataclass
@@ -146,11 +186,18 @@ class World:
         if container.alive:
             self.idle.append(container)
 
-    async def request(self, body: dict[str, Any], claims: dict[str, Any] | None) -> Any:
-        """One GraphQL request through the Lambda handler; None when its container crashed
-        before answering (the caller never hears back)."""
+    async def request(
+        self,
+        body: dict[str, Any] | str,
+        claims: dict[str, Any] | None,
+        path: str = "/graphql",
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """One request through the entrypoint (GraphQL, or a webhook delivery at `path`);
+        None when its container crashed before answering (the caller never hears back)."""
         container = self.container()
-        task = asyncio.ensure_future(container.handle(json.dumps(body), claims))
+        text = body if isinstance(body, str) else json.dumps(body)
+        task = asyncio.ensure_future(container.handle(text, claims, path, headers or {}))
         container.inflight = task
         try:
             response = await task
@@ -209,12 +256,17 @@ class Container:
         if world.entrypoint == "lambda":
             lambda_handler = make_async_handler(self.services)
 
-            async def handle(body: str, claims: dict[str, Any] | None) -> Any:
-                return await lambda_handler(lambda_event("POST", body, claims=claims))
+            async def handle(
+                body: str, claims: dict[str, Any] | None, path: str, headers: dict[str, str]
+            ) -> Any:
+                event = lambda_event("POST", body, claims=claims, headers=headers, path=path)
+                return await lambda_handler(event)
 
         else:
             handle = _aiohttp_handler(self.services)
-        self.handle: Callable[[str, dict[str, Any] | None], Awaitable[Any]] = handle
+        self.handle: Callable[[str, dict[str, Any] | None, str, dict[str, str]], Awaitable[Any]] = (
+            handle
+        )
 
     async def invoke(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         return await self.world.step(  # type: ignore[no-any-return]
@@ -302,8 +354,14 @@ class _Payments:
             "provider.refund", lambda fault: self._provider.refund(payment_id, key)
         )
 
+    def event(self, payload: bytes, signature: str | None) -> Any:
+        """A webhook delivery's verification: local, so no call and no fault."""
+        return self._provider.event(payload, signature)
 
-def _aiohttp_handler(services: Services) -> Callable[[str, dict[str, Any] | None], Awaitable[Any]]:
+
+def _aiohttp_handler(
+    services: Services,
+) -> Callable[[str, dict[str, Any] | None, str, dict[str, str]], Awaitable[Any]]:
     """The local server's whole request path (middlewares, token check, Strawberry's aiohttp
     view) for one in-process request, without a socket, so the scheduler stays in charge."""
     import time
@@ -318,9 +376,11 @@ def _aiohttp_handler(services: Services) -> Callable[[str, dict[str, Any] | None
     app = make_app(services)
     app.freeze()
 
-    async def handle(body: str, claims: dict[str, Any] | None) -> Any:
+    async def handle(
+        body: str, claims: dict[str, Any] | None, path: str, extra: dict[str, str]
+    ) -> Any:
         data = body.encode()
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(data)), **extra}
         if claims is not None:
             token = jwt.encode(
                 {**claims, "exp": int(time.time()) + 3600},
@@ -333,7 +393,7 @@ def _aiohttp_handler(services: Services) -> Callable[[str, dict[str, Any] | None
         )
         payload.feed_data(data)
         payload.feed_eof()
-        request = make_mocked_request("POST", "/graphql", headers=headers, payload=payload, app=app)
+        request = make_mocked_request("POST", path, headers=headers, payload=payload, app=app)
         response = await app._handle(request)
         return {"statusCode": response.status, "body": response.text}
 
