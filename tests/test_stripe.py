@@ -354,3 +354,21 @@ async def test_reconcile_lists_every_difference_with_the_processor(
     for delivery in (refunded, succeeded):
         assert (await deliver(api, *delivery))[0] == 200
     assert await reconcile(services, *period) == []
+
+
+def test_the_keys_come_from_a_secrets_manager_secret_on_aws() -> None:
+    import json as jsonlib
+
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        secret = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name="livecoins/stripe",
+            SecretString=jsonlib.dumps({"apiKey": "sk_live_x", "webhookSecret": "whsec_y"}),
+        )
+        settings = Settings(payment_provider="stripe", stripe_secret_arn=secret["ARN"])
+        provider = StripePaymentProvider.from_settings(settings)
+    assert provider.webhook_secret == "whsec_y"
+    assert provider.client._requestor.api_key == "sk_live_x"  # noqa: SLF001
+    assert "sk_live_x" not in repr(settings)
