@@ -370,5 +370,5 @@ def test_the_keys_come_from_a_secrets_manager_secret_on_aws() -> None:
         settings = Settings(payment_provider="stripe", stripe_secret_arn=secret["ARN"])
         provider = StripePaymentProvider.from_settings(settings)
     assert provider.webhook_secret == "whsec_y"
-    assert provider.client._requestor.api_key == "sk_live_x"  # noqa: SLF001
+    assert provider.client._requestor.api_key == "sk_live_x"
     assert "sk_live_x" not in repr(settings)
