@@ -111,10 +111,10 @@ FUZZ_EXAMPLES ?= 20000
 FUZZ_SECONDS ?= 3600
 fuzz: $(BIN)/livecoins
 	LIVECOINS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) LIVECOINS_FUZZ_SECONDS=$(FUZZ_SECONDS) \
-		$(BIN)/pytest -q -s tests/fuzz
+		$(BIN)/pytest -q -s --timeout=0 tests/fuzz
 
 bench: deps
-	$(BIN)/pytest -q -m benchmark -s tests/benchmarks
+	$(BIN)/pytest -q --timeout=0 -m benchmark -s tests/benchmarks
 
 # --- Lambda bundles ----------------------------------------------------------------------
 # The functions run python3.11 (template.yaml) and Lambda cannot write bytecode, so the build

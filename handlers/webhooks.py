@@ -6,8 +6,10 @@ GraphQL Lambda alike: verify the delivery, apply its event exactly once, answer.
 - An event applied before (Stripe delivers at least once, retries for 3 days, and in no
   particular order) is remembered by its id for 30 days and answered 200 at once; each step of
   applying one is conditional anyway, so two deliveries racing cannot apply it twice.
-- 2xx only once the event is durably applied; anything else (DynamoDB busy, a step cut
-  short) is 500, and Stripe delivers it again: every step resumes where it stopped.
+- 2xx only once the event is durably applied. A transient failure (DynamoDB busy past the
+  request's retry budget, a case waiting for a refund in progress) is 503 and a warning; an
+  unexpected one is 500, logged with its stack trace but never shown. Stripe delivers both
+  again, and every step resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import logging
 import math
 from typing import Any
 
+from infra.dynamo import Unavailable, start_request
 from infra.idempotency import COMPLETED
+from infra.payments import ProviderUnavailable
 from infra.services import Services
 from resolvers import chargebacks
+from resolvers.errors import TryAgain
 from resolvers.purchases import REFUNDED, REFUNDING, credit, finish_refund
 
 logger = logging.getLogger("livecoins")
@@ -36,11 +41,19 @@ async def stripe_webhook(services: Services, payload: bytes, signature: str | No
     except ValueError as error:
         logger.warning("refused a webhook delivery: %s", error)
         return 400, {"error": "the delivery is not a valid, signed Stripe event"}
-    if await services.idempotency.seen_event(event.id):
-        return 200, {"received": True, "duplicate": True}
-    # the verified payload, as plain data (the library's objects are not dicts)
-    await apply(services, event.type, json.loads(payload)["data"]["object"])
-    await services.idempotency.remember_event(event.id)
+    start_request(services.settings.retry_budget_seconds)
+    try:
+        if await services.idempotency.seen_event(event.id):
+            return 200, {"received": True, "duplicate": True}
+        # the verified payload, as plain data (the library's objects are not dicts)
+        await apply(services, event.type, json.loads(payload)["data"]["object"])
+        await services.idempotency.remember_event(event.id)
+    except (TryAgain, Unavailable, ProviderUnavailable) as error:
+        logger.warning("a webhook delivery to be retried: %r", error, extra={"event": event.id})
+        return 503, {"error": "busy; deliver this event again"}
+    except Exception:
+        logger.exception("a webhook delivery failed", extra={"event": event.id})
+        return 500, {"error": "Internal error."}
     logger.info("applied a Stripe event", extra={"event": event.id, "type": event.type})
     return 200, {"received": True}
 

@@ -15,6 +15,7 @@ from infra.services import Services
 from infra.stripe_payments import StripePaymentProvider
 from tests.clients import Client, claims_for
 from tests.conftest import scan
+from tests.faults import Faults, error
 from tests.gifting import go_live, send
 from tests.stripe_fake import SECRET_KEY, WEBHOOK_SECRET, StripeFake
 from tests.test_events import JOIN, create
@@ -233,6 +234,28 @@ async def test_a_dashboard_refund_takes_coins_back_in_proportion(
     assert not me["restricted"]
     stored = [p for p in scan(services, "purchases") if p["id"].startswith("pur_")]
     assert stored[0]["status"] == "REFUNDED"
+
+
+@pytest.mark.short_budget
+async def test_a_delivery_while_dynamodb_is_busy_is_503_then_applies_once(
+    api: Client, alice: dict[str, Any], stripe: StripeFake, services: Services
+) -> None:
+    answer(await buy(api, alice, "k"))
+    charge = next(iter(stripe.charges))
+    stripe.refund(charge, 100)
+    partial = stripe.event("charge.refunded", stripe.charges[charge])
+    # every DynamoDB write throttled past the request's retry budget
+    faults = Faults(services.dynamo)
+    for operation in ("transact_write_items", "put_item", "update_item"):
+        faults.on(operation, error("ThrottlingException"), times=10_000)
+    status, body = await deliver(api, *partial)
+    assert (status, body) == (503, {"error": "busy; deliver this event again"})
+    assert await coins_of(api, alice) == 350
+    # Stripe delivers it again once DynamoDB has room: applied once
+    faults.clear()
+    for _ in range(2):
+        assert (await deliver(api, *partial))[0] == 200
+    assert await coins_of(api, alice) == 350 - 71
 
 
 async def _fan_spends(

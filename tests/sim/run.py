@@ -150,8 +150,11 @@ async def _main(world: World, workload: Workload, report: Report) -> None:
             or any(t.done() and not t.cancelled() and t.exception() for t in tasks)
         )
     )
-    for task in tasks:
-        task.result()
+    for task in tasks:  # a client or the processor that raised: its error, the rest cancelled
+        if task.done() and not task.cancelled() and task.exception():
+            for other in tasks:
+                other.cancel()
+            task.result()
     world.faults_on = False
     final = asyncio.ensure_future(workload.settle_open())
     await scheduler.drive(final.done)

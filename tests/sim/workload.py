@@ -208,12 +208,22 @@ class Workload:
         self.undelivered: list[tuple[str, str]] = []
         self.progress: Callable[[int], None] | None = None
         self._n = 0
+        # linearizability of a refusal read before its write: the write sequence number at
+        # which each key was first tried, and at which each account was last freed
+        self._writes = 0
+        self.first_tried: dict[tuple[str, str, str], int] = {}
+        self.freed: dict[str, int] = {}
         if hasattr(world.store, "listeners"):
             world.store.listeners.append(self._remembered)
 
     def _remembered(self, table: str, key: Any, old: Any, new: Any) -> None:
         """Every user error remembered under a key is checked the moment it is written: a
         fault must never be remembered as one."""
+        self._writes += 1
+        if table == self.prefix + "accounts":
+            if old and old.get("restrictedBy") and not (new and new.get("restrictedBy")):
+                self.freed[old["id"]] = self._writes
+            return
         if table != self.prefix + "idempotency" or new is None or new["status"] != "FAILED":
             return
         if old is not None and old["status"] == "FAILED":
@@ -419,7 +429,7 @@ class Workload:
             if status not in (None, 400):
                 self.violations.append(f"a forged delivery answered {status}")
             return
-        if status == 400 or (status is not None and status not in (200, 500)):
+        if status == 400 or (status is not None and status not in (200, 500, 503)):
             self.violations.append(f"a delivery answered {status}: {response}")
         if status == 200:
             if delivery not in self.delivered:
@@ -447,6 +457,9 @@ class Workload:
             )
             history.digests.add(attempt.digest)
             self.inputs.setdefault((attempt.user["sub"], attempt.mutation, attempt.key), attempt)
+            self.first_tried.setdefault(
+                (attempt.user["sub"], attempt.mutation, attempt.key), self._writes
+            )
             if attempt.user["sub"] in self.recent and attempt.note != "conflicting":
                 self.recent[attempt.user["sub"]].append(attempt)
         response = await self.world.request(body, attempt.user)
@@ -590,7 +603,14 @@ class Workload:
         # user errors: each only when the store shows its cause
         if typename == "AccountRestricted":
             account = self.item("accounts", {"id": me})
-            return None if account and account.get("restrictedBy") else "the account is free"
+            if account and account.get("restrictedBy"):
+                return None
+            # the refusal read the account, then a case closed before the answer was written
+            # or delivered: right at its read, as long as that read was after the first try
+            tried = self.first_tried.get((me, attempt.mutation, attempt.key or ""), 0)
+            if self.freed.get(me, -1) > tried:
+                return None
+            return "the account is free"
         if typename == "AgeRestricted":
             return None if attempt.user is self.minor else "an adult was refused"
         if typename == "PaymentDeclined":
