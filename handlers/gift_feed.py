@@ -32,13 +32,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from boto3.dynamodb.types import TypeDeserializer
 from graphql import OperationType, parse
 from graphql.error import GraphQLSyntaxError
 
 from handlers.metrics import MetricsPublisher
 from infra.config import Settings
-from infra.dynamo import Item, _plain
+from infra.dynamo import Item, from_item
 from infra.services import Services
 from infra.subscriptions import (
     ConnectionPoster,
@@ -55,7 +54,6 @@ logger = Logger(service="livecoins")
 log = logging.getLogger("livecoins")
 PROTOCOL = "graphql-transport-ws"
 Event = dict[str, Any]
-_deserializer = TypeDeserializer()
 
 
 class _Probe:
@@ -294,7 +292,7 @@ class TokenVerifier:
 
 def _image(record: dict[str, Any]) -> Item:
     image = (record.get("dynamodb") or {}).get("NewImage") or {}
-    return {k: _plain(_deserializer.deserialize(v)) for k, v in image.items()}
+    return from_item(image)
 
 
 class FanOut:
