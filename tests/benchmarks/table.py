@@ -53,7 +53,7 @@ class Table:
                 what,
                 f"{anchor_label}: {spread(anchor, unit, digits)}",
                 f"{project_label}: {spread(project, unit, digits)}",
-                f"{min(ratios):.2f} / {statistics.median(ratios):.2f}",
+                f"{_ratio(min(ratios))} / {_ratio(statistics.median(ratios))}",
                 note,
                 aim,
             )
@@ -78,6 +78,10 @@ class Table:
         lines.append("")
         lines += [f"[{n}] {text}" for n, text in enumerate(notes, 1)]
         return "\n".join(lines)
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
 async def interleaved(runs: int, *sides: Callable[[], Awaitable[float]]) -> list[list[float]]:
