@@ -7,7 +7,7 @@ measured here (DynamoDB at scale) say so and give their inputs in a note.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 RUNS = 5  # interleaved runs per ratio row, at least
@@ -63,6 +63,10 @@ class Table:
     def add(self, row: Row) -> None:
         self.rows.append(row)
 
+    def info(self, what: str, project: str, note: str = "", anchor: str = "-") -> None:
+        """A row measured without an anchor to divide by (reported, not a ratio)."""
+        self.rows.append(Row(what, anchor, project, "-", note))
+
     def render(self) -> str:
         lines = [
             "| what | anchor (min / median) | project (min / median) | ratio min / median | aim |",
@@ -82,12 +86,3 @@ class Table:
 
 def _ratio(value: float) -> str:
     return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
-
-
-async def interleaved(runs: int, *sides: Callable[[], Awaitable[float]]) -> list[list[float]]:
-    """Each side measured once per run, in turn: `runs` samples per side."""
-    samples: list[list[float]] = [[] for _ in sides]
-    for _ in range(runs):
-        for i, side in enumerate(sides):
-            samples[i].append(await side())
-    return samples
