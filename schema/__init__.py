@@ -90,8 +90,8 @@ class RequestDeadline(SchemaExtension):
 
 class LiveCoinsSchema(strawberry.Schema):
     def _warn_for_federation_directives(self) -> None:
-        """Strawberry imports its federation directives (about 9 ms of a cold start) only to
-        warn that a non-federated schema uses them; this one uses none (schema.graphql)."""
+        """Strawberry imports its federation directives, a cold start's import, only to warn
+        that a non-federated schema uses them; this one uses none (schema.graphql)."""
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

@@ -14,6 +14,7 @@ is timed apart and subtracted from both sides, so neither botocore nor the store
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import time
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
-from graphql import ExecutionResult, parse, validate
+from graphql import ExecutionResult, get_introspection_query, parse, validate
 from graphql import execute as graphql_execute
 
 from handlers.lambda_api import make_async_handler
@@ -191,6 +192,45 @@ async def test_request_cpu(bench: Table) -> None:
         )
 
     botocore_row(bench, store.transactions[-1])
+    await introspection_row(bench, services, through_handler, catalog_event)
+
+
+async def introspection_row(
+    bench: Table,
+    services: Services,
+    through_handler: Callable[[dict[str, Any]], Awaitable[None]],
+    catalog_event: dict[str, Any],
+) -> None:
+    """GraphiQL's full introspection query (the local server allows it; the Lambda only with
+    LIVECOINS_INTROSPECTION=1) against the catalog query, both through the handler."""
+    services.settings = dataclasses.replace(services.settings, introspection=True)
+    query = get_introspection_query(
+        descriptions=True,
+        specified_by_url=True,
+        directive_is_repeatable=True,
+        schema_description=True,
+        input_value_deprecation=True,
+    )
+    event = lambda_event("POST", json.dumps({"query": query}))
+    rounds = ROUNDS // 10
+    catalog = [lambda: through_handler(catalog_event)] * rounds
+    introspection = [lambda: through_handler(event)] * rounds
+    store = TimedStore(services.settings)  # unused: neither reads DynamoDB (catalog cached)
+    await cpu_ms(store, introspection[:5])
+    ordinary, full = [], []
+    for _ in range(RUNS + 2):
+        ordinary.append(await cpu_ms(store, catalog))
+        full.append(await cpu_ms(store, introspection))
+    bench.ratio(
+        "GraphiQL's introspection query through the Lambda handler (introspection on)",
+        "the catalog query",
+        ordinary,
+        "introspection",
+        full,
+        "ms CPU",
+        digits=2,
+        note='README "Limits": why introspection is off on the Lambda.',
+    )
 
 
 NOTE = (
