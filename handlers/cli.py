@@ -56,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from handlers.server import make_app
+    from infra.dynamo_http import serve_dynamodb_over_aiohttp
 
     os.environ.setdefault("LIVECOINS_PAYMENT_PROVIDER", "sandbox")  # local walkthroughs
     settings = Settings.from_env()
@@ -65,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         print(f"GraphiQL: http://{settings.host}:{settings.port}/graphql")
         # An engine that cannot be restarted stops the server as Ctrl-C would, then exits 1.
         app = make_app(services, engine, lambda: signal.raise_signal(signal.SIGTERM))
+        serve_dynamodb_over_aiohttp(app, services)  # no worker thread per DynamoDB call
         web.run_app(app, host=settings.host, port=settings.port, print=None)
     if engine is not None and engine.lost:
         sys.exit("the local DynamoDB engine stopped and could not be restarted")

@@ -126,13 +126,17 @@ async def api(
 async def engine_api(
     request: pytest.FixtureRequest, engine_services: Services, aiohttp_client: Any
 ) -> AsyncIterator[Client]:
-    """`api` on the local engine: the session's ministack, tables of the test's own."""
+    """`api` on the local engine: the session's ministack, tables of the test's own. The
+    local server sends its DynamoDB calls as `livecoins serve` does (infra/dynamo_http.py)."""
     if request.param == "lambda":
         yield LambdaClient(engine_services)
     else:
         from handlers.server import make_app
+        from infra.dynamo_http import serve_dynamodb_over_aiohttp
 
-        test_client = await aiohttp_client(make_app(engine_services))
+        app = make_app(engine_services)
+        serve_dynamodb_over_aiohttp(app, engine_services)
+        test_client = await aiohttp_client(app)
         yield AiohttpClient(test_client, engine_services.settings.jwt_secret)
     assert_ledger_promise(engine_services)
 

@@ -86,7 +86,8 @@ def server(own_engine: LocalEngine) -> Iterator[Server]:
         "PORT": str(port),
     }
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "livecoins"), "serve"],
+        # this checkout's code (the `livecoins` script imports the installed one)
+        [sys.executable, "-m", "handlers.cli", "serve"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
