@@ -64,6 +64,7 @@ def staged() -> Iterator[Path]:
             )
         shutil.rmtree(stage / "handlers" / "static", ignore_errors=True)
         (stage / "handlers" / "engine_launcher.py").unlink()
+        (stage / "infra" / "dynamo_http.py").unlink()
         subprocess.run(
             [*COMPILE, str(stage)],
             check=True,
