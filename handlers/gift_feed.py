@@ -19,10 +19,16 @@ time-ordered id, so clients can order gifts that arrive out of order); an ended 
 subscribers get `complete`. Connections that are gone are removed. Delivery is at least
 once: a batch that fails is retried (the mapping then sends it to GiftFeedFailures).
 
-PyJWT (the token check) is imported here only: the GraphQL function never loads it.
+PyJWT (the token check) is imported here only: the GraphQL function never loads it. As in
+handlers/lambda_api.py, the imports run with the garbage collector off, then frozen.
 """
 
+# ruff: noqa: E402 - the collector goes off before the imports
 from __future__ import annotations
+
+import gc
+
+gc.disable()
 
 import asyncio
 import json
@@ -439,3 +445,7 @@ def fanout_handler(event: Event, context: Any) -> dict[str, Any]:
     counts: dict[str, Any] = function.run(lambda: fanout.handle(event.get("Records") or []))
     logger.info("gift feed fan-out", extra=counts)
     return counts
+
+
+gc.freeze()
+gc.enable()
