@@ -331,9 +331,9 @@ async def test_server_against_the_engines_raw_rate(server: Server, bench: Table)
                 digits=0,
                 note=(
                     f"CPU per request, ms (median): raw: {meter.summary('raw')}; server: "
-                    f"{meter.summary('server')}. Client, server and engine share 2 cores (and "
-                    "share them with whatever else runs), so both rates are CPU-bound: the "
-                    f"ratio can be at most {raw_total:.2f} / {server_total:.2f} = "
+                    f"{meter.summary('server')}. Client, server and engine share 2 cores (with "
+                    "whatever else runs on them): where both sides are CPU-bound the ratio is "
+                    f"about their totals' inverse, {raw_total:.2f} / {server_total:.2f} = "
                     f"{raw_total / server_total:.2f}. " + SERVER_NOTE
                 ),
             )
