@@ -131,12 +131,12 @@ define check_lambda_python
 	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(None if v == "$(LAMBDA_PYTHON)" else "the functions run python$(LAMBDA_PYTHON) (template.yaml); $(PYTHON) is " + v + ": build with PYTHON=python$(LAMBDA_PYTHON)")'
 endef
 
-# The four packages without the checkout's bytecode and the local-only assets.
+# The four packages without the checkout's bytecode and the local-only code and assets.
 define copy_code
 	mkdir -p "$(1)"
 	cp -r $(LAMBDA_CODE) "$(1)/"
 	rm -rf "$(1)/handlers/static" "$(1)/handlers/engine_launcher.py" "$(1)/handlers/dev_tokens.py" \
-		"$(1)"/*/__pycache__
+		"$(1)/infra/dynamo_http.py" "$(1)"/*/__pycache__
 endef
 
 define compile

@@ -85,6 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from handlers.server import make_app
+    from infra.dynamo_http import serve_dynamodb_over_aiohttp
 
     os.environ.setdefault("LIVECOINS_PAYMENT_PROVIDER", "sandbox")  # local walkthroughs
     settings = Settings.from_env()
@@ -96,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         app = make_app(
             services, engine, lambda: signal.raise_signal(signal.SIGTERM), dev_tokens=True
         )
+        serve_dynamodb_over_aiohttp(app, services)  # no worker thread per DynamoDB call
         base = f"http://{settings.host}:{settings.port}"
 
         def ready(_: str) -> None:  # aiohttp calls it once the server is listening

@@ -19,10 +19,16 @@ time-ordered id, so clients can order gifts that arrive out of order); an ended 
 subscribers get `complete`. Connections that are gone are removed. Delivery is at least
 once: a batch that fails is retried (the mapping then sends it to GiftFeedFailures).
 
-PyJWT (the token check) is imported here only: the GraphQL function never loads it.
+PyJWT (the token check) is imported here only: the GraphQL function never loads it. As in
+handlers/lambda_api.py, the imports run with the garbage collector off, then frozen.
 """
 
+# ruff: noqa: E402 - the collector goes off before the imports
 from __future__ import annotations
+
+import gc
+
+gc.disable()
 
 import asyncio
 import json
@@ -32,13 +38,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from boto3.dynamodb.types import TypeDeserializer
 from graphql import OperationType, parse
 from graphql.error import GraphQLSyntaxError
 
 from handlers.metrics import MetricsPublisher
 from infra.config import Settings
-from infra.dynamo import Item, _plain
+from infra.dynamo import Item, from_item
 from infra.services import Services
 from infra.subscriptions import (
     ConnectionPoster,
@@ -55,7 +60,6 @@ logger = Logger(service="livecoins")
 log = logging.getLogger("livecoins")
 PROTOCOL = "graphql-transport-ws"
 Event = dict[str, Any]
-_deserializer = TypeDeserializer()
 
 
 class _Probe:
@@ -294,7 +298,7 @@ class TokenVerifier:
 
 def _image(record: dict[str, Any]) -> Item:
     image = (record.get("dynamodb") or {}).get("NewImage") or {}
-    return {k: _plain(_deserializer.deserialize(v)) for k, v in image.items()}
+    return from_item(image)
 
 
 class FanOut:
@@ -441,3 +445,7 @@ def fanout_handler(event: Event, context: Any) -> dict[str, Any]:
     counts: dict[str, Any] = function.run(lambda: fanout.handle(event.get("Records") or []))
     logger.info("gift feed fan-out", extra=counts)
     return counts
+
+
+gc.freeze()
+gc.enable()

@@ -1,8 +1,15 @@
 """DynamoDB access: one low-level client, item (de)serialisation, async calls, and what a
 call does when DynamoDB is busy.
 
-boto3 is synchronous; every call runs in a worker thread so the aiohttp server's event loop
+botocore is synchronous; every call runs in a worker thread so the aiohttp server's event loop
 (and its WebSocket subscribers) never blocks on the network. Numbers are integers only.
+
+The client is botocore's own (boto3 adds nothing for a low-level client but its import: s3transfer
+and multiprocessing, a cold start's worth, docs/architecture.md "Measured"), with botocore's
+parameter validation off: every request is built here from the project's own values, and
+DynamoDB validates each one again (a malformed one is a ValidationException from the service
+instead of a ParamValidationError before sending); it costs about a quarter of botocore's
+client-side CPU per transaction (`make bench`).
 
 Faults are normal (docs/architecture.md, "Faults"): a throttle, a 500, a timeout, a
 transaction cancelled by a concurrent one. Every call here retries those with jittered
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -24,8 +32,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -35,9 +42,6 @@ from infra.ids import decode_cursor, encode_cursor
 
 Item = dict[str, Any]
 Invoke = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 # Error codes after which the same call may simply be made again.
 TRANSIENT_CODES = frozenset(
@@ -76,7 +80,9 @@ def to_attr(value: Any) -> dict[str, Any]:
         return {"NULL": True}
     if kind is float:
         raise TypeError("floats are not stored; use integers in minor units")
-    return _serializer.serialize(value)
+    from boto3.dynamodb.types import TypeSerializer  # sets, bytes, Decimal: never on a hot path
+
+    return TypeSerializer().serialize(value)
 
 
 def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,7 +101,9 @@ def _from_attr(attr: Mapping[str, Any]) -> Any:
         return [_from_attr(v) for v in value]
     if kind == "NULL":
         return None
-    return _plain(_deserializer.deserialize(attr))
+    from boto3.dynamodb.types import TypeDeserializer  # sets and binary: never on a hot path
+
+    return _plain(TypeDeserializer().deserialize(attr))
 
 
 def _plain(value: Any) -> Any:
@@ -156,23 +164,39 @@ async def backoff(attempt: int, deadline: float, reason: str) -> None:
     await source.sleep(wait)
 
 
+_session: Any = None
+_session_lock = threading.Lock()
+
+
+def new_client(settings: Settings) -> Any:
+    """A DynamoDB client on the process's one botocore session (its loaded service model and
+    credentials are shared by every client the process makes, as boto3's default session)."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = botocore.session.get_session()
+        session = _session
+    return session.create_client(
+        "dynamodb",
+        region_name=settings.region,
+        endpoint_url=settings.dynamodb_endpoint,
+        config=Config(
+            # Retries are ours (Dynamo._call), bounded by the request's deadline.
+            retries={"total_max_attempts": 1},
+            connect_timeout=settings.dynamodb_connect_timeout,
+            read_timeout=settings.dynamodb_read_timeout,
+            max_pool_connections=32,
+            parameter_validation=False,
+        ),
+    )
+
+
 class Dynamo:
     """The one DynamoDB client of a process and the calls the repositories need."""
 
     def __init__(self, settings: Settings, client: Any | None = None) -> None:
         self.settings = settings
-        self.client = client or boto3.client(
-            "dynamodb",
-            region_name=settings.region,
-            endpoint_url=settings.dynamodb_endpoint,
-            config=Config(
-                # Retries are ours (below), bounded by the request's deadline.
-                retries={"total_max_attempts": 1},
-                connect_timeout=settings.dynamodb_connect_timeout,
-                read_timeout=settings.dynamodb_read_timeout,
-                max_pool_connections=32,
-            ),
-        )
+        self.client = client or new_client(settings)
         # How a call reaches the client; the fault simulator replaces it.
         self.invoke: Invoke = self._in_thread
         # Faults met and absorbed, by kind (logged, and counted by the simulator).

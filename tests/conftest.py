@@ -1,5 +1,7 @@
 """Shared fixtures: moto-backed services, the two entrypoint clients, DynamoDB call counts,
-and the ledger promise checked after every test."""
+and the ledger promise checked after every test; the same on the local engine (`engine_api`,
+`engine_calls`) for tests whose cost on moto is moto itself (many gifts: moto deep-copies the
+tables in every transaction, FACTS.md)."""
 
 from __future__ import annotations
 
@@ -119,6 +121,30 @@ async def api(
 
         test_client = await aiohttp_client(make_app(services))
         yield AiohttpClient(test_client, services.settings.jwt_secret)
+
+
+@pytest.fixture(params=["lambda", "aiohttp"])
+async def engine_api(
+    request: pytest.FixtureRequest, engine_services: Services, aiohttp_client: Any
+) -> AsyncIterator[Client]:
+    """`api` on the local engine: the session's ministack, tables of the test's own. The
+    local server sends its DynamoDB calls as `livecoins serve` does (infra/dynamo_http.py)."""
+    if request.param == "lambda":
+        yield LambdaClient(engine_services)
+    else:
+        from handlers.server import make_app
+        from infra.dynamo_http import serve_dynamodb_over_aiohttp
+
+        app = make_app(engine_services)
+        serve_dynamodb_over_aiohttp(app, engine_services)
+        test_client = await aiohttp_client(app)
+        yield AiohttpClient(test_client, engine_services.settings.jwt_secret)
+    assert_ledger_promise(engine_services)
+
+
+@pytest.fixture
+def engine_calls(engine_services: Services) -> CallCounter:
+    return CallCounter(engine_services.dynamo.client)
 
 
 def assert_ledger_promise(services: Services) -> None:
