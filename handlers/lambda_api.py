@@ -219,18 +219,20 @@ def _error(status: int, message: str) -> LambdaResponse:
     }
 
 
-async def _webhook(
-    services: Services, request: APIGatewayProxyEventV2, headers: dict[str, str]
-) -> LambdaResponse:
+async def _webhook(services: Services, event: Event, headers: dict[str, str]) -> LambdaResponse:
     """The payment processor's webhook (handlers/webhooks.py), imported on its first use."""
     from handlers.webhooks import body, stripe_webhook
 
-    if request.request_context.http.method.upper() != "POST":
+    if _method(event) != "POST":
         return _error(405, "Method not allowed")
-    raw = request.body or ""
+    raw = event.get("body") or ""
     try:
-        payload = base64.b64decode(raw) if request.is_base64_encoded else raw.encode()
-    except ValueError:
+        payload = (
+            base64.b64decode(raw, validate=True)
+            if event.get("isBase64Encoded")
+            else raw.encode("utf-8", "surrogatepass")
+        )
+    except (binascii.Error, ValueError):
         return _error(400, "The body is not valid base64")
     answer = await stripe_webhook(services, payload, headers.get("stripe-signature"))
     return {
@@ -254,7 +256,7 @@ def make_async_handler(services: Services) -> Callable[[Event], Awaitable[Lambda
         origin = headers.get("origin")
         raw_path = event.get("rawPath")
         if isinstance(raw_path, str) and raw_path.rstrip("/").endswith("/webhooks/stripe"):
-            return await _webhook(services, request, headers)
+            return await _webhook(services, event, headers)
         if isinstance(raw_path, str) and raw_path.rstrip("/").endswith("/health"):
             # Liveness of the function itself; DynamoDB's health is AWS's to report.
             return {
