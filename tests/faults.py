@@ -8,6 +8,7 @@ seeded chooser.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -124,3 +125,51 @@ def touches(table_fragment: str) -> Callable[[dict[str, Any]], bool]:
         )
 
     return when
+
+
+KEY_ATTRIBUTES = ("id", "key", "kind", "accountId", "entryId", "channel", "subscriber")
+
+
+def item_of(action: dict[str, Any]) -> tuple[str, str]:
+    """(table, key) of one transaction action; a Put's key from the key attributes it has."""
+    ((kind, body),) = action.items()
+    key = body["Item"] if kind == "Put" else body["Key"]
+    named = {name: key[name] for name in KEY_ATTRIBUTES if name in key}
+    return body["TableName"], repr(sorted((n, repr(v)) for n, v in named.items()))
+
+
+class Overlaps:
+    """DynamoDB's rule for transactions, on a store that has none (moto runs one call at a
+    time): while a transaction is in flight (`hold` seconds, then the real call) it holds its
+    items, and another that touches one of them is cancelled, that action
+    `TransactionConflict`, every other `None`, as DynamoDB reports contention."""
+
+    def __init__(self, dynamo: Dynamo, hold: float = 0.005) -> None:
+        self.real = dynamo.invoke
+        self.hold = hold
+        self.held: dict[tuple[str, str], int] = {}
+        self.conflicts = 0
+        self.transactions = 0
+        dynamo.invoke = self.invoke
+
+    async def invoke(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if operation != TRANSACT:
+            return await self.real(operation, kwargs)
+        self.transactions += 1
+        items = [item_of(action) for action in kwargs["TransactItems"]]
+        for index, item in enumerate(items):
+            if self.held.get(item):
+                self.conflicts += 1
+                reasons = [{"Code": "None"} for _ in items]
+                reasons[index] = {"Code": "TransactionConflict", "Message": "ongoing"}
+                raise client_error(
+                    "TransactionCanceledException", operation, CancellationReasons=reasons
+                )
+        for item in items:
+            self.held[item] = self.held.get(item, 0) + 1
+        try:
+            await asyncio.sleep(self.hold)
+            return await self.real(operation, kwargs)
+        finally:
+            for item in items:
+                self.held[item] -= 1
