@@ -4,6 +4,7 @@ and the local server's /dev/tokens for the app's sign-in picker). Never part of 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -20,6 +21,20 @@ DEMO_USERS = (
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
+def user_claims(
+    sub: str, birthdate: str | None = None, name: str | None = None, admin: bool = False
+) -> dict[str, Any]:
+    """The claims of a Cognito ID token that the API reads."""
+    claims: dict[str, Any] = {"sub": sub}
+    if birthdate:
+        claims["birthdate"] = birthdate
+    if name:
+        claims["name"] = name
+    if admin:
+        claims["cognito:groups"] = ["admin"]
+    return claims
+
+
 def mint_token(
     secret: str,
     sub: str,
@@ -29,13 +44,8 @@ def mint_token(
     hours: float = 24,
 ) -> str:
     now = int(time.time())
-    claims: dict[str, object] = {"sub": sub, "iat": now, "exp": now + int(hours * 3600)}
-    if birthdate:
-        claims["birthdate"] = birthdate
-    if name:
-        claims["name"] = name
-    if admin:
-        claims["cognito:groups"] = ["admin"]
+    claims = {**user_claims(sub, birthdate, name, admin), "iat": now}
+    claims["exp"] = now + int(hours * 3600)
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

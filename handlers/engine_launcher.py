@@ -21,7 +21,7 @@ serving and ministack's own shutdown saves one last time.
 
 It also gives ministack's Query a sorted index of each partition's sort keys (`QueryIndex`):
 ministack answers a Query by sorting and testing every item of the partition, so a page of 20
-of a 100,000-entry ledger took seconds (the reads DynamoDB answers in milliseconds); with the
+of a 100,000-entry ledger took seconds (`make bench`: the local engine's Query row); with the
 index, ministack itself answers the Query, over only the items that page can hold.
 """
 

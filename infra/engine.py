@@ -1,7 +1,7 @@
 """The embedded local DynamoDB engine: ministack, run as a child process on 127.0.0.1.
 
-ministack was measured correct under 32 concurrent threads and flat at ~2 ms per transaction
-up to 20,000 rows, where in-process moto is not thread-safe and slows with table size. It
+ministack is thread-safe and its writes do not slow with table size, where in-process moto
+is not thread-safe and slows with table size (`make bench`: a test's sendGift on each). It
 pins graphql-core 3.2 (Strawberry needs 3.3), so it lives in its own virtualenv
 (.venv-engine, made by `make serve`) and runs under handlers/engine_launcher.py, which saves
 its state to `data_dir` every `save_seconds` and at a clean stop.

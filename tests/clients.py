@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import jwt
 
+from handlers.dev_tokens import user_claims
 from handlers.lambda_api import make_handler
 
 EVENTS = Path(__file__).parent / "events"
@@ -41,14 +42,7 @@ class Response:
 def claims_for(
     sub: str, birthdate: str | None = "1990-01-01", name: str | None = None, admin: bool = False
 ) -> dict[str, Any]:
-    claims: dict[str, Any] = {"sub": sub}
-    if birthdate:
-        claims["birthdate"] = birthdate
-    if name:
-        claims["name"] = name
-    if admin:
-        claims["cognito:groups"] = ["admin"]
-    return claims
+    return user_claims(sub, birthdate, name, admin)
 
 
 _TEMPLATE = load_event("apiGatewayProxyEventV2")

@@ -22,6 +22,18 @@ from tests.test_gifts import GIFTS, RANKING, wallet
 pytestmark = pytest.mark.engine
 
 
+async def every_gift_id(api: Client, stream: str) -> list[str]:
+    """The stream's gifts, every page in order."""
+    seen: list[str] = []
+    after = None
+    while True:
+        page = (await api.data(GIFTS, {"id": stream, "after": after}))["liveStream"]["gifts"]
+        seen += [e["node"]["id"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            return seen
+        after = page["pageInfo"]["endCursor"]
+
+
 async def test_crowd_of_overspenders(engine_api: Client, engine_services: Services) -> None:
     # GIVEN 12 viewers with 70 coins each and one live stream
     creator = claims_for("star", name="Star")
@@ -52,13 +64,7 @@ async def test_crowd_of_overspenders(engine_api: Client, engine_services: Servic
         (n + 1, f"viewer{n:02d}", 70) for n in range(12)
     ]  # all tied: by user id
     # paging through gifts sees every transfer once
-    seen, after = [], None
-    while True:
-        page = (await engine_api.data(GIFTS, {"id": stream, "after": after}))["liveStream"]["gifts"]
-        seen += [e["node"]["id"] for e in page["edges"]]
-        if not page["pageInfo"]["hasNextPage"]:
-            break
-        after = page["pageInfo"]["endCursor"]
+    seen = await every_gift_id(engine_api, stream)
     landed_ids = {r["transfer"]["id"] for r in results if r["__typename"] == "GiftSent"}
     assert len(seen) == len(set(seen)) == 168 and set(seen) == landed_ids
 
@@ -152,13 +158,7 @@ async def test_sharded_indexes_stay_exact(
         )
     )
     sent = {r["transfer"]["id"] for r in results}
-    seen, after = [], None
-    while True:
-        page = (await engine_api.data(GIFTS, {"id": stream, "after": after}))["liveStream"]["gifts"]
-        seen += [e["node"]["id"] for e in page["edges"]]
-        if not page["pageInfo"]["hasNextPage"]:
-            break
-        after = page["pageInfo"]["endCursor"]
+    seen = await every_gift_id(engine_api, stream)
     assert len(seen) == len(set(seen)) == 16 and set(seen) == sent
     assert seen == sorted(seen, reverse=True)  # newest first across partitions
     expected = sorted(roses.items(), key=lambda kv: (-kv[1], kv[0]))
