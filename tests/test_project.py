@@ -14,8 +14,49 @@ from strawberry.printer import print_schema
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT.parent / "shared" / "contract" / "schema.graphql"
 
-# Contract parts not built yet; empty: the schema keeps every promise of the contract.
-NOT_YET_BUILT: set[str] = set()
+# Contract parts not built yet, by the issue that builds them; the test fails when one is
+# built and still listed, so the list only ever shrinks. Empty: every promise is kept.
+NOT_YET_BUILT: set[str] = {
+    # Money back (refunds and disputes follow the processor's state)
+    "Enum value TransactionKind.CLAWBACK was removed.",
+    "Field Earnings.owedDiamonds was removed.",
+    "Field Purchase.coinsTakenBack was removed.",
+    "Field Purchase.refunded was removed.",
+    # The feed at superstar scale
+    "Argument Subscription.giftFeed(after:) was removed.",
+    "Field Subscription.streamDigest was removed.",
+    "StreamDigest was removed.",
+    # The reference app
+    "Field LiveStream.myRank was removed.",
+    "Field Transaction.transfer was removed.",
+    "MyRank was removed.",
+    # Store purchases (App Store, Google Play)
+    "Field CoinPackage.storeProducts was removed.",
+    "Field CoinPackageInput.appStoreProductId was removed.",
+    "Field CoinPackageInput.playStoreProductId was removed.",
+    "Field Mutation.redeemStorePurchase was removed.",
+    "Field Purchase.store was removed.",
+    "PaymentPending was removed.",
+    "ReceiptAlreadyRedeemed was removed.",
+    "ReceiptInvalid was removed.",
+    "RedeemStorePurchaseInput was removed.",
+    "RedeemStorePurchaseResult was removed.",
+    "Store was removed.",
+    "StoreProduct was removed.",
+    # Creator payouts (Stripe Connect)
+    "Field Account.payoutAccount was removed.",
+    "Field Mutation.startPayoutOnboarding was removed.",
+    "Field Withdrawal.payoutReference was removed.",
+    "PayoutAccount was removed.",
+    "PayoutAccountRequired was removed from union type RequestWithdrawalResult.",
+    "PayoutAccountRequired was removed.",
+    "PayoutAccountStatus was removed.",
+    "PayoutOnboardingStarted was removed.",
+    "PayoutRefused was removed from union type SettleWithdrawalResult.",
+    "PayoutRefused was removed.",
+    "StartPayoutOnboardingInput was removed.",
+    "StartPayoutOnboardingResult was removed.",
+}
 
 
 def test_exported_sdl_is_current() -> None:
