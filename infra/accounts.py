@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from infra.dynamo import Dynamo, Item
+from infra.dynamo import Dynamo, Item, counted
 from infra.ids import iso, now
 from infra.lru import Lru
 
 TABLE = "accounts"
+
+
+OWES_NOTHING = "(attribute_not_exists(owedDiamonds) OR owedDiamonds <= :zero)"
 
 
 def is_restricted(account: Item | None) -> bool:
@@ -122,62 +125,93 @@ class AccountsRepo:
             values[":k"] = shards
         return self.dynamo.update_action(TABLE, {"id": account_id}, expression, values=values)
 
-    def debit_action(self, account_id: str, coins: int, diamonds: int) -> dict[str, Any]:
+    def debit_action(
+        self, account_id: str, coins: int, diamonds: int, owes_nothing: bool = False
+    ) -> dict[str, Any]:
         """Take from the balances; the transaction is cancelled if either would go negative or
-        the account is restricted (`restrictedBy`: the disputes holding it; see `is_restricted`)."""
+        the account is restricted (`restrictedBy`: the purchases holding it; see
+        `is_restricted`), and with `owes_nothing` (a withdrawal) if it owes diamonds."""
+        condition = "coins >= :c AND diamonds >= :d AND attribute_not_exists(restrictedBy)"
+        values = {":c": coins, ":d": diamonds}
+        if owes_nothing:
+            condition += f" AND {OWES_NOTHING}"
+            values[":zero"] = 0
         return self.dynamo.update_action(
             TABLE,
             {"id": account_id},
             "SET coins = coins - :c, diamonds = diamonds - :d",
-            condition="coins >= :c AND diamonds >= :d AND attribute_not_exists(restrictedBy)",
-            values={":c": coins, ":d": diamonds},
+            condition=condition,
+            values=values,
         )
 
     def take_back_action(
-        self, account_id: str, coins: int, restrict_for: str | None = None
+        self, account_id: str, coins: int, held: int = 0, restrict_for: str | None = None
     ) -> dict[str, Any]:
-        """Coins taken back by the processor (a refund at it, a chargeback), never below zero
-        (a restriction does not stop it); with `restrict_for`, the account is also restricted
-        for that case (the coins it could not take had been spent)."""
-        expression, values = "SET coins = coins - :c", {":c": coins}
+        """Coins taken back because the processor returned or lost a payment's money: `coins`
+        from the wallet and `held` from those an admin's refund set aside, never below zero
+        (a restriction does not stop it); with `restrict_for` (the purchase), the account is
+        also restricted: coins it paid for had been spent."""
+        sets, conditions = ["coins = coins - :c"], ["coins >= :c"]
+        values: dict[str, Any] = {":c": coins}
+        if held:
+            sets.append("heldCoins = heldCoins - :h")
+            conditions.append("heldCoins >= :h")
+            values[":h"] = held
+        expression = "SET " + ", ".join(sets)
         if restrict_for is not None:
             expression += " ADD restrictedBy :r"
-            values[":r"] = {restrict_for}  # type: ignore[assignment]
+            values[":r"] = {restrict_for}
         return self.dynamo.update_action(
-            TABLE, {"id": account_id}, expression, condition="coins >= :c", values=values
+            TABLE, {"id": account_id}, expression, " AND ".join(conditions), values=values
         )
 
-    def give_back_action(self, account_id: str, coins: int, case_id: str) -> dict[str, Any]:
-        """A dispute won: its coins back, and its restriction lifted (others may still hold)."""
+    def give_back_action(self, account_id: str, coins: int, lift_for: str | None) -> dict[str, Any]:
+        """Coins returned (a dispute won, a refund that failed); with `lift_for`, that
+        purchase's restriction is lifted (others may still hold the account)."""
+        expression, values = "SET coins = coins + :c", {":c": coins}
+        if lift_for is not None:
+            expression += " DELETE restrictedBy :r"
+            values[":r"] = {lift_for}  # type: ignore[assignment]
         return self.dynamo.update_action(
-            TABLE,
-            {"id": account_id},
-            "SET coins = coins + :c DELETE restrictedBy :r",
-            condition="attribute_exists(id)",
-            values={":c": coins, ":r": {case_id}},
+            TABLE, {"id": account_id}, expression, "attribute_exists(id)", values=values
         )
 
-    def unrestricted_action(self, account_id: str) -> dict[str, Any]:
-        """A condition check: the account is not restricted."""
-        return self.dynamo.condition_action(
-            TABLE, {"id": account_id}, "attribute_not_exists(restrictedBy)"
-        )
-
-    def restrict_action(self, account_id: str, dispute_id: str) -> dict[str, Any]:
-        """Restrict the account for a dispute (a string set: one entry per dispute holding it)."""
+    def owe_action(self, account_id: str, diamonds: int) -> dict[str, Any]:
+        """Diamonds a reversal could not take back from pending ones (Earnings.owedDiamonds)."""
         return self.dynamo.update_action(
             TABLE,
             {"id": account_id},
-            "ADD restrictedBy :d",
-            condition="attribute_exists(id)",
-            values={":d": {dispute_id}},
+            "SET owedDiamonds = if_not_exists(owedDiamonds, :zero) + :d",
+            values={":d": diamonds, ":zero": 0},
         )
 
-    def release_action(self, account_id: str, dispute_id: str) -> dict[str, Any]:
-        """Lift one dispute's restriction (the account stays restricted while others hold it)."""
+    def owed_action(
+        self, account_id: str, before: int, after: int, credit: int = 0, debit: int = 0
+    ) -> dict[str, Any]:
+        """Owed diamonds from `before` (as read) to `after`; `credit` diamonds returned to the
+        balance (a repaid debt whose reversal was undone), `debit` diamonds taken from it (a
+        repayment drawing on the account item)."""
+        expression = "SET owedDiamonds = :after"
+        values: dict[str, Any] = {":before": before, ":after": after}
+        condition = counted("owedDiamonds", before, ":before")
+        if credit or debit:
+            expression += ", diamonds = diamonds + :delta"
+            values[":delta"] = credit - debit
+        if debit:
+            condition += " AND diamonds >= :debit"
+            values[":debit"] = debit
         return self.dynamo.update_action(
-            TABLE, {"id": account_id}, "DELETE restrictedBy :d", values={":d": {dispute_id}}
+            TABLE, {"id": account_id}, expression, condition, values=values
         )
+
+    def unrestricted_action(self, account_id: str, owes_nothing: bool = False) -> dict[str, Any]:
+        """A condition check: the account is not restricted (and, for a withdrawal, owes no
+        diamonds: what is owed is repaid before anything is withdrawn)."""
+        condition = "attribute_not_exists(restrictedBy)" + (
+            f" AND {OWES_NOTHING}" if owes_nothing else ""
+        )
+        values = {":zero": 0} if owes_nothing else None
+        return self.dynamo.condition_action(TABLE, {"id": account_id}, condition, values=values)
 
     async def clear_restriction(self, account_id: str, admin: str, at: str) -> Item | None:
         """An admin lifts every restriction; None when there is no such account."""

@@ -121,6 +121,13 @@ def from_item(item: Mapping[str, Any]) -> Item:
     return {k: _from_attr(v) for k, v in item.items()}
 
 
+def counted(name: str, value: int, placeholder: str) -> str:
+    """A condition that a counter still holds `value` as read (an absent one counts as 0)."""
+    if value == 0:
+        return f"(attribute_not_exists({name}) OR {name} = {placeholder})"
+    return f"{name} = {placeholder}"
+
+
 class Unavailable(Exception):
     """DynamoDB stayed busy or unreachable until the request's deadline. Whatever this request
     wrote is either complete or resumable by a retry with the same idempotency key."""
@@ -399,15 +406,19 @@ class Dynamo:
     def cursor(item: Item, sort: str) -> str:
         return encode_cursor({sort: item[sort]})
 
-    async def batch_get(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[Item]:
-        """BatchGetItem in chunks of 100, retrying unprocessed keys until the deadline."""
+    async def batch_get(
+        self, table: str, keys: Sequence[Mapping[str, Any]], consistent: bool = False
+    ) -> list[Item]:
+        """BatchGetItem in chunks of 100, retrying unprocessed keys until the deadline;
+        `consistent` for reads a money decision rests on."""
         found: list[Item] = []
         name = self.table(table)
         unique = list({tuple(sorted(k.items())): k for k in keys}.values())
         for start in range(0, len(unique), 100):
-            request: dict[str, Any] = {
-                name: {"Keys": [to_item(k) for k in unique[start : start + 100]]}
-            }
+            chunk: dict[str, Any] = {"Keys": [to_item(k) for k in unique[start : start + 100]]}
+            if consistent:
+                chunk["ConsistentRead"] = True
+            request: dict[str, Any] = {name: chunk}
             deadline, attempt = self.deadline(), 0
             while request:
                 response = await self._call("batch_get_item", RequestItems=request)
@@ -488,8 +499,17 @@ class Dynamo:
         _conditions(body, condition, names, values)
         return {"ConditionCheck": body}
 
-    def delete_action(self, table: str, key: Mapping[str, Any]) -> dict[str, Any]:
-        return {"Delete": {"TableName": self.table(table), "Key": to_item(key)}}
+    def delete_action(
+        self,
+        table: str,
+        key: Mapping[str, Any],
+        condition: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"TableName": self.table(table), "Key": to_item(key)}
+        _conditions(body, condition, names, values)
+        return {"Delete": body}
 
 
 def _conditions(

@@ -177,17 +177,21 @@ class EarningsRepo:
             values={":d": diamonds, ":zero": 0, ":minus": -diamonds},
         )
 
-    async def items(self, accounts: Sequence[tuple[str, int]]) -> dict[str, list[Item | None]]:
+    async def items(
+        self, accounts: Sequence[tuple[str, int]], consistent: bool = False
+    ) -> dict[str, list[Item | None]]:
         """Each account's shard items, for (account id, shard count) pairs: one BatchGetItem
         per 100 shards."""
         keys = [{"id": shard_id(a, k)} for a, n in accounts for k in range(n)]
-        found = {i["id"]: i for i in await self.dynamo.batch_get(TABLE, keys)}
+        found = {i["id"]: i for i in await self.dynamo.batch_get(TABLE, keys, consistent)}
         return {a: [found.get(shard_id(a, k)) for k in range(n)] for a, n in accounts}
 
     async def balances(
-        self, account_id: str, shards: int, hold: int, now: float
+        self, account_id: str, shards: int, hold: int, now: float, consistent: bool = False
     ) -> list[ShardBalance]:
-        items = (await self.items([(account_id, shards)]))[account_id]
+        """The shards as of one read; `consistent` where a debit is planned from it (a plan
+        made from a stale read is refused by its conditions, and would be planned again)."""
+        items = (await self.items([(account_id, shards)], consistent))[account_id]
         return [ShardBalance.of(k, item, hold, now) for k, item in enumerate(items)]
 
     async def shards(self, accounts: Sequence[tuple[str, int]]) -> dict[str, list[int]]:
@@ -197,6 +201,47 @@ class EarningsRepo:
             a: [ShardBalance.of(k, item, 0, 0).total for k, item in enumerate(items)]
             for a, items in found.items()
         }
+
+
+# A debit's sources besides the withdrawal, daily total, entry, record and restriction check
+# that a withdrawal transaction also holds (DynamoDB: 100 actions per transaction).
+MAX_SOURCES = 100 - 5
+
+
+def plan_debits(
+    own: int, shards: Sequence[ShardBalance], diamonds: int, source: Any
+) -> list[tuple[int | None, int]]:
+    """Which items to take `diamonds` of available diamonds from: (None = the account item
+    holding `own`, or a shard, amount); only available diamonds (the hold keeps pending ones).
+
+    One item that holds enough, chosen at random among those that do; otherwise items in a
+    random order until the amount is covered (the fewest, largest first, when that would take
+    more items than one transaction holds). Concurrent debits of one creator then rarely plan
+    on the same item (always taking from the largest made every request collide). `source`
+    is the runtime's randomness (`randbelow`)."""
+    sources: list[tuple[int | None, int]] = [(None, own), *((s.shard, s.available) for s in shards)]
+    sources = [s for s in sources if s[1] > 0]
+    enough = [s for s in sources if s[1] >= diamonds]
+    if enough:
+        return [(enough[source.randbelow(len(enough))][0], diamonds)]
+    for i in range(len(sources) - 1, 0, -1):  # Fisher-Yates with the runtime's randomness
+        j = source.randbelow(i + 1)
+        sources[i], sources[j] = sources[j], sources[i]
+    plan = _cover(sources, diamonds)
+    if len(plan) > MAX_SOURCES:
+        plan = _cover(sorted(sources, key=lambda s: -s[1]), diamonds)
+    return plan
+
+
+def _cover(sources: list[tuple[int | None, int]], diamonds: int) -> list[tuple[int | None, int]]:
+    plan, left = [], diamonds
+    for item, available in sources:
+        take = min(available, left)
+        plan.append((item, take))
+        left -= take
+        if left == 0:
+            break
+    return plan
 
 
 def shard_total(item: Mapping[str, Any]) -> int:

@@ -64,6 +64,27 @@ class LedgerRepo:
             TABLE, keys=keys, sort="entryId", first=first, after=after
         )
 
+    async def spending(
+        self, account_id: str, *, after: str | None, since: str, limit: int
+    ) -> tuple[list[Item], bool]:
+        """Up to `limit` entries of the account's own partition, newest first, older than
+        `after` (an entry id) and newer than `since`; strongly consistent (the chargeback walk
+        decides on them); and whether more exist."""
+        condition, values = "accountId = :a", {":a": account_id}
+        if after and since:
+            condition += " AND entryId BETWEEN :since AND :after"
+            values.update({":since": since, ":after": after})
+        elif after:
+            condition += " AND entryId < :after"
+            values[":after"] = after
+        elif since:
+            condition += " AND entryId > :since"
+            values[":since"] = since
+        items, last = await self.dynamo.query(
+            TABLE, condition, {}, values, limit=limit, forward=False, consistent=True
+        )
+        return [i for i in items if i["entryId"] not in (after, since)], last is not None
+
     @staticmethod
     def cursor(item: Item) -> str:
         return Dynamo.cursor(item, "entryId")

@@ -7,7 +7,9 @@ resume the same payment, never start a second one):
    which the purchase's idempotency record keeps;
 2. `confirm` it with the buyer's payment method (idempotent by key; asked again after an
    ambiguous failure, it answers the payment's state instead of charging twice).
-`retrieve` tells a payment's state; `refund` refunds it once per key.
+`retrieve` tells a payment's state; `refund` refunds it once per key; `charge` reads a charge
+as it is now, with its refunds and disputes: what money after the payment follows
+(resolvers/money_back.py), whatever the processor's notifications said.
 
 A call can fail three ways, and callers treat them differently:
 - a definite answer: `Payment.status` "declined" (with the processor's decline code),
@@ -20,7 +22,7 @@ A call can fail three ways, and callers treat them differently:
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from infra.ids import new_id
@@ -39,6 +41,71 @@ class Payment:
     charge_id: str | None = None  # what refunds and disputes name (Stripe: latest_charge)
     decline_code: str | None = None
     client_secret: str | None = None  # for the buyer's browser to finish an authentication
+    metadata: tuple[tuple[str, str], ...] = ()  # what the payment was created with
+
+    def meta(self, name: str) -> str | None:
+        return dict(self.metadata).get(name)
+
+
+# Refund statuses that return money: a pending refund is counted (the processor counts it in
+# the charge's amount_refunded and gives it back if it fails); failed and canceled are not.
+REFUND_COUNTS = frozenset({"succeeded", "pending", "requires_action"})
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    amount: int
+    status: str  # succeeded | pending | requires_action | failed | canceled
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """A dispute as it is now. `withdrawn`: the funds it took from the platform's balance and
+    has not reinstated (the processor's balance transactions for it, net)."""
+
+    id: str
+    amount: int
+    status: str  # warning_needs_response | warning_under_review | warning_closed |
+    #             needs_response | under_review | won | lost
+    withdrawn: int
+
+    @property
+    def money_lost(self) -> int:
+        """Money this dispute takes from the platform now: none for an inquiry (no funds move)
+        or a dispute won; a lost one its amount; an open one what was withdrawn for it."""
+        if self.status.startswith("warning_") or self.status == "won":
+            return 0
+        if self.status == "lost":
+            return self.amount if self.withdrawn <= 0 else min(self.withdrawn, self.amount)
+        return max(0, min(self.withdrawn, self.amount))
+
+
+@dataclass(frozen=True)
+class ChargeState:
+    """A charge as the processor holds it now: the truth money after the payment follows."""
+
+    id: str
+    amount: int
+    currency: str  # upper case, as purchases store it
+    status: str  # succeeded | pending | failed
+    payment_id: str | None
+    refunds: tuple[Refund, ...] = ()
+    disputes: tuple[Dispute, ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def refunded(self) -> int:
+        return sum(r.amount for r in self.refunds if r.status in REFUND_COUNTS)
+
+    @property
+    def disputed(self) -> int:
+        return sum(d.money_lost for d in self.disputes)
+
+    @property
+    def money_back(self) -> int:
+        """Money the platform does not keep: refunds plus disputes, never past the charge."""
+        return min(self.amount, self.refunded + self.disputed)
 
 
 class ProviderUnavailable(Exception):
@@ -62,6 +129,8 @@ class PaymentProvider(Protocol):
 
     async def refund(self, payment_id: str, key: str, amount: int | None = None) -> str: ...
 
+    async def charge(self, charge_id: str) -> ChargeState: ...
+
 
 class SandboxPaymentProvider:
     """The local and test provider: `tok_visa` succeeds, `tok_threeDSecure` needs the buyer to
@@ -81,6 +150,7 @@ class SandboxPaymentProvider:
         self._by_key: dict[str, str] = {}
         self._refunds: dict[str, str] = {}
         self._metadata: dict[str, dict[str, str]] = {}
+        self._by_charge: dict[str, list[Refund]] = {}
         self.charges: list[Payment] = []
         self.refunds: list[str] = []
 
@@ -120,15 +190,40 @@ class SandboxPaymentProvider:
 
     async def retrieve(self, payment_id: str) -> Payment:
         with self._lock:
-            return self._payments[payment_id]
+            payment = self._payments[payment_id]
+            meta = tuple(sorted(self._metadata.get(payment_id, {}).items()))
+            return replace(payment, metadata=meta)
 
     async def refund(self, payment_id: str, key: str, amount: int | None = None) -> str:
         with self._lock:
             if key not in self._refunds:
-                self._refunds[key] = new_id("re")
                 paid = self._payments.get(payment_id)
-                self.refunds.append((paid.charge_id if paid else None) or payment_id)
+                if paid is None or paid.charge_id is None:
+                    raise RefundRefused("charge_not_refundable")
+                done = self._by_charge.setdefault(paid.charge_id, [])
+                left = paid.amount - sum(r.amount for r in done)
+                wanted = left if amount is None else amount
+                if wanted <= 0 or wanted > left:
+                    raise RefundRefused("charge_already_refunded")
+                self._refunds[key] = new_id("re")
+                done.append(Refund(self._refunds[key], wanted, "succeeded"))
+                self.refunds.append(paid.charge_id)
             return self._refunds[key]
+
+    async def charge(self, charge_id: str) -> ChargeState:
+        with self._lock:
+            paid = next((p for p in self.charges if p.charge_id == charge_id), None)
+            if paid is None:
+                raise ProviderUnavailable(f"no charge {charge_id}")
+            return ChargeState(
+                charge_id,
+                paid.amount,
+                paid.currency,
+                "succeeded",
+                paid.id,
+                tuple(self._by_charge.get(charge_id, ())),
+                metadata=tuple(sorted(self._metadata.get(paid.id, {}).items())),
+            )
 
     def metadata(self, payment_id: str) -> dict[str, Any]:
         return self._metadata.get(payment_id, {})

@@ -25,8 +25,11 @@ from infra.payments import (
     DECLINED,
     PROCESSING,
     SUCCEEDED,
+    ChargeState,
+    Dispute,
     Payment,
     ProviderUnavailable,
+    Refund,
     RefundRefused,
 )
 
@@ -137,6 +140,45 @@ class StripePaymentProvider:
             raise RefundRefused(getattr(error, "code", None) or "refund refused") from error
         return str(refund.id)
 
+    async def charge(self, charge_id: str) -> ChargeState:
+        """The charge as Stripe holds it now, with every refund and dispute of it. Since API
+        version 2022-11-15 a Charge no longer embeds its refunds: they are listed (and the
+        disputes, when the charge says it was disputed). Three reads at most."""
+        try:
+            return await asyncio.to_thread(self._charge, charge_id)
+        except _UNKNOWN as error:
+            raise ProviderUnavailable(f"stripe: {type(error).__name__}") from error
+
+    def _charge(self, charge_id: str) -> ChargeState:
+        charge = self.client.v1.charges.retrieve(charge_id).to_dict()
+        refunds = self.client.v1.refunds.list(params={"charge": charge_id, "limit": 100})
+        disputes: list[dict[str, Any]] = []
+        if charge.get("disputed"):
+            listed = self.client.v1.disputes.list(params={"charge": charge_id, "limit": 100})
+            disputes = [d.to_dict() for d in listed.auto_paging_iter()]
+        return ChargeState(
+            id=charge["id"],
+            amount=charge["amount"],
+            currency=charge["currency"].upper(),
+            status=charge.get("status", "succeeded"),
+            payment_id=charge.get("payment_intent"),
+            refunds=tuple(
+                Refund(r["id"], r["amount"], r.get("status") or "succeeded")
+                for r in (item.to_dict() for item in refunds.auto_paging_iter())
+            ),
+            disputes=tuple(
+                Dispute(
+                    d["id"],
+                    d["amount"],
+                    d["status"],
+                    # funds withdrawn (negative) and reinstated (positive), net
+                    -sum(bt.get("amount", 0) for bt in d.get("balance_transactions") or []),
+                )
+                for d in disputes
+            ),
+            metadata=tuple(sorted((charge.get("metadata") or {}).items())),
+        )
+
     def event(self, payload: bytes, signature: str | None) -> Any:
         """The verified event of a webhook delivery, by the library's own check (the
         signature, and a timestamp within its 5-minute tolerance, so old deliveries cannot be
@@ -175,6 +217,7 @@ def _payment(intent: Any) -> Payment:
         charge_id=getattr(intent, "latest_charge", None) if status == SUCCEEDED else None,
         decline_code=decline if status == DECLINED else None,
         client_secret=intent.client_secret if status == ACTION else None,
+        metadata=tuple(sorted(_plain(getattr(intent, "metadata", None)).items())),
     )
 
 
@@ -188,3 +231,10 @@ def _secret(arn: str, region: str) -> tuple[str, str | None]:
 
 
 __all__ = ["RefundRefused", "StripePaymentProvider"]
+
+
+def _plain(value: Any) -> dict[str, str]:
+    """A StripeObject (not a dict since stripe 12) or None as a plain dict."""
+    if value is None:
+        return {}
+    return {str(k): str(v) for k, v in value.to_dict().items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.dynamo import Dynamo, Item
+from infra.dynamo import Dynamo, Item, counted
 from infra.lru import TtlCache
 
 TABLE = "transfers"
@@ -28,6 +28,24 @@ class TransfersRepo:
 
     async def get(self, transfer_id: str) -> Item | None:
         return await self.dynamo.get(TABLE, {"id": transfer_id}, consistent=True)
+
+    async def get_many(self, transfer_ids: list[str]) -> dict[str, Item]:
+        """Transfers by id, strongly consistent (a money decision reads them)."""
+        items = await self.dynamo.batch_get(
+            TABLE, [{"id": i} for i in transfer_ids], consistent=True
+        )
+        return {item["id"]: item for item in items}
+
+    def reversed_action(self, transfer_id: str, before: int, after: int) -> dict[str, Any]:
+        """The coins of this gift whose diamonds are reversed (at most its coins, across every
+        purchase whose spent coins paid for it), conditioned on the count read."""
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": transfer_id},
+            "SET reversedCoins = :after",
+            condition=f"{counted('reversedCoins', before, ':before')} AND coins >= :after",
+            values={":before": before, ":after": after},
+        )
 
     @staticmethod
     def index_key(target_id: str, index_shard: int, index_shards: int) -> str:

@@ -90,8 +90,9 @@ class AccountRestricted(UserError):
 
 def restricted() -> AccountRestricted:
     return AccountRestricted(
-        "A payment of this account was disputed: it cannot buy, send gifts, join events or "
-        "withdraw until support clears it."
+        "A payment of this account was refunded or disputed after its coins were spent: it "
+        "cannot buy, send gifts, join events or withdraw until the dispute is won or support "
+        "clears it."
     )
 
 

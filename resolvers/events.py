@@ -124,15 +124,12 @@ async def join_event(ctx: Context, event_id: str, idempotency_key: str) -> JoinO
         runtime.current().randbelow(found["shards"]),
     )
     created = iso(now())
+    bucket = bucket_for(services.settings.earnings_hold_seconds, runtime.current().time())
+    paid = {"hostId": host, "coins": price, "diamonds": price, "shard": shard, "bucket": bucket}
     actions = [
         services.accounts.debit_action(identity.sub, price, 0),
-        services.earnings.credit_action(
-            host,
-            shard,
-            price,
-            bucket_for(services.settings.earnings_hold_seconds, runtime.current().time()),
-        ),
-        *services.events.join_actions(event_id, identity.sub, created),
+        services.earnings.credit_action(host, shard, price, bucket),
+        *services.events.join_actions(event_id, identity.sub, created, paid),
         services.ledger.put_action(
             entry_id=new_id("tx"),
             account_id=identity.sub,

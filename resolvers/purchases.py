@@ -35,7 +35,7 @@ from infra.payments import (
 )
 from infra.purchases import day_key
 from infra.services import Services
-from resolvers import validation
+from resolvers import money_back, validation
 from resolvers.context import Context
 from resolvers.errors import (
     IdempotencyConflict,
@@ -150,14 +150,18 @@ def _provider(ctx: Context) -> PaymentProvider:
 
 
 async def _ask_provider(ctx: Context, call: Callable[[], Awaitable[T]]) -> T:
+    return await ask_provider(ctx.services, call)
+
+
+async def ask_provider(services: Services, call: Callable[[], Awaitable[T]]) -> T:
     """A provider call, asked again (same idempotency key) while it gives no answer, until
     the request's deadline: then TRY_AGAIN, and the caller's retry asks once more."""
-    deadline, attempt = ctx.services.dynamo.deadline(), 0
+    deadline, attempt = services.dynamo.deadline(), 0
     while True:
         try:
             return await call()
         except ProviderUnavailable as error:
-            ctx.services.dynamo.faults["ProviderUnavailable"] += 1
+            services.dynamo.faults["ProviderUnavailable"] += 1
             try:
                 await backoff(attempt, deadline, "payment provider")
             except Unavailable:
@@ -184,6 +188,7 @@ async def credit(services: Services, record: Item, payment_id: str, charge_id: s
         "chargeId": charge_id,
         "createdAt": record["createdAt"],
         "day": day_key(record["purchaseId"], record["createdAt"]),
+        "entryId": record["entryId"],  # where the chargeback walk stops
     }
     actions = [
         services.accounts.credit_action(
@@ -242,18 +247,91 @@ async def _fail(ctx: Context, key: str, digest: str, error: UserError) -> Purcha
 REFUNDING, REFUNDED = "REFUNDING", "REFUNDED"
 
 
-async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
-    """Admin: refund the charge and take the purchase's coins back, atomically with the status.
+def observe_charge(services: Services) -> money_back.Observe:
+    """The truth money after the payment follows: the purchase's charge, as it is now."""
+    provider = _configured(services)
 
-    1. Hold: one transaction moves the coins from spendable to held (the wallet still counts
-       them) and the purchase COMPLETED -> REFUNDING. Coins already spent: InsufficientCoins,
+    async def observe(purchase: Item) -> money_back.Truth:
+        state = await ask_provider(services, lambda: provider.charge(purchase["chargeId"]))
+        if state.currency != purchase["currency"] or state.amount != purchase["priceAmount"]:
+            logger.error(
+                "a charge differs from its purchase",
+                extra={"purchase": purchase["id"], "charge": state.id, "amount": state.amount},
+            )
+        return money_back.Truth(state.amount, state.refunded, state.disputed)
+
+    return observe
+
+
+def _configured(services: Services) -> PaymentProvider:
+    if services.payments is None:
+        raise PaymentsNotConfigured("This deployment takes no payments: no provider is configured.")
+    return services.payments
+
+
+async def follow_charge(services: Services, charge_id: str) -> Item | None:
+    """Something happened to a charge after the payment (a refund, a dispute, either's
+    outcome): converge its purchase to the charge as it is now. A charge whose purchase is
+    not credited yet is settled first (credited, or refunded if nothing awaits it)."""
+    purchase = await services.purchases.by_charge(charge_id)
+    if purchase is None:
+        provider = _configured(services)
+        state = await ask_provider(services, lambda: provider.charge(charge_id))
+        if state.payment_id:
+            await settle_payment(services, state.payment_id)
+        purchase = await services.purchases.by_charge(charge_id)
+        if purchase is None:
+            logger.warning("a charge with no purchase", extra={"charge": charge_id})
+            return None
+    return await money_back.converge(services, purchase["id"], observe_charge(services))
+
+
+async def settle_payment(services: Services, payment_id: str) -> None:
+    """A payment succeeded at the processor (after 3-D Secure, or racing the buyer's own
+    confirmation): read it as it is now and credit the purchase that awaits it, exactly once.
+    A payment that matches no waiting purchase (its purchase was answered as failed, or it
+    differs from what was asked) is refunded in full: nobody is ever charged for nothing."""
+    provider = _configured(services)
+    payment = await ask_provider(services, lambda: provider.retrieve(payment_id))
+    if payment.status != SUCCEEDED:
+        return
+    key = payment.meta("recordKey")
+    record = await services.idempotency.get(key) if key else None
+    package = (record or {}).get("package") or {}
+    matches = (
+        record is not None
+        and record.get("paymentId") == payment.id
+        and package.get("priceAmount") == payment.amount
+        and package.get("currency") == payment.currency
+    )
+    if matches and record is not None and record["status"] not in (COMPLETED, FAILED):
+        await credit(services, record, payment.id, payment.charge_id or payment.id)
+        return
+    if matches and record is not None and record["status"] == COMPLETED:
+        purchase = await services.purchases.get(record["purchaseId"])
+        if purchase is not None and purchase.get("paymentId") == payment.id:
+            return  # credited already
+    await ask_provider(services, lambda: provider.refund(payment.id, f"unmatched-{payment.id}"))
+    logger.warning(
+        "refunded a payment that no purchase awaits",
+        extra={"payment": payment.id, "record": key, "status": (record or {}).get("status")},
+    )
+
+
+async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
+    """Admin: refund the charge and take the purchase's coins back.
+
+    1. Hold: one transaction sets the coins not yet taken back aside (they still count in
+       the wallet, and cannot be spent) and moves the purchase COMPLETED -> REFUNDING,
+       conditioned on what it has taken back as read, so a refund or dispute at the processor
+       meanwhile cannot take the same coins twice. Coins already spent: InsufficientCoins,
        nothing changes.
-    2. Refund the charge at the provider, with an idempotency key of the purchase.
-    3. Success: one transaction drops the held coins, writes the REFUND entry and marks the
-       purchase REFUNDED. A definite refusal by the provider: one transaction releases the
-       hold and puts the purchase back to COMPLETED. No answer (a timeout, a 5xx): the refund
-       may have happened, so the hold stays and the answer is TRY_AGAIN; asking again resumes
-       at step 2 with the same provider key, which returns the first refund.
+    2. Ask the processor to refund the money not yet returned (read from the charge as it is
+       now; the idempotency key names the amount, so a retry asks for the same refund).
+    3. The purchase then converges like any other (resolvers/money_back.py): the held coins
+       are taken, the purchase is REFUNDED. A definite refusal releases the hold
+       (InvalidState). No answer: the hold stays and the answer is TRY_AGAIN; asking again
+       resumes at step 2.
     """
     admin = ctx.require_admin()
     provider = _provider(ctx)
@@ -265,82 +343,72 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
     )
     if purchase is None:
         raise NotFound(f"No purchase {purchase_id[:64]}.")
-    # coins a refund or chargeback at the processor took back already are not refunded again
-    buyer, coins = purchase["accountId"], purchase["coins"] - purchase.get("takenBack", 0)
-    if purchase["status"] == REFUNDED:
-        return purchase
-    if coins <= 0:
-        raise InvalidState("The processor has taken this purchase's coins back already.")
-    if purchase["status"] == "COMPLETED":
+    buyer = purchase["accountId"]
+    deadline, attempt = services.dynamo.deadline(), 0
+    while purchase["status"] == "COMPLETED":
+        coins = purchase["coins"] - purchase.get("takenBack", 0)
         try:
             await services.dynamo.transact(
                 [
+                    services.purchases.hold_action(purchase, coins),
                     services.accounts.hold_coins_action(buyer, coins),
-                    services.purchases.status_action(purchase_id, "COMPLETED", REFUNDING),
                 ]
             )
         except TransactionCancelled as cancelled:
-            if cancelled.failed(0) and not cancelled.failed(1):
-                held = cancelled.items[0] or {}
+            if cancelled.failed(1) and not cancelled.failed(0):
+                held = cancelled.items[1] or {}
                 raise InsufficientCoins(
                     "The buyer has already spent these coins.",
                     required=coins,
                     available=held.get("coins", 0),
                 ) from None
-            return await refund_purchase(ctx, purchase_id)  # moved on concurrently
-    try:
-        await _ask_provider(
-            ctx,
-            lambda: provider.refund(
-                purchase.get("paymentId") or purchase["chargeId"], f"refund-{purchase_id}"
-            ),
-        )
-    except RefundRefused as error:
-        logger.warning("the provider refused to refund %s: %r", purchase_id, error)
+            try:  # the purchase moved on concurrently: read it again
+                await backoff(attempt, deadline, "refund hold")
+            except Unavailable as error:
+                raise TryAgain("The purchase kept changing; retry.") from error
+            attempt += 1
+        purchase = await services.purchases.get(purchase_id) or purchase
+    if purchase["status"] == REFUNDED:
+        return purchase
+    state = await _ask_provider(ctx, lambda: provider.charge(purchase["chargeId"]))
+    left = state.amount - state.money_back
+    if left > 0:
+        payment = purchase.get("paymentId") or purchase["chargeId"]
         try:
-            await services.dynamo.transact(
-                [
-                    services.accounts.release_held_action(buyer, coins),
-                    services.purchases.status_action(purchase_id, REFUNDING, "COMPLETED"),
-                ]
+            await _ask_provider(
+                ctx, lambda: provider.refund(payment, f"refund-{purchase_id}-{left}", left)
             )
-        except TransactionCancelled:
-            pass  # a concurrent attempt released it first
-        raise InvalidState("The payment provider refused to refund this charge.") from error
-    finished = await finish_refund(services, purchase, admin.sub)
-    stamp = finished.get("refundedAt")
+        except RefundRefused as error:
+            again = await _ask_provider(ctx, lambda: provider.charge(purchase["chargeId"]))
+            if again.money_back < again.amount:
+                logger.warning("the provider refused to refund %s: %r", purchase_id, error)
+                await _release(services, purchase_id)
+                raise InvalidState("The payment provider refused to refund this charge.") from error
+    finished = await money_back.converge(services, purchase_id, observe_charge(services))
     logger.info(
         "admin refunded a purchase",
-        extra={"admin": admin.sub, "purchaseId": purchase_id, "coins": coins, "at": stamp},
+        extra={"admin": admin.sub, "purchaseId": purchase_id, "status": finished["status"]},
     )
     return finished
 
 
-async def finish_refund(services: Services, purchase: Item, by: str) -> Item:
-    """The provider refunded: drop the held coins, write the REFUND entry and mark the
-    purchase REFUNDED, in one transaction; answers the purchase as it then is. From the admin's
-    refundPurchase, or from the processor's charge.refunded webhook if that came first."""
-    stamp, buyer = iso(now()), purchase["accountId"]
-    coins = purchase["coins"] - purchase.get("takenBack", 0)  # what the hold took
-    try:
-        await services.dynamo.transact(
-            [
-                services.accounts.take_held_action(buyer, coins),
-                services.ledger.put_action(
-                    entry_id=new_id("tx"),
-                    account_id=buyer,
-                    kind="REFUND",
-                    coins=-coins,
-                    diamonds=0,
-                    reference_id=purchase["id"],
-                    created_at=stamp,
-                ),
-                services.purchases.status_action(purchase["id"], REFUNDING, REFUNDED, stamp, by=by),
-            ]
-        )
-    except TransactionCancelled:
-        latest = await services.purchases.get(purchase["id"])
-        if latest is None or latest["status"] != REFUNDED:
-            raise
-        return latest
-    return {**purchase, "status": REFUNDED, "refundedAt": stamp, "refundedBy": by}
+async def _release(services: Services, purchase_id: str) -> None:
+    """The processor refused: the held coins go back to the wallet, the purchase COMPLETED."""
+    deadline, attempt = services.dynamo.deadline(), 0
+    while True:
+        purchase = await services.purchases.get(purchase_id)
+        if purchase is None or purchase["status"] != REFUNDING:
+            return
+        held = purchase.get("held", 0)
+        actions = [services.purchases.release_action(purchase)]
+        if held:
+            actions.append(services.accounts.release_held_action(purchase["accountId"], held))
+        try:
+            await services.dynamo.transact(actions)
+            return
+        except TransactionCancelled:
+            try:
+                await backoff(attempt, deadline, "refund release")
+            except Unavailable as error:
+                raise TryAgain("The purchase kept changing; retry.") from error
+            attempt += 1

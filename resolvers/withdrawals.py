@@ -23,10 +23,10 @@ from typing import Any
 from infra import runtime
 from infra.accounts import is_restricted
 from infra.dynamo import Item, TransactionCancelled, Unavailable, backoff
-from infra.earnings import ShardBalance
+from infra.earnings import MAX_SOURCES, ShardBalance, plan_debits
 from infra.ids import BadCursor, iso, new_id, now
 from infra.withdrawals import PENDING
-from resolvers import accounts, idempotency, validation
+from resolvers import accounts, idempotency, money_back, validation
 from resolvers.context import Context
 from resolvers.errors import (
     BadUserInput,
@@ -43,8 +43,6 @@ logger = logging.getLogger("livecoins")
 MUTATION = "requestWithdrawal"
 MAX_DIAMONDS = 10**12
 MAX_ACTIONS = 100  # DynamoDB's limit per TransactWriteItems
-# besides the withdrawal, daily total, entry, record and the account's restriction check
-MAX_SOURCES = MAX_ACTIONS - 5
 
 
 def cash_value(ctx: Context, diamonds: int) -> int:
@@ -57,6 +55,7 @@ class EarningsView:
     diamonds: int
     available: int
     pending: int
+    owed: int
     next_available: float | None
     cash: int
     minimum: int
@@ -70,12 +69,18 @@ async def earnings(ctx: Context, account: Item) -> EarningsView:
         accounts.balances(ctx, account),
         ctx.services.withdrawals.requested_on(account["id"], ctx.today.isoformat()),
     )
+    # Owed diamonds are repaid from available ones first (money_back.repay: at once where
+    # there are some, else before the next withdrawal), so they are shown as repaid already.
+    owed = account.get("owedDiamonds", 0)
+    available = max(0, balances.available - owed)
+    diamonds = available + balances.pending
     return EarningsView(
-        diamonds=balances.diamonds,
-        available=balances.available,
+        diamonds=diamonds,
+        available=available,
         pending=balances.pending,
+        owed=max(0, owed - balances.available),
         next_available=balances.next_available,
-        cash=cash_value(ctx, balances.diamonds),
+        cash=cash_value(ctx, diamonds),
         minimum=settings.minimum_withdrawal_cents,
         remaining_today=max(0, settings.daily_withdrawal_limit_cents - requested),
         currency=settings.payout_currency,
@@ -102,42 +107,6 @@ async def pending_withdrawals(
         return await ctx.services.withdrawals.pending(size, after)
     except BadCursor as error:
         raise BadUserInput("after is not a cursor from this list", field="after") from error
-
-
-def _plan(account: Item, shards: list[ShardBalance], diamonds: int) -> list[tuple[int | None, int]]:
-    """Which items to take `diamonds` from: (None = the account item, or a shard, amount),
-    drawing only on available diamonds (the earnings hold keeps pending ones).
-
-    One item that holds enough, chosen at random among those that do; otherwise items in a
-    random order until the amount is covered. Concurrent requests of one creator then rarely
-    plan on the same item (always taking from the largest made every request collide)."""
-    source = runtime.current()
-    sources: list[tuple[int | None, int]] = [
-        (None, account.get("diamonds", 0)),
-        *((s.shard, s.available) for s in shards),
-    ]
-    sources = [s for s in sources if s[1] > 0]
-    enough = [s for s in sources if s[1] >= diamonds]
-    if enough:
-        return [(enough[source.randbelow(len(enough))][0], diamonds)]
-    for i in range(len(sources) - 1, 0, -1):  # Fisher-Yates with the runtime's randomness
-        j = source.randbelow(i + 1)
-        sources[i], sources[j] = sources[j], sources[i]
-    plan = _cover(sources, diamonds)
-    if len(plan) > MAX_SOURCES:  # spread thin: the fewest items, largest first
-        plan = _cover(sorted(sources, key=lambda s: -s[1]), diamonds)
-    return plan
-
-
-def _cover(sources: list[tuple[int | None, int]], diamonds: int) -> list[tuple[int | None, int]]:
-    plan, left = [], diamonds
-    for item, available in sources:
-        take = min(available, left)
-        plan.append((item, take))
-        left -= take
-        if left == 0:
-            break
-    return plan
 
 
 def _gather_actions(
@@ -200,42 +169,61 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
         shard_count = account.get("shards") or 0
         shards = (
             await services.earnings.balances(
-                identity.sub, shard_count, settings.earnings_hold_seconds, runtime.current().time()
+                identity.sub,
+                shard_count,
+                settings.earnings_hold_seconds,
+                runtime.current().time(),
+                consistent=True,
             )
             if shard_count
             else []
         )
         if is_restricted(account):
             return await _replay(ctx, await idempotency.fail(ctx, attempt, restricted()))
-        available = account.get("diamonds", 0) + sum(s.available for s in shards)
         withdrawal["review"] = {  # what the reviewer weighs: signals as of the request
             "accountCreatedAt": account.get("createdAt"),
             "earned": sum(s.earned for s in shards),
             "fromNew": sum(s.from_new for s in shards),
             "fromRestricted": sum(s.from_restricted for s in shards),
         }
-        if available < diamonds:
-            return await _replay(
-                ctx,
-                await idempotency.fail(
-                    ctx,
-                    attempt,
-                    InsufficientDiamonds(
-                        f"You have {available} diamonds.", required=diamonds, available=available
-                    ),
-                ),
-            )
-        plan = _plan(account, shards, diamonds)
-        if len(plan) > MAX_SOURCES:
+        repay = money_back.repay_actions(services, account, shards)
+        if repay:  # owed diamonds are repaid from available ones before any is withdrawn
             try:
-                await services.dynamo.transact(_gather_actions(ctx, identity.sub, shards))
-                continue  # gathered: plan again at once
+                await services.dynamo.transact(repay)
+                continue
             except TransactionCancelled:
-                pass  # a shard moved meanwhile
+                pass  # a balance moved: read again below
         else:
-            done = await _withdraw(ctx, attempt, withdrawal, plan, shards, limit)
-            if done is not None:
-                return done
+            available = max(
+                0,
+                account.get("diamonds", 0)
+                + sum(s.available for s in shards)
+                - account.get("owedDiamonds", 0),
+            )
+            if available < diamonds:
+                return await _replay(
+                    ctx,
+                    await idempotency.fail(
+                        ctx,
+                        attempt,
+                        InsufficientDiamonds(
+                            f"You have {available} diamonds.",
+                            required=diamonds,
+                            available=available,
+                        ),
+                    ),
+                )
+            plan = plan_debits(account.get("diamonds", 0), shards, diamonds, runtime.current())
+            if len(plan) > MAX_SOURCES:
+                try:
+                    await services.dynamo.transact(_gather_actions(ctx, identity.sub, shards))
+                    continue  # gathered: plan again at once
+                except TransactionCancelled:
+                    pass  # a shard moved meanwhile
+            else:
+                done = await _withdraw(ctx, attempt, withdrawal, plan, shards, limit)
+                if done is not None:
+                    return done
         # A balance moved under the plan (a gift, another withdrawal): read and plan again.
         try:
             await backoff(retry, deadline, "stale withdrawal plan")
@@ -255,7 +243,7 @@ async def _withdraw(
     """The withdrawal transaction for one plan; None when a balance moved under the plan."""
     services, account_id = ctx.services, withdrawal["accountId"]
     actions: list[dict[str, Any]] = [
-        services.accounts.debit_action(account_id, 0, take)
+        services.accounts.debit_action(account_id, 0, take, owes_nothing=True)
         if source is None
         else services.earnings.debit_action(account_id, source, take, shards[source].matured)
         for source, take in plan
@@ -263,7 +251,7 @@ async def _withdraw(
     # the account's restriction is checked in the transaction: by its own debit, or else here
     account_check = next((i for i, (source, _) in enumerate(plan) if source is None), None)
     if account_check is None:
-        actions.append(services.accounts.unrestricted_action(account_id))
+        actions.append(services.accounts.unrestricted_action(account_id, owes_nothing=True))
         account_check = len(actions) - 1
     offset = len(actions)
     actions += [

@@ -63,6 +63,11 @@ class TransactionKind(Enum):
         description="Pending diamonds taken back from a recipient because the gift was paid "
         "with coins whose payment was disputed.",
     )
+    CLAWBACK = strawberry.enum_value(
+        "CLAWBACK",
+        description="Diamonds taken to repay what a reversal could not take back from pending "
+        "diamonds (see Earnings.owedDiamonds).",
+    )
 
 
 @strawberry.type(description="One ledger entry of one account.")
@@ -104,9 +109,9 @@ class Account:
         return identity is not None and is_adult(identity.birthdate, ctx(info).today)
 
     @strawberry.field(
-        description="True after a payment of this account was disputed (chargeback) while its "
+        description="True after a payment of this account was refunded or disputed while its "
         "coins were already spent: it cannot buy coins, send gifts, join events or withdraw "
-        "until an admin clears it."
+        "until every such dispute is won or an admin clears it."
     )
     def restricted(self) -> bool:
         return is_restricted(self.item)

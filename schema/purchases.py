@@ -40,6 +40,14 @@ class Purchase:
     price: Money
     status: PurchaseStatus
     created_at: datetime
+    refunded: Money = strawberry.field(
+        description="Money returned to the buyer so far: refunds, and disputes while they are "
+        "lost or their funds withdrawn."
+    )
+    coins_taken_back: int = strawberry.field(
+        description="Coins taken back for that money (in proportion, rounded up), whether from "
+        "the wallet or, where they were spent, from what they paid for."
+    )
     item: strawberry.Private[Item]
 
     @strawberry.field
@@ -59,6 +67,8 @@ class Purchase:
             # REFUNDING (coins held while the provider refunds) is still COMPLETED to callers
             status=PurchaseStatus("COMPLETED" if item["status"] == "REFUNDING" else item["status"]),
             created_at=timestamp(item["createdAt"]),
+            refunded=Money.of(item.get("refunded", 0), item["currency"]),
+            coins_taken_back=item.get("takenBack", 0),
             item=item,
         )
 

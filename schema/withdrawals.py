@@ -37,6 +37,12 @@ class Earnings:
         description="Diamonds from recent gifts and event entries, still inside the hold period; "
         "a chargeback of the coins that paid for them can still reverse them."
     )
+    owed_diamonds: int = strawberry.field(
+        description="Diamonds that a reversal could not take back from pending diamonds "
+        "because they had already matured or been withdrawn; they are repaid (CLAWBACK) from "
+        "available diamonds first, then from new earnings as they mature, so availableDiamonds "
+        "never counts diamonds that are owed."
+    )
     next_available_at: datetime | None = strawberry.field(
         description="When the next pending diamonds become available; null when none are pending."
     )
@@ -52,6 +58,7 @@ class Earnings:
             diamonds=view.diamonds,
             available_diamonds=view.available,
             pending_diamonds=view.pending,
+            owed_diamonds=view.owed,
             next_available_at=(
                 datetime.fromtimestamp(view.next_available, UTC)
                 if view.next_available is not None

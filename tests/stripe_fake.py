@@ -1,7 +1,9 @@
 """A local fake of the few Stripe endpoints LiveCoins uses, for the provider's tests.
 
-An aiohttp app: PaymentIntents (create, confirm, retrieve), refunds, and the charge and refund
-lists (reconciliation), with Stripe's idempotency keys (a repeat answers the first response;
+An aiohttp app: PaymentIntents (create, confirm, retrieve), refunds, a charge with its refunds
+and disputes as they are now (listed by charge, as since API version 2022-11-15 a Charge no
+longer embeds its refunds), and the charge and refund lists (reconciliation), with Stripe's
+idempotency keys (a repeat answers the first response;
 the same key with other parameters is an idempotency error), Stripe's test payment methods
 (`pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined, `pm_card_threeDSecure2Required`
 needs authentication), and faults on demand: a 500, a 429, a timeout before or after acting.
@@ -39,6 +41,7 @@ class StripeFake:
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    disputes: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
@@ -63,7 +66,9 @@ class StripeFake:
         app.router.add_get("/v1/payment_intents/{id}", self._handle(self._retrieve))
         app.router.add_post("/v1/refunds", self._handle(self._refund))
         app.router.add_get("/v1/charges", self._handle(self._list_charges))
+        app.router.add_get("/v1/charges/{id}", self._handle(self._retrieve_charge))
         app.router.add_get("/v1/refunds", self._handle(self._list_refunds))
+        app.router.add_get("/v1/disputes", self._handle(self._list_disputes))
         return app
 
     def _handle(
@@ -169,6 +174,9 @@ class StripeFake:
             "payment_intent": intent["id"],
             "metadata": intent["metadata"],
             "refunded": False,
+            "disputed": False,
+            "status": "succeeded",
+            "paid": True,
             "created": int(time.time()),
         }
         intent.update(status="succeeded", latest_charge=charge_id, last_payment_error=None)
@@ -190,13 +198,30 @@ class StripeFake:
         if intent is None or intent["status"] != "succeeded":
             return _error_body(400, "invalid_request_error", "charge_not_refundable", "No charge")
         charge = self.charges[intent["latest_charge"]]
-        if charge.get("disputed"):
+        if any(
+            not d["status"].startswith("warning_") and d["status"] != "won"
+            for d in self.disputes.values()
+            if d["charge"] == charge["id"]
+        ):
             return _error_body(400, "invalid_request_error", "charge_disputed", "Disputed")
-        amount = int(form.get("amount", charge["amount"] - charge["amount_refunded"]))
+        left = charge["amount"] - charge["amount_refunded"]
+        amount = int(form.get("amount", left))
+        if left <= 0:
+            return _error_body(
+                400, "invalid_request_error", "charge_already_refunded", "Already refunded"
+            )
+        if amount > left:
+            return _error_body(
+                400,
+                "invalid_request_error",
+                "parameter_invalid_integer",
+                f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
+            )
         return 200, self.refund(charge["id"], amount)
 
-    def refund(self, charge_id: str, amount: int) -> dict[str, Any]:
-        """A refund (through the API, or made in the dashboard)."""
+    def refund(self, charge_id: str, amount: int, status: str = "succeeded") -> dict[str, Any]:
+        """A refund (through the API, or made in the dashboard); the charge's amount_refunded
+        is cumulative, as Stripe's (a pending refund counts until it fails)."""
         charge = self.charges[charge_id]
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
@@ -206,11 +231,30 @@ class StripeFake:
             "amount": amount,
             "charge": charge_id,
             "payment_intent": charge["payment_intent"],
-            "status": "succeeded",
+            "status": status,
             "created": int(time.time()),
         }
         self.refunds[refund["id"]] = refund
         return refund
+
+    def fail_refund(self, refund_id: str) -> dict[str, Any]:
+        """A refund that fails later (the card was closed): its money comes back to the
+        platform, and Stripe sends charge.refund.updated with the refund."""
+        refund = self.refunds[refund_id]
+        if refund["status"] not in ("failed", "canceled"):
+            refund["status"] = "failed"
+            charge = self.charges[refund["charge"]]
+            charge["amount_refunded"] -= refund["amount"]
+            charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+        return dict(refund)
+
+    def _retrieve_charge(
+        self, request: web.Request, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        charge = self.charges.get(request.match_info["id"])
+        if charge is None:
+            return _error_body(404, "invalid_request_error", "resource_missing", "No such charge")
+        return 200, dict(charge)
 
     def _list_charges(
         self, request: web.Request, form: dict[str, str]
@@ -221,6 +265,11 @@ class StripeFake:
         self, request: web.Request, form: dict[str, str]
     ) -> tuple[int, dict[str, Any]]:
         return 200, _listing("/v1/refunds", self.refunds.values(), form)
+
+    def _list_disputes(
+        self, request: web.Request, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        return 200, _listing("/v1/disputes", self.disputes.values(), form)
 
     # --- webhooks -----------------------------------------------------------------------
     def event(
@@ -241,22 +290,67 @@ class StripeFake:
         mac = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256)
         return payload, f"t={stamp},v1={mac.hexdigest()}"
 
-    def dispute(self, charge_id: str, status: str = "needs_response") -> dict[str, Any]:
+    def dispute(
+        self, charge_id: str, status: str = "needs_response", amount: int | None = None
+    ) -> dict[str, Any]:
+        """A dispute opened by the buyer's bank: for the charge's amount unless `amount` says
+        less. A dispute (not an inquiry, whose status starts with warning_) withdraws its
+        amount from the platform's balance when it opens, as Stripe does for card disputes."""
         charge = self.charges[charge_id]
         charge["disputed"] = True
-        return {
-            "id": f"dp_{charge_id}",
+        dispute_id = f"dp_{charge_id}" + (
+            f"_{len(self.disputes)}" if self._disputed(charge_id) else ""
+        )
+        disputed = charge["amount"] if amount is None else amount
+        dispute = {
+            "id": dispute_id,
             "object": "dispute",
             "charge": charge_id,
-            "amount": charge["amount"],
+            "payment_intent": charge["payment_intent"],
+            "amount": disputed,
+            "currency": charge["currency"],
             "status": status,
+            "is_charge_refundable": status.startswith("warning_"),
+            "balance_transactions": []
+            if status.startswith("warning_")
+            else [{"id": self._id("txn"), "object": "balance_transaction", "amount": -disputed}],
+            "created": int(time.time()),
         }
+        self.disputes[dispute_id] = dispute
+        return dict(dispute)
+
+    def _disputed(self, charge_id: str) -> bool:
+        return any(d["charge"] == charge_id for d in self.disputes.values())
+
+    def update_dispute(self, dispute_id: str, status: str) -> dict[str, Any]:
+        """The dispute moves on: an inquiry escalated (needs_response: funds withdrawn),
+        closed (won: funds reinstated; lost; warning_closed)."""
+        dispute = self.disputes[dispute_id]
+        moved = dispute["balance_transactions"]
+        net = -sum(bt["amount"] for bt in moved)
+        if status in ("needs_response", "under_review", "lost") and net == 0:
+            moved.append(
+                {
+                    "id": self._id("txn"),
+                    "object": "balance_transaction",
+                    "amount": -dispute["amount"],
+                }
+            )
+        if status == "won" and net > 0:
+            moved.append({"id": self._id("txn"), "object": "balance_transaction", "amount": net})
+        dispute["status"] = status
+        return dict(dispute)
 
 
 def _listing(url: str, items: Any, form: dict[str, str]) -> dict[str, Any]:
     since = int(form.get("created[gte]", 0))
     until = int(form.get("created[lt]", 2**62))
-    data = [dict(i) for i in items if since <= i["created"] < until]
+    charge = form.get("charge")
+    data = [
+        dict(i)
+        for i in items
+        if since <= i["created"] < until and (charge is None or i.get("charge") == charge)
+    ]
     return {"object": "list", "url": url, "has_more": False, "data": data}
 
 

@@ -270,10 +270,10 @@ class FlakyRefunds:
         self.lose, self.refuse = lose, refuse
         services.payments.refund = self.refund  # type: ignore[method-assign]
 
-    async def refund(self, charge_id: str, idempotency_key: str) -> str:
+    async def refund(self, charge_id: str, idempotency_key: str, amount: int | None = None) -> str:
         if self.refuse:
             raise RefundRefused("charge_disputed")
-        refund_id = await self.real(charge_id, idempotency_key)
+        refund_id = await self.real(charge_id, idempotency_key, amount)
         if self.lose:
             self.lose -= 1
             raise ProviderUnavailable("read timeout")

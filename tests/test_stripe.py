@@ -302,7 +302,7 @@ async def test_a_chargeback_of_spent_coins_restricts_and_reverses_pending_diamon
     joined = (await api.data(JOIN, {"id": event, "key": "j"}, fan))["joinEvent"]
     assert joined["__typename"] == "AccountRestricted"
     # WHEN the dispute is won: coins back, diamonds back, restriction lifted
-    closed = stripe.event("charge.dispute.closed", {**dispute, "status": "won"})
+    closed = stripe.event("charge.dispute.closed", stripe.update_dispute(dispute["id"], "won"))
     assert (await deliver(api, *closed))[0] == 200
     assert (await deliver(api, *closed))[0] == 200
     fan_after = (await api.data(ME, user=fan))["me"]
@@ -318,7 +318,7 @@ async def test_a_lost_dispute_keeps_the_restriction_until_an_admin_clears_it(
     dispute = stripe.dispute(charge)
     for delivery in (
         stripe.event("charge.dispute.created", dispute),
-        stripe.event("charge.dispute.closed", {**dispute, "status": "lost"}),
+        stripe.event("charge.dispute.closed", stripe.update_dispute(dispute["id"], "lost")),
     ):
         assert (await deliver(api, *delivery))[0] == 200
     assert (await api.data(ME, user=fan))["me"]["restricted"]
@@ -334,8 +334,8 @@ async def test_a_dispute_closed_before_it_was_opened_changes_nothing(
 ) -> None:
     answer(await buy(api, alice, "k"))
     dispute = stripe.dispute(next(iter(stripe.charges)))
-    closed = stripe.event("charge.dispute.closed", {**dispute, "status": "won"})
     opened = stripe.event("charge.dispute.created", dispute)
+    closed = stripe.event("charge.dispute.closed", stripe.update_dispute(dispute["id"], "won"))
     for delivery in (closed, opened):  # out of order
         assert (await deliver(api, *delivery))[0] == 200
     assert await coins_of(api, alice) == 350
