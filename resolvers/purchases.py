@@ -28,7 +28,9 @@ from infra.ids import iso, new_id, now
 from infra.payments import (
     ACTION,
     DECLINED,
+    REFUND_COUNTS,
     SUCCEEDED,
+    ChargeState,
     PaymentProvider,
     ProviderUnavailable,
     RefundRefused,
@@ -311,11 +313,20 @@ async def settle_payment(services: Services, payment_id: str) -> None:
         purchase = await services.purchases.get(record["purchaseId"])
         if purchase is not None and purchase.get("paymentId") == payment.id:
             return  # credited already
-    await ask_provider(services, lambda: provider.refund(payment.id, f"unmatched-{payment.id}"))
-    logger.warning(
-        "refunded a payment that no purchase awaits",
-        extra={"payment": payment.id, "record": key, "status": (record or {}).get("status")},
-    )
+    state = await ask_provider(services, lambda: provider.charge(payment.charge_id or ""))
+    left = state.amount - state.money_back
+    if left > 0:
+        # a refund that failed is asked again, under a new key
+        key = f"unmatched-{payment.id}-{_failed(state)}"
+        await ask_provider(services, lambda: provider.refund(payment.id, key, left))
+        logger.warning(
+            "refunded a payment that no purchase awaits",
+            extra={"payment": payment.id, "record": key, "status": (record or {}).get("status")},
+        )
+
+
+def _failed(state: ChargeState) -> int:
+    return sum(1 for r in state.refunds if r.status not in REFUND_COUNTS)
 
 
 async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
@@ -374,10 +385,9 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
     left = state.amount - state.money_back
     if left > 0:
         payment = purchase.get("paymentId") or purchase["chargeId"]
+        key = f"refund-{purchase_id}-{left}-{_failed(state)}"  # a failed refund: asked anew
         try:
-            await _ask_provider(
-                ctx, lambda: provider.refund(payment, f"refund-{purchase_id}-{left}", left)
-            )
+            await _ask_provider(ctx, lambda: provider.refund(payment, key, left))
         except RefundRefused as error:
             again = await _ask_provider(ctx, lambda: provider.charge(purchase["chargeId"]))
             if again.money_back < again.amount:

@@ -6,9 +6,17 @@ compare running totals, each O(1) or O(accounts touched) per operation.
 
 - The ledger promise: per account, ledger entries sum to coins (+ held) and to diamonds (+
   earnings shards); nothing is negative.
-- Conservation: coins bought - refunded = coins in wallets + spent on gifts and entries;
-  diamonds earned = diamonds in wallets + in PENDING and PAID withdrawals; every purchase is
-  backed by exactly one approved charge at the provider, every refund by one provider refund.
+- Conservation: coins bought - taken back from wallets = coins in wallets + spent on gifts
+  and entries; diamonds earned - reversed - repaid = diamonds in wallets + in PENDING and PAID
+  withdrawals; every purchase is backed by exactly one approved charge at the provider.
+- Money back, after every write (resolvers/money_back.py): per purchase, taken back = from
+  the wallet + found spent, within [0, its coins], nothing negative; per gift or event entry,
+  coins reversed within [0, its coins] and equal to its purchases' reversal records; each
+  record's diamonds what its coins paid (rounded down) and its owed part within them; per
+  creator, owed diamonds = records' owed + CLAWBACK entries; the restriction exactly where
+  spent coins were taken back (or an admin cleared it since); no withdrawal while owed.
+- Once every delivery is applied (`audit(settled=True)`): every purchase took back exactly
+  what its charge's state implies, and every charge is credited or refunded in full.
 - Exactly once: one transfer per COMPLETED sendGift record, one withdrawal per
   requestWithdrawal record, one purchase per purchaseCoins record, one membership per join.
 - Derived totals agree with the transfers: stream totals (`coinsReceived`), rankings
@@ -55,11 +63,24 @@ class Totals:
         self.daily: Counter[str] = Counter()  # daily#<account>#<day> -> cents
         self.daily_withdrawn: Counter[str] = Counter()  # the same key -> PENDING + PAID cents
         self.charge_ids: Counter[str] = Counter()  # purchases' charge ids
-        self.refunded_charges: set[str] = set()
-        self.purchase_status: dict[str, str] = {}
         self.by_charge: dict[str, Item] = {}
+        self.purchases: dict[str, Item] = {}
+        self.accounts: dict[str, Item] = {}
+        self.record_coins: Counter[str] = Counter()  # purchase -> Σ its reversal records' coins
+        self.ref_records: Counter[str] = Counter()  # gift or membership -> Σ records' coins
+        self.ref_reversed: Counter[str] = Counter()  # gift or membership -> reversedCoins
+        self.owed_records: Counter[str] = Counter()  # creator -> Σ records' owed diamonds
+        self.clawback: Counter[str] = Counter()  # creator -> Σ CLAWBACK entries' diamonds
+        self.touched_purchases: set[str] = set()
+        self.touched_refs: set[str] = set()
+        self.touched_creators: set[str] = set()
+        self.writes = 0  # write sequence: when spent coins were found, when an admin cleared
+        self.spent_at: dict[str, int] = {}
+        self.cleared_at: dict[str, int] = {}
+        self.withdrawals_seen: set[str] = set()
 
     def listen(self, table: str, key: Any, old: Item | None, new: Item | None) -> None:
+        self.writes += 1
         name = table.removeprefix(self.prefix)
         handler = getattr(self, f"_{name}", None)
         if handler is None:
@@ -76,6 +97,16 @@ class Totals:
     def _accounts(self, item: Item, sign: int) -> None:
         owner = item["id"]
         self.touched.add(owner)
+        if sign > 0:
+            before = self.accounts.get(owner, {})
+            if before.get("restrictedBy") and not item.get("restrictedBy"):
+                if item.get("restrictionClearedAt") != before.get("restrictionClearedAt"):
+                    self.cleared_at[owner] = self.writes
+            self.accounts[owner] = item
+            for purchase in item.get("restrictedBy") or ():
+                self.touched_purchases.add(purchase)
+            self.touched_creators.add(owner)
+            self._check(f"{owner}.owedDiamonds", item.get("owedDiamonds", 0))
         coins = item.get("coins", 0) + item.get("heldCoins", 0)
         self.wallet_coins[owner] += sign * coins
         self.wallet_diamonds[owner] += sign * item.get("diamonds", 0)
@@ -99,6 +130,9 @@ class Totals:
     def _ledger(self, item: Item, sign: int) -> None:
         owner = item["accountId"].split("#")[0]
         self.touched.add(owner)
+        if item["kind"] == "CLAWBACK":
+            self.clawback[owner] += sign * item["diamonds"]
+            self.touched_creators.add(owner)
         self.ledger_coins[owner] += sign * item["coins"]
         self.ledger_diamonds[owner] += sign * item["diamonds"]
         self.sums[f"ledger:{item['kind']}:coins"] += sign * item["coins"]
@@ -110,31 +144,57 @@ class Totals:
             self.records[mutation] += sign
 
     def _purchases(self, item: Item, sign: int) -> None:
-        if "caseId" in item:  # a dispute or a dashboard refund: coins it took from a wallet
-            kept = 0 if item["status"] == "won" else 1  # a dispute won gave them back
-            self.sums["case_taken"] += sign * item["coinsTaken"] * kept
+        if item["id"].startswith("rev#"):  # a reversal record
+            purchase, ref, creator = item["purchaseId"], item["refId"], item["creatorId"]
+            self.record_coins[purchase] += sign * item["coins"]
+            self.ref_records[ref] += sign * item["coins"]
+            self.owed_records[creator] += sign * item.get("owed", 0)
+            self.touched_purchases.add(purchase)
+            self.touched_refs.add(ref)
+            self.touched_creators.add(creator)
+            if sign > 0:
+                paid = item["unitDiamonds"] * item["coins"] // item["unitCoins"]
+                if item["diamonds"] != paid or not 0 <= item.get("owed", 0) <= item["diamonds"]:
+                    self.negative.append(f"reversal record {item['id']}: {item}")
+                if not 0 < item["coins"] <= item["unitCoins"]:
+                    self.negative.append(f"reversal record {item['id']} coins: {item}")
             return
-        if not item["id"].startswith("pur_"):  # charge aliases, reversal records
+        if not item["id"].startswith("pur_"):  # charge aliases
             return
         self.sums["purchases"] += sign
         self.sums["purchased_coins"] += sign * item["coins"]
+        self.sums["taken_from_wallets"] += sign * item.get("fromWallet", 0)
         charge = item["chargeId"]
         self.charge_ids[charge] += sign
-        if item["status"] == "REFUNDED":  # an admin's refund: what cases had not taken back
-            self.sums["refunded_coins"] += sign * (item["coins"] - item.get("takenBack", 0))
-            if sign > 0:
-                self.refunded_charges.add(charge)
-                if charge not in self.provider.refunded:  # money back only after the refund
-                    self.negative.append(f"coins taken back for {charge} without a refund")
         if sign > 0:
-            self.purchase_status[item["id"]] = item["status"]
+            before = self.purchases.get(item["id"], {})
+            if item.get("spent", 0) > before.get("spent", 0):
+                self.spent_at[item["id"]] = self.writes
+            self.purchases[item["id"]] = item
             self.by_charge[charge] = item
+            self.touched_purchases.add(item["id"])
             if self.charge_ids[charge] > 1:
                 self.negative.append(f"charge {charge} credited {self.charge_ids[charge]} times")
             if charge not in self.provider.charges:
                 self.negative.append(f"purchase credited without an approved charge {charge}")
+            taken, wallet, spent = (item.get(k, 0) for k in ("takenBack", "fromWallet", "spent"))
+            if taken != wallet + spent or not 0 <= taken <= item["coins"]:
+                self.negative.append(
+                    f"purchase {item['id']}: taken back {taken} != from the wallet {wallet} + "
+                    f"spent {spent}, or outside [0, {item['coins']}]"
+                )
+            for field in ("fromWallet", "spent", "covered", "held", "records"):
+                self._check(f"purchase {item['id']}.{field}", item.get(field, 0))
+
+    def _reversal_counter(self, ref: str, item: Item, sign: int) -> None:
+        self.ref_reversed[ref] += sign * item.get("reversedCoins", 0)
+        if sign > 0:
+            self.touched_refs.add(ref)
+            if not 0 <= item.get("reversedCoins", 0) <= item.get("coins", 0):
+                self.negative.append(f"{ref} reversed {item.get('reversedCoins')} coins of {item}")
 
     def _transfers(self, item: Item, sign: int) -> None:
+        self._reversal_counter(item["id"], item, sign)
         self.sums["transfers"] += sign
         self.sums["gift_coins"] += sign * item["coins"]
         self.sums["gift_diamonds"] += sign * item["diamonds"]
@@ -158,6 +218,7 @@ class Totals:
 
     def _events(self, item: Item, sign: int) -> None:
         if "accountId" in item:  # a membership "<eventId>#<accountId>"
+            self._reversal_counter(item["id"], item, sign)
             event = item["id"].split("#")[0]
             self.members[event] += sign
             self.sums["memberships"] += sign
@@ -173,6 +234,11 @@ class Totals:
                 self._check(item["id"], item.get("cents", 0))
             return
         self.sums["withdrawals"] += sign
+        if sign > 0 and item["status"] == "PENDING":
+            owed = self.accounts.get(item["accountId"], {}).get("owedDiamonds", 0)
+            if owed > 0 and item["id"] not in self.withdrawals_seen:
+                self.negative.append(f"withdrawal {item['id']} while {owed} diamonds are owed")
+            self.withdrawals_seen.add(item["id"])
         if item["status"] in ("PENDING", "PAID"):
             self.sums["withdrawn_diamonds"] += sign * item["diamonds"]
             day_key = f"daily#{item['accountId']}#{item['day']}"
@@ -195,20 +261,26 @@ class Totals:
                     f"{self.wallet_diamonds[owner]} != entries {self.ledger_diamonds[owner]}"
                 )
         self.touched.clear()
+        found += self._money_back()
         s = self.sums
         entries = s["entries"]
         coins_out = s["gift_coins"] + entries
-        taken = s["refunded_coins"] + s["case_taken"]
+        taken = s["taken_from_wallets"]
         if s["wallet_coins"] != s["purchased_coins"] - taken - coins_out:
             found.append(
                 f"coin conservation: wallets {s['wallet_coins']} != bought "
-                f"{s['purchased_coins']} - refunded or charged back {taken} - spent {coins_out}"
+                f"{s['purchased_coins']} - taken back from wallets {taken} - spent {coins_out}"
             )
-        earned = s["gift_diamonds"] + entries + s["ledger:GIFT_REVERSED:diamonds"]
+        earned = (
+            s["gift_diamonds"]
+            + entries
+            + s["ledger:GIFT_REVERSED:diamonds"]
+            + s["ledger:CLAWBACK:diamonds"]
+        )
         if s["wallet_diamonds"] + s["withdrawn_diamonds"] != earned:
             found.append(
                 f"diamond conservation: wallets {s['wallet_diamonds']} + withdrawn "
-                f"{s['withdrawn_diamonds']} != earned {earned} (reversals included)"
+                f"{s['withdrawn_diamonds']} != earned {earned} (reversals and clawbacks included)"
             )
         for mutation, table_count in (
             ("sendGift", s["transfers"]),
@@ -221,6 +293,47 @@ class Totals:
                     f"exactly once: {self.records[mutation]} COMPLETED {mutation} records, "
                     f"{table_count} effects"
                 )
+        return found
+
+    def _money_back(self) -> list[str]:
+        """The bounds of money after the payment, for what the last operation touched."""
+        found: list[str] = []
+        for purchase_id in self.touched_purchases:
+            purchase = self.purchases.get(purchase_id)
+            if purchase is None:
+                continue
+            if self.record_coins[purchase_id] != purchase.get("covered", 0):
+                found.append(
+                    f"purchase {purchase_id} covers {purchase.get('covered', 0)} spent coins, its "
+                    f"records {self.record_coins[purchase_id]}"
+                )
+            buyer = self.accounts.get(purchase["accountId"], {})
+            restricted = purchase_id in (buyer.get("restrictedBy") or ())
+            cleared = self.cleared_at.get(purchase["accountId"], -1)
+            if purchase.get("spent", 0) > 0 and not restricted:
+                if cleared < self.spent_at.get(purchase_id, 0):
+                    found.append(
+                        f"{purchase['accountId']} spent coins of {purchase_id} that were taken "
+                        "back, and is not restricted"
+                    )
+            if restricted and purchase.get("spent", 0) <= 0:
+                found.append(f"{purchase['accountId']} restricted by {purchase_id}, nothing spent")
+        self.touched_purchases.clear()
+        for ref in self.touched_refs:
+            if self.ref_reversed[ref] != self.ref_records[ref]:
+                found.append(
+                    f"{ref}: {self.ref_reversed[ref]} coins reversed, records say "
+                    f"{self.ref_records[ref]}"
+                )
+        self.touched_refs.clear()
+        for creator in self.touched_creators:
+            owed = self.accounts.get(creator, {}).get("owedDiamonds", 0)
+            if owed != self.owed_records[creator] + self.clawback[creator]:
+                found.append(
+                    f"{creator} owes {owed} diamonds; records {self.owed_records[creator]}, "
+                    f"CLAWBACK entries {self.clawback[creator]}"
+                )
+        self.touched_creators.clear()
         return found
 
     def audit(self, settled: bool) -> list[str]:
@@ -238,17 +351,34 @@ class Totals:
                 if derived[key] != source[key]:  # type: ignore[index]
                     found.append(f"{label} {key}: {derived[key]} != {source[key]}")  # type: ignore[index]
         if settled:
-            credited = {c for c, n in self.charge_ids.items() if n}
-            for charge in self.provider.charges:
-                if charge not in credited:
-                    found.append(f"charge {charge} taken but its coins never credited")
-            for charge in self.provider.refunded:
-                purchase = self.by_charge.get(charge)
-                amount = self.provider.charges[charge].amount
-                refunded = self.provider.amount_refunded.get(charge, amount)
-                expected = -(-purchase["coins"] * refunded // amount) if purchase else 0
-                if purchase is None or not (
-                    purchase["status"] == "REFUNDED" or purchase.get("takenBack", 0) >= expected
-                ):
-                    found.append(f"refund of {charge} at the provider never finished")
+            found += self.settled()
+        return found
+
+    def settled(self) -> list[str]:
+        """Once every delivery was applied and every request answered: each purchase took back
+        exactly what its charge's state implies, and each charge is credited or refunded."""
+        found: list[str] = []
+        provider = self.provider
+        for charge, paid in provider.charges.items():
+            purchase = self.by_charge.get(charge) if self.charge_ids[charge] else None
+            back = provider.money_back(charge)
+            if purchase is None:
+                if back < paid.amount:
+                    found.append(f"charge {charge} taken but never credited nor refunded")
+                continue
+            expected = -(-purchase["coins"] * back // paid.amount)
+            problems = []
+            if purchase.get("takenBack", 0) != expected:
+                problems.append(f"took back {purchase.get('takenBack', 0)} coins, not {expected}")
+            if purchase.get("refunded", 0) != back:
+                problems.append(f"refunded {purchase.get('refunded', 0)}, processor {back}")
+            status = "REFUNDED" if back >= paid.amount else "COMPLETED"
+            if purchase["status"] != status or purchase.get("held", 0):
+                problems.append(f"status {purchase['status']} held {purchase.get('held', 0)}")
+            if purchase.get("covered", 0) != purchase.get("spent", 0) and not purchase.get(
+                "walkDone"
+            ):
+                problems.append("spent coins not reversed, walk not done")
+            if problems:
+                found.append(f"purchase {purchase['id']} of {charge}: {'; '.join(problems)}")
         return found

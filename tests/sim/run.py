@@ -156,6 +156,7 @@ async def _main(world: World, workload: Workload, report: Report) -> None:
                 other.cancel()
             task.result()
     world.faults_on = False
+    workload.finish_authentication()
     final = asyncio.ensure_future(workload.settle_open())
     await scheduler.drive(final.done)
     report.final_retries = final.result()

@@ -203,7 +203,9 @@ class Workload:
         self.outcomes: Counter[str] = Counter()
         self.inputs: dict[tuple[str, str, str], Attempt] = {}
         self.after_each = True  # check the running invariants after every operation
-        self.disputes_open: list[tuple[dict[str, Any], tuple[str, str] | None]] = []
+        self.queue: list[tuple[str, str]] = []  # webhook deliveries waiting for a deliverer
+        self.acting = True  # the processor still acts
+        self.authenticating: list[str] = []  # payments waiting for the buyer's 3-D Secure
         self.delivered: list[tuple[str, str]] = []
         self.undelivered: list[tuple[str, str]] = []
         self.progress: Callable[[int], None] | None = None
@@ -269,6 +271,7 @@ class Workload:
         weights = {
             "buy": 14,
             "buy-declined": 2,
+            "buy-3ds": 2,
             "buy-minor": 1,
             "start": 4,
             "end": 3,
@@ -289,7 +292,9 @@ class Workload:
         kind = rng.choices(list(weights), list(weights.values()))[0]
         key = self.new_key()
         if kind.startswith("buy"):
-            token = "tok_chargeDeclined" if kind == "buy-declined" else "tok_visa"
+            token = {"buy-declined": "tok_chargeDeclined", "buy-3ds": "tok_threeDSecure"}.get(
+                kind, "tok_visa"
+            )
             buyer = self.minor if kind == "buy-minor" else user
             package = rng.choice(PACKAGES)
             value = {"packageId": package, "paymentToken": token, "idempotencyKey": key}
@@ -363,56 +368,95 @@ class Workload:
             else:
                 await asyncio.gather(*(self.run(attempt) for _ in range(copies)))
 
-    # --- the payment processor: refunds in its dashboard, disputes, webhook deliveries ---
-    async def processor(self, every: int) -> None:
-        """Acts at the processor about once per `every` operations, and delivers its webhooks:
-        duplicated, reordered (a dispute closed before it was opened), forged."""
+    # --- the payment processor: its own acts, and its webhook deliveries -------------------
+    async def processor(self, every: int, deliverers: int = 3) -> None:
+        """Acts at the processor about once per `every` operations, like Stripe's dashboard and
+        the buyers' banks do: partial and repeated refunds, refunds left pending or failing
+        later, disputes for part or all of a charge, inquiries, disputes escalated, won and lost,
+        3-D Secure finished at the processor (racing the buyer's own retry), a declined intent
+        paid again another way. Every act queues its event; `deliverers` concurrent deliverers
+        send them in no particular order, some twice at once, some again later, some forged."""
         rng, provider = self.rng, self.world.provider
+        workers = [asyncio.ensure_future(self._deliverer()) for _ in range(deliverers)]
         while self.started < self.operations:
             mark = self.started
             while self.started < min(mark + every, self.operations):
                 await self.world.scheduler.sleep(0.01)  # virtual time: the clients go on
-            roll = rng.random()
-            credited = [c for c in provider.charges if self._credited(c)]
-            fresh = [c for c in credited if c not in provider.refuse]
-            if roll < 0.25 and self.disputes_open:
-                dispute, opening = self.disputes_open.pop(rng.randrange(len(self.disputes_open)))
-                won = rng.random() < 0.5
-                closing = provider.delivery(
-                    "charge.dispute.closed", {**dispute, "status": "won" if won else "lost"}
-                )
-                if opening is not None:  # reordered: the close before the open
-                    await self.deliver(closing)
-                    await self.deliver(opening)
-                else:
-                    await self.deliver(closing)
-            elif roll < 0.5 and fresh:
-                dispute = provider.dispute(rng.choice(fresh))
-                opening = provider.delivery("charge.dispute.created", dispute)
-                if rng.random() < 0.2:  # hold the open back, to deliver it after the close
-                    self.disputes_open.append((dispute, opening))
-                else:
-                    await self.deliver(opening)
-                    self.disputes_open.append((dispute, None))
-            elif roll < 0.75 and fresh:
-                charge = rng.choice(fresh)
-                amount = rng.choice([1, 50, 10**9])  # a part, or all that is left
-                await self.deliver(
-                    provider.delivery(
-                        "charge.refunded", provider.refund_in_dashboard(charge, amount)
-                    )
-                )
-            elif roll < 0.9 and self.delivered:
-                await self.deliver(rng.choice(self.delivered))  # a duplicate
+            self._act(rng, provider)
+        self.acting = False
+        await asyncio.gather(*workers)
+
+    def _act(self, rng: random.Random, provider: Any) -> None:
+        credited = [c for c in list(provider.charges)[-60:] if self._credited(c)]
+        roll = rng.random()
+        if roll < 0.22 and credited:
+            charge = rng.choice(credited)
+            amount = rng.choice([1, 50, 100, 250, 10**9])  # a part, or all that is left
+            status = "pending" if rng.random() < 0.15 else "succeeded"
+            obj = provider.refund_in_dashboard(charge, amount, status)
+            if obj is not None:
+                self._queue("charge.refunded", obj)
+        elif roll < 0.30 and provider.refunds:
+            refund = rng.choice(list(provider.refunds)[-40:])
+            status = "succeeded" if rng.random() < 0.5 else "failed"
+            self._queue("charge.refund.updated", provider.settle_refund(refund, status))
+        elif roll < 0.50 and credited:
+            charge = rng.choice(credited)
+            amount = provider.charges[charge].amount
+            part = amount if rng.random() < 0.7 else rng.randrange(1, amount + 1)
+            self._queue(
+                "charge.dispute.created", provider.dispute(charge, part, rng.random() < 0.25)
+            )
+        elif roll < 0.68 and provider.disputes:
+            dispute = rng.choice(list(provider.disputes)[-40:])
+            status = provider.disputes[dispute]["status"]
+            if status.startswith("warning_"):
+                moved = rng.choice(["warning_closed", "needs_response"])
             else:
-                payload, _ = provider.delivery(
-                    "charge.refunded", {"id": "ch_1", "amount": 1, "amount_refunded": 1}
-                )
-                await self.deliver((payload, "0" * 64), forged=True)
-        # whatever was never acknowledged is delivered again, like the processor would
-        for _, opening in self.disputes_open:
-            if opening is not None:
-                await self.deliver(opening)
+                moved = rng.choice(["won", "lost", "under_review"])
+            obj = provider.move_dispute(dispute, moved)
+            kind = (
+                "charge.dispute.closed"
+                if moved in ("won", "lost", "warning_closed")
+                else ("charge.dispute.updated")
+            )
+            self._queue(kind, obj)
+            if moved == "won":
+                self._queue("charge.dispute.funds_reinstated", obj)
+        elif roll < 0.80 and self.authenticating:
+            payment = self.authenticating.pop(rng.randrange(len(self.authenticating)))
+            obj = provider.authenticate(payment)
+            if obj is not None:
+                self._queue("payment_intent.succeeded", obj)
+        elif roll < 0.84:
+            declined = [
+                p for p, v in list(provider.payments.items())[-40:] if v.status == "declined"
+            ]
+            if declined:  # the buyer paid a declined intent again, outside the app
+                obj = provider.authenticate(rng.choice(declined))
+                if obj is not None:
+                    self._queue("payment_intent.succeeded", obj)
+        elif roll < 0.94 and self.delivered:
+            self.queue.append(rng.choice(self.delivered))  # a duplicate, later
+        else:
+            payload, _ = provider.delivery(
+                "charge.refunded", {"id": "ch_1", "object": "charge", "amount": 1}
+            )
+            self.queue.append((payload, "0" * 64))  # forged
+
+    def _queue(self, kind: str, obj: dict[str, Any]) -> None:
+        delivery = self.world.provider.delivery(kind, obj)
+        self.queue.append(delivery)
+        if self.rng.random() < 0.25:  # the same event, delivered twice at once
+            self.queue.append(delivery)
+
+    async def _deliverer(self) -> None:
+        while self.acting or self.queue:
+            if not self.queue:
+                await self.world.scheduler.sleep(0.02)
+                continue
+            delivery = self.queue.pop(self.rng.randrange(len(self.queue)))
+            await self.deliver(delivery, forged=delivery[1] == "0" * 64)
 
     def _credited(self, charge: str) -> bool:
         return self.item("purchases", {"id": f"charge#{charge}"}) is not None
@@ -429,7 +473,7 @@ class Workload:
             if status not in (None, 400):
                 self.violations.append(f"a forged delivery answered {status}")
             return
-        if status == 400 or (status is not None and status not in (200, 500, 503)):
+        if status == 400 or (status is not None and status not in (200, 503)):
             self.violations.append(f"a delivery answered {status}: {response}")
         if status == 200:
             if delivery not in self.delivered:
@@ -442,7 +486,10 @@ class Workload:
             self.violations.extend(self.totals.check())
 
     async def redeliver(self) -> None:
-        for _ in range(3):
+        """After the run: the buyers still authenticating finish, and everything the processor
+        has not had a 2xx for is delivered again, as Stripe does for three days."""
+        self.finish_authentication()
+        for _ in range(4):
             for delivery in list(self.undelivered):
                 await self.deliver(delivery)
 
@@ -511,6 +558,8 @@ class Workload:
             return "read"
         payload = body["data"]["r"]
         typename = payload["__typename"]
+        if typename == "PaymentActionRequired":  # not definite: the buyer must authenticate
+            return self._needs_action(attempt)
         success = SUCCESS_ID.get(typename)
         found_id = payload[success[0]][success[1]] if success else None
         problem = (
@@ -537,6 +586,27 @@ class Workload:
                 )
         self._learn(attempt, typename, found_id)
         return typename
+
+    def _needs_action(self, attempt: Attempt) -> str:
+        me = attempt.user["sub"]
+        record = self.item("idempotency", {"key": f"{me}#purchaseCoins#{attempt.key}"}) or {}
+        payment = self.world.provider.payments.get(record.get("paymentId", ""))
+        if attempt.input.get("paymentToken") != "tok_threeDSecure" or payment is None:
+            return self._violation(attempt, "PaymentActionRequired for a card that needs none")
+        if payment.status == "requires_action" and payment.id not in self.authenticating:
+            self.authenticating.append(payment.id)
+        self._open(attempt)
+        return "PaymentActionRequired"
+
+    def finish_authentication(self) -> None:
+        """When the run ends, every buyer still authenticating finishes: the payment succeeds
+        at the processor, and its payment_intent.succeeded is to be delivered."""
+        provider = self.world.provider
+        for payment in self.authenticating:
+            obj = provider.authenticate(payment)
+            if obj is not None:
+                self.undelivered.append(provider.delivery("payment_intent.succeeded", obj))
+        self.authenticating = []
 
     def _is_remembered(self, attempt: Attempt, typename: str) -> bool:
         """A replay of a user error under its key (checked when it was written)."""
@@ -597,7 +667,18 @@ class Workload:
             return None
         if typename == "PurchaseRefunded":
             stored = self.item("purchases", {"id": found_id})
-            return None if stored and stored["status"] == "REFUNDED" else "not refunded"
+            if stored and stored["status"] == "REFUNDED":
+                return None
+            # converged to the charge as it is now: a refund that failed since returned money
+            charge = (stored or {}).get("chargeId", "")
+            provider = self.world.provider
+            if (
+                stored
+                and charge in provider.charges
+                and provider.money_back(charge) < (provider.charges[charge].amount)
+            ):
+                return None
+            return "not refunded"
         if typename == "ProfileUpdated":
             return None
         # user errors: each only when the store shows its cause
@@ -675,7 +756,11 @@ class Workload:
             return f"stored {stored and stored['status']}"
         if attempt.mutation == "refundPurchase":
             stored = self.item("purchases", {"id": value["purchaseId"]})
-            refused = stored and stored["chargeId"] in self.world.provider.refuse
+            disputes = self.world.provider.disputes.values()
+            refused = stored and any(
+                d["charge"] == stored["chargeId"] and not d["status"].startswith("warning_")
+                for d in disputes
+            )
             return None if refused else "the provider did not refuse"
         return "unexpected InvalidState"
 
@@ -685,6 +770,7 @@ class Workload:
         it has a definite answer; and a sample of the answered ones (they must replay)."""
         retried = 0
         for _ in range(3):
+            self.finish_authentication()  # buyers asked to authenticate do so
             pending = [h.open for h in self.keys.values() if h.open is not None]
             pending += self.open_keyless
             self.open_keyless = []

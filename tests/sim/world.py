@@ -23,7 +23,17 @@ from typing import Any
 from handlers.lambda_api import make_async_handler
 from infra.config import Settings
 from infra.dynamo import Dynamo
-from infra.payments import DECLINED, SUCCEEDED, Payment, ProviderUnavailable, RefundRefused
+from infra.payments import (
+    ACTION,
+    DECLINED,
+    SUCCEEDED,
+    ChargeState,
+    Dispute,
+    Payment,
+    ProviderUnavailable,
+    Refund,
+    RefundRefused,
+)
 from infra.services import Services
 from tests.clients import lambda_event
 from tests.faults import client_error
@@ -51,80 +61,222 @@ WRITES = frozenset({"put_item", "update_item", "delete_item", "transact_write_it
 
 
 class SimProvider:
-    """The payment processor's side: payments created and confirmed once per key (a repeat
-    answers the payment's state, as Stripe does), refunds once per key. `charges` (approved,
-    by charge id) and `refunded` (charge id -> refund id) are the money that really moved,
-    which the checker holds the ledger to."""
+    """The payment processor's side, shaped like Stripe: PaymentIntents created and confirmed
+    once per key (a repeat answers the intent's state), 3-D Secure finished by the buyer at the
+    processor, charges with partial and repeated refunds (the charge's `amount_refunded` is
+    cumulative; a refund may stay pending or fail later), disputes with their own amounts,
+    inquiries that move no funds, funds withdrawn and reinstated, won and lost; and its signed
+    webhook deliveries (Stripe's object shapes). `charge` answers a charge as it is now, which
+    is what the code under test follows; `money_back` is what the checker holds it to."""
+
+    SECRET = b"sim-webhook-secret"
 
     def __init__(self) -> None:
         self.payments: dict[str, Payment] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
         self.by_key: dict[str, str] = {}  # create key (the purchase id) -> payment id
         self.refund_by_key: dict[str, str] = {}
-        self.charges: dict[str, Payment] = {}
-        self.refunded: dict[str, str] = {}
-        self.refuse: set[str] = set()  # charge ids whose refunds the provider refuses
-        self.amount_refunded: dict[str, int] = {}
-        self.disputes: dict[str, str] = {}  # dispute id -> charge id
+        self.charges: dict[str, Payment] = {}  # approved charges: the money that really moved
+        self.refunds: dict[str, dict[str, Any]] = {}  # refund id -> Stripe's refund object
+        self.disputes: dict[str, dict[str, Any]] = {}  # dispute id -> Stripe's dispute object
         self._n = 0
 
     def _next(self, prefix: str) -> str:
         self._n += 1
         return f"{prefix}_{self._n}"
 
-    def create(self, amount: int, currency: str, key: str) -> str:
+    # --- the API the code under test calls --------------------------------------------
+    def create(self, amount: int, currency: str, key: str, metadata: dict[str, str]) -> str:
         if key not in self.by_key:
             payment = Payment(self._next("pay"), "requires_payment_method", amount, currency)
             self.payments[payment.id] = payment
+            self.metadata[payment.id] = dict(metadata)
             self.by_key[key] = payment.id
         return self.by_key[key]
 
     def confirm(self, payment_id: str, token: str, decline: bool) -> Payment:
         payment = self.payments[payment_id]
         if payment.status != "requires_payment_method":
-            return payment
-        if token == "tok_visa" and not decline:
-            payment = replace(payment, status=SUCCEEDED, charge_id=self._next("ch"))
-            self.charges[payment.charge_id or ""] = payment
+            return self.retrieve(payment_id)  # confirmed before: its state, never a new charge
+        if token == "tok_threeDSecure" and not decline:
+            payment = replace(payment, status=ACTION, client_secret=f"{payment_id}_secret")
+        elif token == "tok_visa" and not decline:
+            payment = self._succeed(payment)
         else:
             payment = replace(payment, status=DECLINED, decline_code="card_declined")
         self.payments[payment_id] = payment
-        return payment
+        return self.retrieve(payment_id)
+
+    def _succeed(self, payment: Payment) -> Payment:
+        charged = replace(payment, status=SUCCEEDED, charge_id=self._next("ch"), client_secret=None)
+        self.charges[charged.charge_id or ""] = charged
+        return charged
+
+    def retrieve(self, payment_id: str) -> Payment:
+        payment = self.payments[payment_id]
+        return replace(payment, metadata=tuple(sorted(self.metadata[payment_id].items())))
 
     def declined(self, payment_id: str | None) -> bool:
-        return payment_id in self.payments and self.payments[payment_id].status == DECLINED
+        """Whether the processor declined this payment when it was confirmed."""
+        payment = self.payments.get(payment_id or "")
+        return payment is not None and (
+            payment.status == DECLINED or payment.decline_code is not None
+        )
 
-    def refund(self, payment_id: str, key: str) -> str:
+    def refund(self, payment_id: str, key: str, amount: int | None = None) -> str:
         if key in self.refund_by_key:
             return self.refund_by_key[key]
         payment = self.payments[payment_id]
         charge = payment.charge_id or ""
-        if charge in self.refuse:
+        if charge not in self.charges:
+            raise RefundRefused("charge_not_refundable")
+        if self.disputed_now(charge):
             raise RefundRefused("charge_disputed")
-        self.refund_by_key[key] = self.refunded[charge] = self._next("re")
-        self.amount_refunded[charge] = payment.amount
-        return self.refunded[charge]
+        left = self.charges[charge].amount - self.refunded(charge)
+        wanted = left if amount is None else amount
+        if left <= 0 or wanted <= 0 or wanted > left:
+            raise RefundRefused("charge_already_refunded")
+        refund = self._refund(charge, wanted, "succeeded")
+        self.refund_by_key[key] = refund["id"]
+        return refund["id"]
 
-    # --- the processor's own acts, and its signed webhook deliveries --------------------
-    SECRET = b"sim-webhook-secret"
+    def charge(self, charge_id: str) -> ChargeState:
+        paid = self.charges[charge_id]
+        return ChargeState(
+            charge_id,
+            paid.amount,
+            paid.currency,
+            "succeeded",
+            paid.id,
+            tuple(
+                Refund(r["id"], r["amount"], r["status"])
+                for r in self.refunds.values()
+                if r["charge"] == charge_id
+            ),
+            tuple(
+                Dispute(d["id"], d["amount"], d["status"], d["withdrawn"])
+                for d in self.disputes.values()
+                if d["charge"] == charge_id
+            ),
+        )
 
-    def charge_object(self, charge_id: str) -> dict[str, Any]:
-        payment = self.charges[charge_id]
-        return {
-            "id": charge_id,
-            "amount": payment.amount,
-            "amount_refunded": self.amount_refunded.get(charge_id, 0),
+    # --- the processor's own acts -------------------------------------------------------
+    def refunded(self, charge_id: str) -> int:
+        return self.charge(charge_id).refunded
+
+    def money_back(self, charge_id: str) -> int:
+        return self.charge(charge_id).money_back
+
+    def disputed_now(self, charge_id: str) -> bool:
+        """An open or lost dispute (not an inquiry, not won) makes a charge unrefundable."""
+        return any(
+            d["charge"] == charge_id
+            and d["status"] not in ("won",)
+            and not d["status"].startswith("warning_")
+            for d in self.disputes.values()
+        )
+
+    def _refund(self, charge_id: str, amount: int, status: str) -> dict[str, Any]:
+        refund = {
+            "id": self._next("re"),
+            "object": "refund",
+            "charge": charge_id,
+            "payment_intent": self.charges[charge_id].id,
+            "amount": amount,
+            "status": status,
         }
+        self.refunds[refund["id"]] = refund
+        return refund
 
-    def refund_in_dashboard(self, charge_id: str, amount: int) -> dict[str, Any]:
-        left = self.charges[charge_id].amount - self.amount_refunded.get(charge_id, 0)
-        self.amount_refunded[charge_id] = self.amount_refunded.get(charge_id, 0) + min(amount, left)
-        self.refunded.setdefault(charge_id, self._next("re"))
+    def refund_in_dashboard(
+        self, charge_id: str, amount: int, status: str = "succeeded"
+    ) -> dict[str, Any] | None:
+        """A refund made in the processor's dashboard (a part, or all that is left); None
+        when nothing is left to refund or the charge is disputed."""
+        left = self.charges[charge_id].amount - self.refunded(charge_id)
+        if left <= 0 or self.disputed_now(charge_id):
+            return None
+        self._refund(charge_id, min(amount, left), status)
         return self.charge_object(charge_id)
 
-    def dispute(self, charge_id: str) -> dict[str, Any]:
-        self.refuse.add(charge_id)  # a disputed charge cannot be refunded
-        self.disputes[f"dp_{charge_id}"] = charge_id
-        return {"id": f"dp_{charge_id}", "charge": charge_id, "status": "needs_response"}
+    def settle_refund(self, refund_id: str, status: str) -> dict[str, Any]:
+        """A pending refund succeeds, or any refund fails later (its money comes back)."""
+        refund = self.refunds[refund_id]
+        if refund["status"] not in ("failed", "canceled"):
+            refund["status"] = status
+        return dict(refund)
+
+    def dispute(self, charge_id: str, amount: int, inquiry: bool) -> dict[str, Any]:
+        """A dispute opened by the buyer's bank; a dispute (not an inquiry) withdraws its
+        amount from the platform's balance at once."""
+        dispute = {
+            "id": self._next("dp"),
+            "object": "dispute",
+            "charge": charge_id,
+            "payment_intent": self.charges[charge_id].id,
+            "amount": amount,
+            "status": "warning_needs_response" if inquiry else "needs_response",
+            "withdrawn": 0 if inquiry else amount,
+        }
+        self.disputes[dispute["id"]] = dispute
+        return self.dispute_object(dispute["id"])
+
+    def move_dispute(self, dispute_id: str, status: str) -> dict[str, Any]:
+        """An inquiry escalated or closed; a dispute won (funds reinstated) or lost."""
+        dispute = self.disputes[dispute_id]
+        if status in ("needs_response", "under_review", "lost"):
+            dispute["withdrawn"] = dispute["amount"]
+        elif status == "won":
+            dispute["withdrawn"] = 0
+        dispute["status"] = status
+        return self.dispute_object(dispute_id)
+
+    def authenticate(self, payment_id: str) -> dict[str, Any] | None:
+        """The buyer finished 3-D Secure, or paid a declined intent again another way, at the
+        processor: the intent succeeds (payment_intent.succeeded)."""
+        payment = self.payments[payment_id]
+        if payment.status not in (ACTION, DECLINED):
+            return None
+        self.payments[payment_id] = self._succeed(payment)
+        return self.intent_object(payment_id)
+
+    # --- Stripe's object shapes, for webhook deliveries ---------------------------------
+    def charge_object(self, charge_id: str) -> dict[str, Any]:
+        paid = self.charges[charge_id]
+        refunded = self.refunded(charge_id)
+        return {
+            "id": charge_id,
+            "object": "charge",
+            "amount": paid.amount,
+            "amount_refunded": refunded,
+            "refunded": refunded >= paid.amount,
+            "currency": paid.currency.lower(),
+            "payment_intent": paid.id,
+            "disputed": any(d["charge"] == charge_id for d in self.disputes.values()),
+        }
+
+    def dispute_object(self, dispute_id: str) -> dict[str, Any]:
+        d = self.disputes[dispute_id]
+        moved = (
+            [{"amount": -d["amount"]}]
+            if d["amount"] and not d["status"].startswith("warning_")
+            else []
+        )
+        if d["status"] == "won":
+            moved.append({"amount": d["amount"]})
+        return {k: v for k, v in d.items() if k != "withdrawn"} | {"balance_transactions": moved}
+
+    def intent_object(self, payment_id: str) -> dict[str, Any]:
+        p = self.payments[payment_id]
+        return {
+            "id": p.id,
+            "object": "payment_intent",
+            "amount": p.amount,
+            "currency": p.currency.lower(),
+            "status": p.status,
+            "latest_charge": p.charge_id,
+            "metadata": dict(self.metadata[payment_id]),
+        }
 
     def delivery(self, kind: str, obj: dict[str, Any]) -> tuple[str, str]:
         payload = json.dumps({"id": self._next("evt"), "type": kind, "data": {"object": obj}})
@@ -334,7 +486,7 @@ class _Payments:
         self, *, amount: int, currency: str, key: str, metadata: dict[str, str]
     ) -> str:
         return await self._step(  # type: ignore[no-any-return]
-            "provider.create", lambda fault: self._provider.create(amount, currency, key)
+            "provider.create", lambda fault: self._provider.create(amount, currency, key, metadata)
         )
 
     async def confirm(self, payment_id: str, token: str, key: str) -> Payment:
@@ -346,12 +498,17 @@ class _Payments:
 
     async def retrieve(self, payment_id: str) -> Payment:
         return await self._step(  # type: ignore[no-any-return]
-            "provider.retrieve", lambda fault: self._provider.payments[payment_id]
+            "provider.retrieve", lambda fault: self._provider.retrieve(payment_id)
         )
 
     async def refund(self, payment_id: str, key: str, amount: int | None = None) -> str:
         return await self._step(  # type: ignore[no-any-return]
-            "provider.refund", lambda fault: self._provider.refund(payment_id, key)
+            "provider.refund", lambda fault: self._provider.refund(payment_id, key, amount)
+        )
+
+    async def charge(self, charge_id: str) -> ChargeState:
+        return await self._step(  # type: ignore[no-any-return]
+            "provider.charge", lambda fault: self._provider.charge(charge_id)
         )
 
     def event(self, payload: bytes, signature: str | None) -> Any:
