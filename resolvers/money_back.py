@@ -186,7 +186,7 @@ async def _take(services: Services, purchase: Item, truth: Truth, coins: int) ->
         "held": purchase.get("held", 0) - held,
         "disputed": truth.disputed,
     }
-    if spent and purchase.get("walkDone"):  # new spending to find: walk again from the newest
+    if spent:  # spending to find: walk again from the newest (each gift counts its reversals)
         changes.update(walk="", walkDone=False)
     actions = [
         services.purchases.step_action(purchase, changes),

@@ -105,6 +105,20 @@ def services(settings: Settings) -> Iterator[Services]:
 
 
 @pytest.fixture
+async def stripe(services: Services, aiohttp_server: Any) -> Any:
+    """The Stripe provider on, against a local fake of Stripe's API (tests/stripe_fake.py)."""
+    from infra.stripe_payments import StripePaymentProvider
+    from tests.stripe_fake import SECRET_KEY, WEBHOOK_SECRET, StripeFake
+
+    fake = StripeFake(delay=1.0)
+    server = await aiohttp_server(fake.app())
+    services.payments = StripePaymentProvider(
+        SECRET_KEY, WEBHOOK_SECRET, str(server.make_url("")).rstrip("/"), timeout=(0.5, 0.5)
+    )
+    return fake
+
+
+@pytest.fixture
 def calls(services: Services) -> CallCounter:
     return CallCounter(services.dynamo.client)
 

@@ -80,6 +80,7 @@ class Rule:
     fault: Fault
     times: int
     when: Callable[[dict[str, Any]], bool]
+    after: int = 0  # matching calls let through first
 
 
 class Faults:
@@ -98,8 +99,10 @@ class Faults:
         fault: Fault,
         times: int = 1,
         when: Callable[[dict[str, Any]], bool] = lambda kwargs: True,
+        after: int = 0,
     ) -> Faults:
-        self.rules.append(Rule(operation, fault, times, when))
+        """`times` matching calls get `fault`, after the first `after` went through."""
+        self.rules.append(Rule(operation, fault, times, when, after))
         return self
 
     def clear(self) -> None:
@@ -108,6 +111,9 @@ class Faults:
     async def invoke(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         for rule in self.rules:
             if rule.times and rule.operation == operation and rule.when(kwargs):
+                if rule.after:
+                    rule.after -= 1
+                    continue
                 rule.times -= 1
                 self.injected += 1
                 return await rule.fault(self.real, operation, kwargs)

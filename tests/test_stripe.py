@@ -17,7 +17,7 @@ from tests.clients import Client, claims_for
 from tests.conftest import scan
 from tests.faults import Faults, error
 from tests.gifting import go_live, send
-from tests.stripe_fake import SECRET_KEY, WEBHOOK_SECRET, StripeFake
+from tests.stripe_fake import SECRET_KEY, StripeFake
 from tests.test_events import JOIN, create
 from tests.test_purchases import coins_of
 from tests.test_withdrawals import request
@@ -41,16 +41,6 @@ def settings(request: pytest.FixtureRequest) -> Settings:
         retry_budget_seconds=budget,
         earnings_hold_seconds=HOLD,
     )
-
-
-@pytest.fixture
-async def stripe(services: Services, aiohttp_server: Any) -> StripeFake:
-    fake = StripeFake(delay=1.0)
-    server = await aiohttp_server(fake.app())
-    services.payments = StripePaymentProvider(
-        SECRET_KEY, WEBHOOK_SECRET, str(server.make_url("")).rstrip("/"), timeout=(0.5, 0.5)
-    )
-    return fake
 
 
 async def buy(
