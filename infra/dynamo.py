@@ -406,6 +406,28 @@ class Dynamo:
     def cursor(item: Item, sort: str) -> str:
         return encode_cursor({sort: item[sort]})
 
+    async def scan(self, table: str, segments: int = 1) -> list[Item]:
+        """Every item of a table, read in `segments` parallel segments, page by page, strongly
+        consistent. For offline jobs only (`livecoins audit`): no request path scans."""
+
+        async def segment(n: int) -> list[Item]:
+            found: list[Item] = []
+            start: dict[str, Any] | None = None
+            while True:
+                kwargs: dict[str, Any] = {"TableName": self.table(table), "ConsistentRead": True}
+                if segments > 1:
+                    kwargs.update(Segment=n, TotalSegments=segments)
+                if start:
+                    kwargs["ExclusiveStartKey"] = start
+                page = await self._call("scan", **kwargs)
+                found += [from_item(i) for i in page.get("Items", [])]
+                start = page.get("LastEvaluatedKey")
+                if not start:
+                    return found
+
+        pages = await asyncio.gather(*(segment(n) for n in range(max(segments, 1))))
+        return [item for page in pages for item in page]
+
     async def batch_get(
         self, table: str, keys: Sequence[Mapping[str, Any]], consistent: bool = False
     ) -> list[Item]:

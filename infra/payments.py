@@ -129,7 +129,9 @@ class PaymentProvider(Protocol):
 
     async def refund(self, payment_id: str, key: str, amount: int | None = None) -> str: ...
 
-    async def charge(self, charge_id: str) -> ChargeState: ...
+    async def charge(self, charge_id: str) -> ChargeState:
+        """The charge as the processor holds it now; LookupError when it has none."""
+        ...
 
 
 class SandboxPaymentProvider:
@@ -214,7 +216,7 @@ class SandboxPaymentProvider:
         with self._lock:
             paid = next((p for p in self.charges if p.charge_id == charge_id), None)
             if paid is None:
-                raise ProviderUnavailable(f"no charge {charge_id}")
+                raise LookupError(f"no charge {charge_id}")
             return ChargeState(
                 charge_id,
                 paid.amount,
@@ -227,6 +229,18 @@ class SandboxPaymentProvider:
 
     def metadata(self, payment_id: str) -> dict[str, Any]:
         return self._metadata.get(payment_id, {})
+
+    # The audit's lists; the sandbox keeps no creation times: every one, whatever the window.
+    async def charges_between(self, since: int, until: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"id": p.charge_id} for p in self.charges if p.charge_id]
+
+    async def refunds_between(self, since: int, until: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"charge": c} for c in self._by_charge]
+
+    async def disputes_between(self, since: int, until: int) -> list[dict[str, Any]]:
+        return []
 
 
 PROVIDERS = ("none", "sandbox", "stripe")

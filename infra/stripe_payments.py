@@ -148,6 +148,10 @@ class StripePaymentProvider:
             return await asyncio.to_thread(self._charge, charge_id)
         except _UNKNOWN as error:
             raise ProviderUnavailable(f"stripe: {type(error).__name__}") from error
+        except stripe.InvalidRequestError as error:
+            if getattr(error, "code", None) == "resource_missing":
+                raise LookupError(f"stripe has no charge {charge_id}") from error
+            raise
 
     def _charge(self, charge_id: str) -> ChargeState:
         charge = self.client.v1.charges.retrieve(charge_id).to_dict()
@@ -190,12 +194,23 @@ class StripePaymentProvider:
         except stripe.SignatureVerificationError as error:
             raise ValueError("the Stripe-Signature does not verify") from error
 
-    async def charges(self, since: int, until: int) -> list[Any]:
-        """Every charge created in [since, until), for reconciliation."""
-        return await asyncio.to_thread(self._list, self.client.v1.charges.list, since, until)
+    async def charges_between(self, since: int, until: int) -> list[dict[str, Any]]:
+        """Every charge created in [since, until) (epoch seconds), for the audit."""
+        return await self._listed(self.client.v1.charges.list, since, until)
 
-    async def refunds(self, since: int, until: int) -> list[Any]:
-        return await asyncio.to_thread(self._list, self.client.v1.refunds.list, since, until)
+    async def refunds_between(self, since: int, until: int) -> list[dict[str, Any]]:
+        """Every refund created in [since, until), whatever its charge's age."""
+        return await self._listed(self.client.v1.refunds.list, since, until)
+
+    async def disputes_between(self, since: int, until: int) -> list[dict[str, Any]]:
+        """Every dispute created in [since, until), whatever its charge's age."""
+        return await self._listed(self.client.v1.disputes.list, since, until)
+
+    async def _listed(self, method: Any, since: int, until: int) -> list[dict[str, Any]]:
+        try:
+            return await asyncio.to_thread(self._list, method, since, until)
+        except _UNKNOWN as error:
+            raise ProviderUnavailable(f"stripe: {type(error).__name__}") from error
 
     @staticmethod
     def _list(method: Any, since: int, until: int) -> list[dict[str, Any]]:

@@ -4,18 +4,16 @@ were earned; exact at every moment, under concurrency, with no job."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from infra import runtime
 from infra.config import Settings
 from infra.earnings import bucket_seconds
 from infra.services import Services
 from tests.clients import Client, claims_for
-from tests.conftest import scan
+from tests.conftest import Clock, scan
 from tests.gifting import go_live, send, top_up
 from tests.test_withdrawals import request
 
@@ -24,27 +22,9 @@ EARNINGS = """{ me { wallet { diamonds } earnings { diamonds availableDiamonds p
   nextAvailableAt } } }"""
 
 
-class Clock(runtime.Runtime):
-    """The real clock, moved forward at will."""
-
-    def __init__(self) -> None:
-        self.ahead = 0.0
-
-    def time(self) -> float:
-        return super().time() + self.ahead
-
-
 @pytest.fixture
 def settings() -> Settings:
     return Settings(table_prefix="test-", catalog_cache_seconds=60, earnings_hold_seconds=HOLD)
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    moved = Clock()
-    previous = runtime.install(moved)
-    yield moved
-    runtime.install(previous)
 
 
 async def earnings(api: Client, user: dict[str, Any]) -> dict[str, Any]:

@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 
-from infra import runtime
 from infra.config import Settings
 from infra.dynamo import TransactionCancelled
 from infra.earnings import bucket_seconds
 from infra.services import Services
 from tests.clients import Client, claims_for
-from tests.conftest import scan
+from tests.conftest import Clock, scan
 from tests.faults import Faults, error
 from tests.gifting import go_live, send
 from tests.stripe_fake import StripeFake
@@ -33,16 +32,6 @@ ME = """{ me { restricted wallet { coins diamonds }
   transactions(first: 100) { edges { node { kind coins diamonds referenceId } } } } }"""
 
 
-class Clock(runtime.Runtime):
-    """The real clock, moved forward at will (the earnings hold passes)."""
-
-    def __init__(self) -> None:
-        self.ahead = 0.0
-
-    def time(self) -> float:
-        return super().time() + self.ahead
-
-
 @pytest.fixture
 def settings(request: pytest.FixtureRequest) -> Settings:
     budget = 0.3 if request.node.get_closest_marker("short_budget") else 4.0
@@ -52,14 +41,6 @@ def settings(request: pytest.FixtureRequest) -> Settings:
         retry_budget_seconds=budget,
         earnings_hold_seconds=HOLD,
     )
-
-
-@pytest.fixture
-def clock() -> Any:
-    moved = Clock()
-    previous = runtime.install(moved)
-    yield moved
-    runtime.install(previous)
 
 
 async def me(api: Client, user: dict[str, Any]) -> dict[str, Any]:

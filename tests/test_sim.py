@@ -11,9 +11,9 @@ from infra.dynamo import TransactionCancelled
 from tests.sim.run import simulate
 
 
-@pytest.mark.parametrize("seed", [11, 12, 13])
-def test_short_simulation_through_the_lambda_handler(seed: int) -> None:
-    report = simulate(seed, clients=16, operations=400, fault_rate=0.2)
+@pytest.mark.parametrize(("seed", "hold"), [(11, 0), (12, 7 * 24 * 3600), (13, 7 * 24 * 3600)])
+def test_short_simulation_through_the_lambda_handler(seed: int, hold: int) -> None:
+    report = simulate(seed, clients=16, operations=400, fault_rate=0.2, hold=hold)
     assert report.violations == [], report.text()
     # GIVEN faults of every kind were injected, THEN they were absorbed or retried
     assert {"TransactionConflict", "timeout-after", "crash-before"} <= set(report.injected)

@@ -78,10 +78,23 @@ class Totals:
         self.spent_at: dict[str, int] = {}
         self.cleared_at: dict[str, int] = {}
         self.withdrawals_seen: set[str] = set()
+        self.reached: Counter[str] = Counter()
 
     def listen(self, table: str, key: Any, old: Item | None, new: Item | None) -> None:
         self.writes += 1
         name = table.removeprefix(self.prefix)
+        if old is None and new is not None:  # what the run reached: new items by kind
+            if name == "ledger":
+                sign = "+" if new["coins"] + new["diamonds"] > 0 else "-"
+                self.reached[f"{new['kind']}{sign}"] += 1
+            elif name == "purchases" and new["id"].startswith("rev#"):
+                self.reached["reversal" + (" owed" if new.get("owed") else "")] += 1
+        elif (
+            name == "accounts"
+            and new
+            and (new.get("owedDiamonds", 0) > (old or {}).get("owedDiamonds", 0))
+        ):
+            self.reached["owed"] += 1
         handler = getattr(self, f"_{name}", None)
         if handler is None:
             return

@@ -28,11 +28,12 @@ from infra.config import Settings
 from infra.dynamo import Dynamo, from_item
 from infra.services import Services
 from infra.tables import ensure_tables
+from resolvers.audit import audit
 from resolvers.catalog import seed as seed_catalog
 from tests.sim.checker import Totals
 from tests.sim.scheduler import Scheduler, SimRuntime
 from tests.sim.store import MemoryDynamo
-from tests.sim.workload import Workload
+from tests.sim.workload import LIMIT_CENTS, Workload
 from tests.sim.world import World
 
 PREFIX = "sim-"
@@ -53,6 +54,7 @@ class Report:
     containers: int = 0
     final_retries: int = 0
     violations: list[str] = field(default_factory=list)
+    reached: Counter[str] = field(default_factory=Counter)
     last: list[str] = field(default_factory=list)
     virtual_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -69,6 +71,7 @@ class Report:
             f"  injected: {dict(sorted(self.injected.items()))}",
             f"  retried inside requests: {dict(sorted(self.absorbed.items()))}",
             f"  answers: {dict(self.outcomes.most_common())}",
+            f"  reached: {dict(sorted(self.reached.items()))}",
             f"  retried after faults stopped: {self.final_retries}",
             f"  violations: {len(self.violations)}",
             f"  replay digest: {self.digest}",
@@ -87,7 +90,10 @@ def simulate(
     settings: Settings | None = None,
     entrypoint: str = "lambda",
     progress: bool = False,
+    hold: int = 0,
 ) -> Report:
+    """One seeded run. With `hold` > 0 (the earnings hold, seconds) virtual time also jumps
+    hours and days now and then, so diamonds mature, are withdrawn, and are then disputed."""
     report = Report(seed, clients, operations, fault_rate, entrypoint)
     scheduler = Scheduler(random.Random(f"schedule-{seed}"))
     sim = SimRuntime(scheduler, random.Random(f"runtime-{seed}"))
@@ -97,7 +103,12 @@ def simulate(
     quiet.setLevel(logging.ERROR)  # TRY_AGAIN warnings are expected here, by the thousand
     started = time.perf_counter()
     try:
-        settings = dataclasses.replace(settings or Settings(), table_prefix=PREFIX)
+        settings = dataclasses.replace(
+            settings or Settings(),
+            table_prefix=PREFIX,
+            earnings_hold_seconds=hold,
+            daily_withdrawal_limit_cents=LIMIT_CENTS,  # a limit the workload reaches
+        )
         store = MemoryDynamo(clock=sim.time, copy_results=False)  # from_item copies
         ensure_tables(store, settings)
         asyncio.run(_seed(settings, store))
@@ -112,6 +123,8 @@ def simulate(
         asyncio.run(_main(world, workload, report))
         report.violations = workload.violations
         report.violations += totals.audit(settled=True)
+        report.violations += asyncio.run(_audit(settings, store, world.provider))
+        report.reached = totals.reached
         report.completed = workload.completed
         report.outcomes = workload.outcomes
         report.injected = world.stats.faults
@@ -129,7 +142,8 @@ def simulate(
     return report
 
 
-async def _seed(settings: Settings, store: Any) -> None:
+def _direct(settings: Settings, store: Any, provider: Any = None) -> Services:
+    """Services on the store with no scheduling and no faults (outside the simulated world)."""
     dynamo = Dynamo(settings, client=store)
 
     async def direct(operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +151,29 @@ async def _seed(settings: Settings, store: Any) -> None:
         return result
 
     dynamo.invoke = direct
-    await seed_catalog(Services(settings, dynamo).catalog)
+    return Services(settings, dynamo, payments=provider)
+
+
+async def _seed(settings: Settings, store: Any) -> None:
+    await seed_catalog(_direct(settings, store).catalog)
+
+
+async def _audit(settings: Settings, store: Any, provider: Any) -> list[str]:
+    """`livecoins audit` of the run's tables and processor, once everything settled."""
+
+    class Listed:  # the processor, read as the audit reads it: its lists and its charges
+        def __init__(self) -> None:
+            self.charges_between = provider.charges_between
+            self.refunds_between = provider.refunds_between
+            self.disputes_between = provider.disputes_between
+
+        async def charge(self, charge_id: str) -> Any:
+            return provider.charge(charge_id)
+
+    report = await audit(_direct(settings, store, Listed()), 0, 2**40, segments=1)
+    return [f"audit: {f.kind} {f.reference}: {f.detail}" for f in report.findings] + [
+        f"audit: convergence of {p} never settled" for p in report.open
+    ]
 
 
 async def _main(world: World, workload: Workload, report: Report) -> None:
@@ -176,7 +212,9 @@ def simulate_on_engine(
     import boto3
 
     report = Report(seed, clients, operations, fault_rate, "aiohttp+engine")
-    settings = dataclasses.replace(services_settings, table_prefix=PREFIX)
+    settings = dataclasses.replace(
+        services_settings, table_prefix=PREFIX, daily_withdrawal_limit_cents=LIMIT_CENTS
+    )
     client = boto3.client(
         "dynamodb", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint
     )
@@ -221,11 +259,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=100_000)
     parser.add_argument("--faults", type=float, default=0.2)
     parser.add_argument("--entrypoint", choices=("lambda", "aiohttp"), default="lambda")
+    parser.add_argument(
+        "--hold", type=int, default=7 * 24 * 3600, help="earnings hold, s (0: no clock jumps)"
+    )
     args = parser.parse_args(argv)
     failed = False
     for seed in range(args.seed, args.seed + args.seeds):
         report = simulate(
-            seed, args.clients, args.ops, args.faults, entrypoint=args.entrypoint, progress=True
+            seed,
+            args.clients,
+            args.ops,
+            args.faults,
+            entrypoint=args.entrypoint,
+            progress=True,
+            hold=args.hold,
         )
         print(report.text(), flush=True)
         failed |= bool(report.violations)

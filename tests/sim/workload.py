@@ -58,6 +58,9 @@ DOCS = {
     "settleWithdrawal": """mutation T($i: SettleWithdrawalInput!) {
       r: settleWithdrawal(input: $i) { __typename
       ... on WithdrawalSettled { withdrawal { id status } } ... on UserError { message } } }""",
+    "clearRestriction": """mutation X($i: ClearRestrictionInput!) {
+      r: clearRestriction(input: $i) { __typename ... on RestrictionCleared { user { id } }
+      ... on UserError { message } } }""",
     "refundPurchase": """mutation R($i: RefundPurchaseInput!) { r: refundPurchase(input: $i) {
       __typename ... on PurchaseRefunded { purchase { id status } }
       ... on InsufficientCoins { required available } ... on UserError { message } } }""",
@@ -79,12 +82,14 @@ SUCCESS_ID = {
     "WithdrawalRequested": ("withdrawal", "id"),
     "WithdrawalSettled": ("withdrawal", "id"),
     "PurchaseRefunded": ("purchase", "id"),
+    "RestrictionCleared": ("user", "id"),
     "ProfileUpdated": ("user", "id"),
 }
 PACKAGES = ["coins-70", "coins-350", "coins-700", "coins-1400", "coins-3500", "coins-7000"]
 GIFTS = {"rose": 1, "panda": 5, "love-bang": 25, "rainbow-puke": 100, "concert": 500}
+WEIGHTS = [8, 6, 5, 4, 2]
 MINIMUM_DIAMONDS = 2_000
-LIMIT_CENTS = 100_000
+LIMIT_CENTS = 5_000  # the sim's daily withdrawal limit (tests/sim/run.py): it binds
 
 
 class Pool:
@@ -263,7 +268,9 @@ class Workload:
                     return Attempt(user, past.mutation, past.key, changed, "conflicting"), 1
             return past, 1
         attempt = self._new(user)
-        copies = 2 if attempt.key is not None and rng.random() < 0.05 else 1
+        # the same keyed call twice at once; two admins acting on one thing at once
+        admin = attempt.mutation in ("settleWithdrawal", "refundPurchase", "clearRestriction")
+        copies = 2 if rng.random() < (0.25 if admin else 0.05 if attempt.key else 0) else 1
         return attempt, copies
 
     def _new(self, user: dict[str, Any]) -> Attempt:
@@ -286,6 +293,7 @@ class Workload:
             "withdraw-over": 1,
             "settle": 4 if "cognito:groups" in user else 0,
             "refund": 3 if "cognito:groups" in user else 0,
+            "clear": 2 if "cognito:groups" in user else 0,
             "profile": 2,
             "read": 4,
         }
@@ -322,8 +330,10 @@ class Workload:
             chosen = pool.pick(rng, not_owner=me)
             if chosen is not None:
                 target = {field: chosen}
-                gift = "universe" if kind == "gift-expensive" else rng.choice(list(GIFTS))
-                quantity = rng.choice([1, 1, 1, 2, 5])
+                gift = (
+                    "universe" if kind == "gift-expensive" else rng.choices(list(GIFTS), WEIGHTS)[0]
+                )
+                quantity = rng.choice([1, 1, 1, 2, 5, 10])
                 value = {"giftId": gift, "quantity": quantity, "idempotencyKey": key} | target
                 return Attempt(user, "sendGift", key, value, kind)
             kind = "read"
@@ -338,14 +348,25 @@ class Workload:
                 value = {"eventId": event, "idempotencyKey": key}
                 return Attempt(user, "joinEvent", key, value, kind)
             kind = "read"
-        if kind.startswith("withdraw"):
-            diamonds = 200_002 if kind == "withdraw-over" else rng.choice([2_000, 2_000, 4_000])
+        if kind.startswith("withdraw"):  # the sim's daily limit is $50 (10,000 diamonds)
+            over = LIMIT_CENTS * 2 + 2
+            diamonds = over if kind == "withdraw-over" else rng.choice([2_000, 4_000, 6_000])
             value = {"diamonds": diamonds, "idempotencyKey": key}
             return Attempt(user, "requestWithdrawal", key, value, kind)
         if kind == "settle" and self.withdrawals:
             outcome = rng.choice(["PAID", "REJECTED"])
             value = {"withdrawalId": rng.choice(self.withdrawals[-20:]), "outcome": outcome}
             return Attempt(user, "settleWithdrawal", None, value, kind)
+        if kind == "clear":
+            restricted = [
+                u["sub"]
+                for u in self.users
+                if (self.item("accounts", {"id": u["sub"]}) or {}).get("restrictedBy")
+            ]
+            if restricted:
+                value = {"accountId": rng.choice(restricted)}
+                return Attempt(user, "clearRestriction", None, value, kind)
+            kind = "read"
         if kind == "refund" and self.purchases:
             value = {"purchaseId": rng.choice(self.purchases[-30:])[0]}
             return Attempt(user, "refundPurchase", None, value, kind)
@@ -387,7 +408,16 @@ class Workload:
         await asyncio.gather(*workers)
 
     def _act(self, rng: random.Random, provider: Any) -> None:
+        hold = self.world.settings.earnings_hold_seconds
+        if hold and rng.random() < 0.04:  # time passes: hours, or past the hold
+            jump = rng.choice([3600, 6 * 3600, hold // 2, hold + 3600])
+            self.world.scheduler.jump(jump)
+            self.log.append(f"time jumps {jump} s")
+            return
         credited = [c for c in list(provider.charges)[-60:] if self._credited(c)]
+        if credited and rng.random() < 0.6:  # most often a buyer who spent the coins
+            spent = [c for c in credited if self._spent(c)]
+            credited = spent or credited
         roll = rng.random()
         if roll < 0.22 and credited:
             charge = rng.choice(credited)
@@ -460,6 +490,13 @@ class Workload:
 
     def _credited(self, charge: str) -> bool:
         return self.item("purchases", {"id": f"charge#{charge}"}) is not None
+
+    def _spent(self, charge: str) -> bool:
+        """Whether the buyer's wallet holds less than the purchase's coins."""
+        alias = self.item("purchases", {"id": f"charge#{charge}"}) or {}
+        purchase = self.item("purchases", {"id": alias.get("purchaseId")}) or {}
+        wallet = self.item("accounts", {"id": purchase.get("accountId")}) or {}
+        return int(wallet.get("coins", 0)) < int(purchase.get("coins", 0))
 
     async def deliver(self, delivery: tuple[str, str], forged: bool = False) -> None:
         payload, signature = delivery
@@ -679,7 +716,7 @@ class Workload:
             ):
                 return None
             return "not refunded"
-        if typename == "ProfileUpdated":
+        if typename in ("ProfileUpdated", "RestrictionCleared"):
             return None
         # user errors: each only when the store shows its cause
         if typename == "AccountRestricted":

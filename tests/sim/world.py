@@ -240,6 +240,16 @@ class SimProvider:
         self.payments[payment_id] = self._succeed(payment)
         return self.intent_object(payment_id)
 
+    # --- what the audit lists (every one: the run is one window) -------------------------
+    async def charges_between(self, since: int, until: int) -> list[dict[str, Any]]:
+        return [{"id": c} for c in self.charges]
+
+    async def refunds_between(self, since: int, until: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.refunds.values()]
+
+    async def disputes_between(self, since: int, until: int) -> list[dict[str, Any]]:
+        return [self.dispute_object(d) for d in self.disputes]
+
     # --- Stripe's object shapes, for webhook deliveries ---------------------------------
     def charge_object(self, charge_id: str) -> dict[str, Any]:
         paid = self.charges[charge_id]

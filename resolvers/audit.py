@@ -1,0 +1,296 @@
+"""The audit (`livecoins audit`): proves every coin and diamond, on the local engine and on AWS.
+
+Reads every money table whole (parallel Scan segments, paged: an offline job, never a request
+path), and the payment processor's charges, refunds and disputes of a time window, then checks:
+
+- the ledger promise per account: entries sum to the wallet's coins (+ held) and diamonds
+  (+ earnings shards); nothing negative;
+- coins: credited - taken back from wallets - spent on gifts and entries = Σ wallets (+ held);
+- diamonds: earned by gifts and entries - reversed from pending buckets - repaid (CLAWBACK) -
+  withdrawn (PENDING, PAID) = Σ wallets and earnings;
+- per purchase: taken back = from the wallet + found spent, within its coins; covered = its
+  reversal records; held coins = what the buyer's wallet holds for refunds; no refund stuck
+  REFUNDING; restriction exactly where spent coins were taken back (or an admin cleared it);
+- per gift and event entry: coins reversed = its purchases' reversal records, within its coins;
+- per creator: owed diamonds = records' owed - repaid;
+- against the processor, every charge created, refunded or disputed in the window: amount,
+  currency, status, refunds, disputes; a purchase that took back what the charge's state
+  implies (`money_back.Truth`), with its status; charges never credited, purchases with no
+  charge.
+Then the platform's loss: diamonds owed and not repaid, spent coins nothing was left to reverse.
+Each difference is a `Finding`; the command exits 1 on any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.dynamo import Item
+from infra.earnings import shard_total
+from infra.ids import epoch
+from infra.services import Services
+from resolvers.money_back import Truth
+
+MONEY_TABLES = ("accounts", "ledger", "earnings", "purchases", "transfers", "events", "withdrawals")
+MARK = "audit#processor"  # purchases item: where the last clean audit of the processor ended
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    reference: str
+    detail: str
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    open: list[str] = field(default_factory=list)  # convergences not settled (in progress)
+    lost_diamonds: int = 0  # owed by creators, not repaid
+    lost_coins: int = 0  # spent coins whose creators' diamonds could not be reversed
+    counts: Counter[str] = field(default_factory=Counter)
+    window: tuple[int, int] | None = None
+
+    def add(self, kind: str, reference: str, detail: str) -> None:
+        self.findings.append(Finding(kind, reference, detail))
+
+
+async def audit(
+    services: Services,
+    since: int | None = None,
+    until: int | None = None,
+    segments: int = 4,
+    processor: bool = True,
+) -> Report:
+    """Audit the tables, and the processor over [since, until) (epoch seconds; by default from
+    the last clean audit to now). A clean audit of the processor moves the mark forward."""
+    report = Report()
+    tables = dict(
+        zip(
+            MONEY_TABLES,
+            await asyncio.gather(*(services.dynamo.scan(t, segments) for t in MONEY_TABLES)),
+            strict=True,
+        )
+    )
+    report.counts.update({t: len(items) for t, items in tables.items()})
+    _tables(report, tables)
+    if processor and hasattr(services.payments, "charges_between"):
+        mark = await services.dynamo.get("purchases", {"id": MARK}, consistent=True)
+        start = since if since is not None else int((mark or {}).get("until", 0))
+        end = until if until is not None else epoch()
+        report.window = (start, end)
+        purchases = {p["chargeId"]: p for p in tables["purchases"] if p["id"].startswith("pur_")}
+        await _processor(services, report, purchases, start, end)
+        if not report.findings and until is None:
+            await services.dynamo.put("purchases", {"id": MARK, "until": end})
+    return report
+
+
+def _tables(report: Report, tables: dict[str, list[Item]]) -> None:
+    accounts = {a["id"]: a for a in tables["accounts"]}
+    ledger_coins: Counter[str] = Counter()
+    ledger_diamonds: Counter[str] = Counter()
+    clawback: Counter[str] = Counter()
+    for entry in tables["ledger"]:
+        owner = entry["accountId"].split("#")[0]
+        ledger_coins[owner] += entry["coins"]
+        ledger_diamonds[owner] += entry["diamonds"]
+        if entry["kind"] == "CLAWBACK":
+            clawback[owner] += entry["diamonds"]
+    earned: Counter[str] = Counter()
+    for shard in tables["earnings"]:
+        earned[shard["accountId"]] += shard_total(shard)
+        if any(isinstance(v, int) and v < 0 for v in shard.values()):
+            report.add("negative balance", shard["id"], str(shard))
+    # the ledger promise
+    for owner in set(accounts) | set(ledger_coins) | set(earned):
+        account = accounts.get(owner, {})
+        coins = account.get("coins", 0) + account.get("heldCoins", 0)
+        diamonds = account.get("diamonds", 0) + earned[owner]
+        if (coins, diamonds) != (ledger_coins[owner], ledger_diamonds[owner]):
+            report.add(
+                "ledger differs",
+                owner,
+                f"wallet {coins} coins {diamonds} diamonds; entries {ledger_coins[owner]} coins "
+                f"{ledger_diamonds[owner]} diamonds",
+            )
+        for name in ("coins", "heldCoins", "diamonds", "owedDiamonds"):
+            if account.get(name, 0) < 0:
+                report.add("negative balance", owner, f"{name} = {account[name]}")
+    # purchases, reversal records, gifts and entries
+    purchases = {p["id"]: p for p in tables["purchases"] if p["id"].startswith("pur_")}
+    records = [r for r in tables["purchases"] if r["id"].startswith("rev#")]
+    covered: Counter[str] = Counter()
+    by_ref: Counter[str] = Counter()
+    owed: Counter[str] = Counter()
+    for record in records:
+        covered[record["purchaseId"]] += record["coins"]
+        by_ref[record["refId"]] += record["coins"]
+        owed[record["creatorId"]] += record.get("owed", 0)
+        paid = record["unitDiamonds"] * record["coins"] // record["unitCoins"]
+        if record["diamonds"] != paid or not 0 <= record.get("owed", 0) <= record["diamonds"]:
+            report.add("reversal differs", record["id"], str(record))
+    held: Counter[str] = Counter()
+    restricted_by: dict[str, set[str]] = defaultdict(set)
+    for purchase in purchases.values():
+        pid, buyer = purchase["id"], purchase["accountId"]
+        taken, wallet, spent = (purchase.get(k, 0) for k in ("takenBack", "fromWallet", "spent"))
+        if taken != wallet + spent or not 0 <= taken <= purchase["coins"]:
+            report.add("taken back differs", pid, f"{taken} != {wallet} + {spent}")
+        if covered[pid] != purchase.get("covered", 0):
+            report.add(
+                "reversals differ",
+                pid,
+                f"covered {purchase.get('covered', 0)}, records {covered[pid]}",
+            )
+        if purchase["status"] == "REFUNDING":
+            report.add("refund stuck", pid, f"REFUNDING, {purchase.get('held', 0)} coins held")
+        held[buyer] += purchase.get("held", 0)
+        if purchase.get("gen", 0) != purchase.get("settled", 0):
+            report.open.append(pid)
+        if spent > 0:
+            restricted_by[buyer].add(pid)
+            if purchase.get("walkDone") and purchase.get("covered", 0) < spent:
+                report.lost_coins += spent - purchase.get("covered", 0)
+    for owner, account in accounts.items():
+        if account.get("heldCoins", 0) != held[owner]:
+            report.add(
+                "coins left held",
+                owner,
+                f"{account.get('heldCoins', 0)} held, refunds in progress hold {held[owner]}",
+            )
+        holding = set(account.get("restrictedBy") or ())
+        for pid in holding - restricted_by[owner]:
+            report.add("restricted for nothing", owner, f"by {pid}, whose coins were not spent")
+        missing = restricted_by[owner] - holding
+        if missing and not account.get("restrictionClearedAt"):
+            report.add("not restricted", owner, f"spent coins taken back by {sorted(missing)}")
+        if account.get("owedDiamonds", 0) != owed[owner] + clawback[owner]:
+            report.add(
+                "owed differs",
+                owner,
+                f"owes {account.get('owedDiamonds', 0)}; records {owed[owner]}, repaid "
+                f"{-clawback[owner]}",
+            )
+        report.lost_diamonds += max(0, account.get("owedDiamonds", 0))
+    paid_for = [t for t in tables["transfers"]] + [
+        m for m in tables["events"] if "accountId" in m and "#" in m["id"]
+    ]
+    for item in paid_for:
+        reversed_ = item.get("reversedCoins", 0)
+        if reversed_ != by_ref[item["id"]] or not 0 <= reversed_ <= item.get("coins", 0):
+            report.add(
+                "reversal differs",
+                item["id"],
+                f"{reversed_} coins reversed, records {by_ref[item['id']]}",
+            )
+    # conservation
+    entry_coins = {e["id"]: e.get("entryCoins", 0) for e in tables["events"] if "#" not in e["id"]}
+    memberships = [m for m in tables["events"] if "accountId" in m and "#" in m["id"]]
+    entries = sum(m.get("coins") or entry_coins.get(m["id"].split("#")[0], 0) for m in memberships)
+    wallets = sum(a.get("coins", 0) + a.get("heldCoins", 0) for a in accounts.values())
+    bought = sum(p["coins"] for p in purchases.values())
+    taken_back = sum(p.get("fromWallet", 0) for p in purchases.values())
+    gifted = sum(t["coins"] for t in tables["transfers"])
+    if wallets != bought - taken_back - gifted - entries:
+        report.add(
+            "coins differ",
+            "all",
+            f"wallets {wallets} != credited {bought} - taken back {taken_back} - gifted {gifted} "
+            f"- entries {entries}",
+        )
+    diamonds = sum(a.get("diamonds", 0) for a in accounts.values()) + sum(earned.values())
+    earned_total = sum(t["diamonds"] for t in tables["transfers"]) + entries
+    from_buckets = sum(r["diamonds"] - r.get("owed", 0) for r in records)
+    repaid = -sum(clawback.values())
+    withdrawn = sum(
+        w["diamonds"]
+        for w in tables["withdrawals"]
+        if not w["id"].startswith("daily#") and w["status"] in ("PENDING", "PAID")
+    )
+    if diamonds != earned_total - from_buckets - repaid - withdrawn:
+        report.add(
+            "diamonds differ",
+            "all",
+            f"wallets {diamonds} != earned {earned_total} - reversed {from_buckets} - repaid "
+            f"{repaid} - withdrawn {withdrawn}",
+        )
+
+
+async def _processor(
+    services: Services, report: Report, purchases: dict[str, Item], since: int, until: int
+) -> None:
+    provider: Any = services.payments
+    charges, refunds, disputes = await asyncio.gather(
+        provider.charges_between(since, until),
+        provider.refunds_between(since, until),
+        provider.disputes_between(since, until),
+    )
+    touched = {c["id"] for c in charges}
+    touched |= {r["charge"] for r in refunds} | {d["charge"] for d in disputes}
+    # purchases made in the window: their charges, however late they were created
+    touched |= {
+        charge_id
+        for charge_id, p in purchases.items()
+        if since <= _epoch(p.get("createdAt", "")) < until
+    }
+    report.counts["charges"] = len(touched)
+    states = await asyncio.gather(*(_charge(provider, c) for c in sorted(touched)))
+    for charge_id, state in zip(sorted(touched), states, strict=True):
+        purchase = purchases.get(charge_id)
+        if state is None:
+            if purchase is not None:
+                report.add("credited, no charge", purchase["id"], f"charge {charge_id} not found")
+            continue
+        truth = Truth(state.amount, state.refunded, state.disputed)
+        if purchase is None:
+            if state.status == "succeeded" and truth.money_back < state.amount:
+                report.add(
+                    "charged, never credited",
+                    state.id,
+                    f"{state.amount} {state.currency}, {truth.money_back} returned",
+                )
+            continue
+        pid = purchase["id"]
+        if (state.amount, state.currency) != (purchase["priceAmount"], purchase["currency"]):
+            report.add(
+                "amount differs",
+                pid,
+                f"charged {state.amount} {state.currency}, purchase says "
+                f"{purchase['priceAmount']} {purchase['currency']}",
+            )
+        if state.status != "succeeded":
+            report.add("charge not succeeded", pid, f"{state.id} is {state.status}")
+        expected = truth.coins(purchase)
+        if purchase.get("takenBack", 0) != expected or purchase.get("refunded", 0) != (
+            truth.money_back
+        ):
+            report.add(
+                "money back differs",
+                pid,
+                f"the processor returned {truth.money_back} (refunds {truth.refunded}, disputes "
+                f"{truth.disputed}): {expected} coins; the purchase took back "
+                f"{purchase.get('takenBack', 0)} for {purchase.get('refunded', 0)}",
+            )
+        status = "REFUNDED" if truth.money_back >= state.amount else "COMPLETED"
+        if purchase["status"] not in (status, "REFUNDING"):
+            report.add("status differs", pid, f"{purchase['status']}, the processor says {status}")
+
+
+async def _charge(provider: Any, charge_id: str) -> Any:
+    try:
+        return await provider.charge(charge_id)
+    except LookupError:
+        return None
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return 0.0
