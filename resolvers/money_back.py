@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from infra import runtime
@@ -87,7 +87,7 @@ async def converge(services: Services, purchase_id: str, observe: Observe) -> It
         raise LookupError(f"no purchase {purchase_id}")
     gen = purchase["gen"]
     truth = await observe(purchase)
-    deadline, attempt = services.dynamo.deadline(), 0
+    deadline, attempt, walk = services.dynamo.deadline(), 0, Walk()
     while True:
         if purchase.get("gen", 0) != gen:
             # a later runner read the processor after us: its truth covers ours
@@ -95,15 +95,14 @@ async def converge(services: Services, purchase_id: str, observe: Observe) -> It
                 return purchase
         else:
             try:
-                moved = await _advance(services, purchase, truth)
+                moved = await _advance(services, purchase, truth, walk)
             except TransactionCancelled as cancelled:
                 if not any(cancelled.failed(i) for i in range(len(cancelled.reasons))):
                     raise
-                moved = None  # something moved under the step: read again, after a pause
+                moved, walk = None, Walk()  # something moved under the step: read again
             else:
-                if moved is True:
-                    attempt = 0
-                    purchase = await _read(services, purchase_id)
+                if isinstance(moved, dict):  # the step landed: the purchase as it now is
+                    attempt, purchase = 0, moved
                     continue
                 if moved is False:  # nothing left to do
                     settled = await services.purchases.settle(
@@ -151,9 +150,28 @@ def _log(before: Item, after: Item, truth: Truth) -> None:
         )
 
 
-async def _advance(services: Services, purchase: Item, truth: Truth) -> bool | None:
-    """One step toward the truth: True when one landed, False when there is nothing left to
-    do, None when it could not land now (something moved: read again and retry)."""
+@dataclass
+class Walk:
+    """The page of the buyer's ledger a convergence is walking through, so that reversing a
+    page of gifts reads it once (each step's conditions still check what it changes)."""
+
+    after: str | None = None  # the walk position the page was read after
+    entries: list[Item] = field(default_factory=list)
+    paid: dict[str, Paid] = field(default_factory=dict)
+    more: bool = True
+
+
+Step = Item | bool | None
+
+
+def _stepped(purchase: Item, changes: dict[str, Any]) -> Item:
+    """The purchase after a step that landed with `changes`."""
+    return {**purchase, **changes, "step": purchase.get("step", 0) + 1}
+
+
+async def _advance(services: Services, purchase: Item, truth: Truth, walk: Walk) -> Step:
+    """One step toward the truth: the purchase as it is after a step that landed, False when
+    there is nothing left to do, None when it could not land now (read again and retry)."""
     target = truth.coins(purchase)
     taken = purchase.get("takenBack", 0)
     if taken < target:
@@ -164,7 +182,7 @@ async def _advance(services: Services, purchase: Item, truth: Truth) -> bool | N
     if covered > spent:
         return await _restore(services, purchase, covered - spent)
     if covered < spent and not purchase.get("walkDone"):
-        return await _reverse(services, purchase, spent - covered)
+        return await _reverse(services, purchase, spent - covered, walk)
     return False
 
 
@@ -173,7 +191,7 @@ def _kind(purchase: Item, truth: Truth) -> str:
     return "CHARGEBACK" if truth.disputed != purchase.get("disputed", 0) else "REFUND"
 
 
-async def _take(services: Services, purchase: Item, truth: Truth, coins: int) -> bool | None:
+async def _take(services: Services, purchase: Item, truth: Truth, coins: int) -> Step:
     buyer = purchase["accountId"]
     account = await services.accounts.get(buyer, consistent=True) or {}
     held = min(coins, purchase.get("held", 0))
@@ -195,10 +213,10 @@ async def _take(services: Services, purchase: Item, truth: Truth, coins: int) ->
     if held + wallet:
         actions.append(_entry(services, buyer, _kind(purchase, truth), -(held + wallet), purchase))
     await services.dynamo.transact(actions)
-    return True
+    return _stepped(purchase, changes)
 
 
-async def _give(services: Services, purchase: Item, truth: Truth, coins: int) -> bool | None:
+async def _give(services: Services, purchase: Item, truth: Truth, coins: int) -> Step:
     spent = purchase.get("spent", 0)
     unspent = min(coins, spent)  # spent coins first: their creators get their diamonds back
     wallet = coins - unspent
@@ -218,7 +236,7 @@ async def _give(services: Services, purchase: Item, truth: Truth, coins: int) ->
     if wallet:
         actions.append(_entry(services, buyer, _kind(purchase, truth), wallet, purchase))
     await services.dynamo.transact(actions)
-    return True
+    return _stepped(purchase, changes)
 
 
 def _entry(services: Services, buyer: str, kind: str, coins: int, purchase: Item) -> Any:
@@ -260,31 +278,39 @@ def _pending(services: Services, bucket: str | None) -> bool:
     return start + bucket_seconds(hold) + hold > runtime.current().time()
 
 
-async def _reverse(services: Services, purchase: Item, wanted: int) -> bool | None:
+async def _reverse(services: Services, purchase: Item, wanted: int, walk: Walk) -> Step:
     """Cover up to `wanted` spent coins with the next gift or entry of the walk."""
-    entries, more = await services.ledger.spending(
-        purchase["accountId"],
-        after=purchase.get("walk") or None,
-        since=_boundary(purchase),
-        limit=PAGE,
-    )
-    paid = await _paid_for(services, purchase["accountId"], entries)
-    walk = purchase.get("walk", "")
-    for entry in entries:
-        found = paid.get(entry["entryId"])
+    position = purchase.get("walk") or None
+    if walk.after != position or not walk.entries:
+        walk.entries, walk.more = await services.ledger.spending(
+            purchase["accountId"], after=position, since=_boundary(purchase), limit=PAGE
+        )
+        walk.paid = await _paid_for(services, purchase["accountId"], walk.entries)
+        walk.after = position
+    cursor = purchase.get("walk", "")
+    for index, entry in enumerate(walk.entries):
+        found = walk.paid.get(entry["entryId"])
         if found is None or found.coins - found.reversed <= 0:
-            walk = entry["entryId"]  # nothing (left) to reverse here: move past it
+            cursor = entry["entryId"]  # nothing (left) to reverse here: move past it
             continue
-        return await _reverse_one(services, purchase, found, wanted, walk, entry["entryId"])
-    changes: dict[str, Any] = {"walk": walk}
-    if not more:
+        moved = await _reverse_one(services, purchase, found, wanted, cursor, entry["entryId"])
+        if isinstance(moved, dict):
+            coins = moved.get("covered", 0) - purchase.get("covered", 0)
+            walk.paid[entry["entryId"]] = replace(found, reversed=found.reversed + coins)
+            walk.after = moved.get("walk") or None
+            done = found.coins - found.reversed - coins <= 0
+            walk.entries = walk.entries[index + 1 :] if done else walk.entries[index:]
+        return moved
+    changes: dict[str, Any] = {"walk": cursor}
+    if not walk.more:
         changes["walkDone"] = True
         logger.warning(
             "spent coins with nothing left to reverse: the platform's loss",
             extra={"purchase": purchase["id"], "uncovered": wanted},
         )
     await services.dynamo.transact([services.purchases.step_action(purchase, changes)])
-    return True
+    walk.entries = []
+    return _stepped(purchase, changes)
 
 
 def _boundary(purchase: Item) -> str:
@@ -341,7 +367,7 @@ async def _paid_for(services: Services, buyer: str, entries: list[Item]) -> dict
 
 async def _reverse_one(
     services: Services, purchase: Item, paid: Paid, wanted: int, walk_before: str, entry_id: str
-) -> bool | None:
+) -> Step:
     left = paid.coins - paid.reversed
     coins = min(left, wanted)
     diamonds = paid.diamonds * coins // paid.coins
@@ -349,6 +375,7 @@ async def _reverse_one(
     # past this gift only when all of it is reversed; else a later walk may take the rest
     walk = entry_id if coins == left else walk_before
     owed_path = not _pending(services, paid.bucket)
+    changes = {"covered": purchase.get("covered", 0) + coins, "records": n + 1, "walk": walk}
     for owed in (owed_path, True):
         record = {
             "kind": paid.kind,
@@ -364,10 +391,7 @@ async def _reverse_one(
             "at": iso(now()),
         }
         actions = [
-            services.purchases.step_action(
-                purchase,
-                {"covered": purchase.get("covered", 0) + coins, "records": n + 1, "walk": walk},
-            ),
+            services.purchases.step_action(purchase, changes),
             services.purchases.push_record_action(purchase["id"], n, record),
             _reversed_action(services, paid, paid.reversed, paid.reversed + coins),
         ]
@@ -397,7 +421,7 @@ async def _reverse_one(
             raise
         if diamonds and owed:
             await repay(services, paid.creator)
-        return True
+        return _stepped(purchase, changes)
     return None
 
 
@@ -407,7 +431,7 @@ def _reversed_action(services: Services, paid: Paid, before: int, after: int) ->
     return services.events.reversed_action(paid.ref, before, after)
 
 
-async def _restore(services: Services, purchase: Item, coins: int) -> bool | None:
+async def _restore(services: Services, purchase: Item, coins: int) -> Step:
     """Give back the top reversal record's diamonds for up to `coins` spent coins."""
     n = purchase.get("records", 0) - 1
     record = await services.purchases.record(purchase["id"], n) if n >= 0 else None
@@ -481,7 +505,7 @@ async def _restore(services: Services, purchase: Item, coins: int) -> bool | Non
                 )
             )
     await services.dynamo.transact(actions)
-    return True
+    return _stepped(purchase, changes)
 
 
 async def _ref_item(services: Services, kind: str, ref: str) -> Item | None:

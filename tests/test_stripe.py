@@ -340,18 +340,15 @@ async def test_a_withdrawal_cannot_take_diamonds_a_chargeback_may_reverse(
     assert (refused["__typename"], refused["available"]) == ("InsufficientDiamonds", 0)
 
 
-async def test_reconcile_lists_every_difference_with_the_processor(
+async def test_the_audit_lists_every_difference_with_the_processor(
     api: Client, alice: dict[str, Any], stripe: StripeFake, services: Services
 ) -> None:
-    from datetime import UTC, datetime, timedelta
+    from resolvers.audit import audit
 
-    from resolvers.reconcile import reconcile
-
-    today = datetime.now(UTC).date()
-    period = (today, today + timedelta(days=1))
+    window = (0, 2**40)
     answer(await buy(api, alice, "k1"))
     answer(await buy(api, alice, "k2", package="coins-70"))
-    assert await reconcile(services, *period) == []
+    assert (await audit(services, *window)).findings == []
     # GIVEN a refund made in the dashboard whose webhook has not arrived, and a payment that
     # succeeded after authentication, also without its webhook
     first = next(iter(stripe.charges))
@@ -359,14 +356,14 @@ async def test_reconcile_lists_every_difference_with_the_processor(
     answer(await buy(api, alice, "k3", "pm_card_threeDSecure2Required"))
     pending = next(i for i, v in stripe.intents.items() if v["status"] == "requires_action")
     stripe.authenticate(pending)
-    found = await reconcile(services, *period)
-    assert sorted(d.kind for d in found) == ["charged, never credited", "refund differs"]
+    found = (await audit(services, *window)).findings
+    assert sorted(d.kind for d in found) == ["charged, never credited", "money back differs"]
     # WHEN the webhooks arrive THEN nothing differs
     refunded = stripe.event("charge.refunded", stripe.charges[first])
     succeeded = stripe.event("payment_intent.succeeded", stripe.intents[pending])
     for delivery in (refunded, succeeded):
         assert (await deliver(api, *delivery))[0] == 200
-    assert await reconcile(services, *period) == []
+    assert (await audit(services, *window)).findings == []
 
 
 def test_the_keys_come_from_a_secrets_manager_secret_on_aws() -> None:

@@ -171,9 +171,9 @@ async def _audit(settings: Settings, store: Any, provider: Any) -> list[str]:
             return provider.charge(charge_id)
 
     report = await audit(_direct(settings, store, Listed()), 0, 2**40, segments=1)
-    return [f"audit: {f.kind} {f.reference}: {f.detail}" for f in report.findings] + [
-        f"audit: convergence of {p} never settled" for p in report.open
-    ]
+    # `report.open` (a runner bumped a purchase and died, or was answered from what an earlier
+    # one settled) is informational: the money itself is checked by the findings
+    return [f"audit: {f.kind} {f.reference}: {f.detail}" for f in report.findings]
 
 
 async def _main(world: World, workload: Workload, report: Report) -> None:
