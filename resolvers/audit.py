@@ -155,6 +155,13 @@ def _tables(report: Report, tables: dict[str, list[Item]]) -> None:
             restricted_by[buyer].add(pid)
             if purchase.get("walkDone") and purchase.get("covered", 0) < spent:
                 report.lost_coins += spent - purchase.get("covered", 0)
+                left = _reversible(purchase, tables)
+                if left:
+                    report.add(
+                        "loss while reversible",
+                        pid,
+                        f"spent coins counted as lost while {sorted(left)[:5]} could pay back",
+                    )
     for owner, account in accounts.items():
         if account.get("heldCoins", 0) != held[owner]:
             report.add(
@@ -218,6 +225,21 @@ def _tables(report: Report, tables: dict[str, list[Item]]) -> None:
             f"wallets {diamonds} != earned {earned_total} - reversed {from_buckets} - repaid "
             f"{repaid} - withdrawn {withdrawn}",
         )
+
+
+def _reversible(purchase: Item, tables: dict[str, list[Item]]) -> list[str]:
+    """The buyer's gifts and entries between the purchase and when its coins were found spent
+    that are not wholly reversed."""
+    buyer = purchase["accountId"]
+    since = str(purchase.get("entryId") or "_").split("_", 1)[1]
+    until = str(purchase.get("walkFrom") or "_").split("_", 1)[1]
+    return [
+        t["id"]
+        for t in tables["transfers"]
+        if t.get("senderId") == buyer
+        and since < t["id"].split("_", 1)[1] < until
+        and t.get("reversedCoins", 0) < t["coins"]
+    ]
 
 
 async def _processor(

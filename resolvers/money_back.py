@@ -204,8 +204,11 @@ async def _take(services: Services, purchase: Item, truth: Truth, coins: int) ->
         "held": purchase.get("held", 0) - held,
         "disputed": truth.disputed,
     }
-    if spent:  # spending to find: walk again from the newest (each gift counts its reversals)
-        changes.update(walk="", walkDone=False)
+    if spent:
+        # the coins were spent before now: walk again from this moment back (each gift counts
+        # its own reversals, so one walked before is not reversed twice)
+        now_id = new_id("tx")
+        changes.update(walk=now_id, walkFrom=now_id, walkDone=False)
     actions = [
         services.purchases.step_action(purchase, changes),
         services.accounts.take_back_action(buyer, wallet, held, purchase["id"] if spent else None),

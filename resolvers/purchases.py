@@ -307,8 +307,11 @@ async def settle_payment(services: Services, payment_id: str) -> None:
         and package.get("currency") == payment.currency
     )
     if matches and record is not None and record["status"] not in (COMPLETED, FAILED):
-        await credit(services, record, payment.id, payment.charge_id or payment.id)
-        return
+        try:
+            await credit(services, record, payment.id, payment.charge_id or payment.id)
+            return
+        except UserError:  # answered as failed meanwhile (the buyer's own attempt): refunded
+            record = await services.idempotency.get(key or "")
     if matches and record is not None and record["status"] == COMPLETED:
         purchase = await services.purchases.get(record["purchaseId"])
         if purchase is not None and purchase.get("paymentId") == payment.id:
@@ -395,6 +398,10 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
                 await _release(services, purchase_id)
                 raise InvalidState("The payment provider refused to refund this charge.") from error
     finished = await money_back.converge(services, purchase_id, observe_charge(services))
+    if finished["status"] == REFUNDING:  # the money did not come back: the refund failed
+        logger.warning("the provider's refund of %s failed", purchase_id)
+        await _release(services, purchase_id)
+        raise InvalidState("The payment provider's refund failed; the coins stay with the buyer.")
     logger.info(
         "admin refunded a purchase",
         extra={"admin": admin.sub, "purchaseId": purchase_id, "status": finished["status"]},

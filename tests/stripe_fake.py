@@ -42,6 +42,7 @@ class StripeFake:
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     disputes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    api_refunds_fail: bool = False  # refunds asked through the API fail at once (closed card)
     keys: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
@@ -217,7 +218,10 @@ class StripeFake:
                 "parameter_invalid_integer",
                 f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
             )
-        return 200, self.refund(charge["id"], amount)
+        refund = self.refund(charge["id"], amount)
+        if self.api_refunds_fail:
+            refund = self.fail_refund(refund["id"])
+        return 200, refund
 
     def refund(self, charge_id: str, amount: int, status: str = "succeeded") -> dict[str, Any]:
         """A refund (through the API, or made in the dashboard); the charge's amount_refunded

@@ -293,21 +293,23 @@ async def test_a_won_verdict_racing_the_reversal_walk_ends_restored(
     opened = stripe.event("charge.dispute.created", dispute)
     # WHEN the dispute is won at the processor while the first delivery is reversing gifts
     verdict: list[Any] = []
+    test_loop = asyncio.get_running_loop()  # the handler may run on a loop of its own
 
     async def win_meanwhile(real: Any, operation: str, kwargs: dict[str, Any]) -> Any:
         answer_ = await real(operation, kwargs)
         if not verdict:
             won = stripe.update_dispute(dispute["id"], "won")
-            verdict.append(
-                asyncio.ensure_future(deliver(api, *stripe.event("charge.dispute.closed", won)))
-            )
+            closing = deliver(api, *stripe.event("charge.dispute.closed", won))
+            verdict.append(asyncio.run_coroutine_threadsafe(closing, test_loop))
         return answer_
 
     faults = Faults(services.dynamo)
     faults.on("transact_write_items", win_meanwhile, times=1, after=1)
-    assert (await deliver(api, *opened))[0] == 200
+    first = await deliver(api, *opened)
     faults.clear()
-    assert (await verdict[0])[0] == 200
+    assert (await asyncio.wrap_future(verdict[0]))[0] == 200
+    if first[0] != 200:  # superseded and not settled in its budget: Stripe delivers it again
+        assert (await deliver(api, *opened))[0] == 200
     # THEN everything is back: coins, diamonds, no restriction
     fan_now = await me(api, fan)
     assert not fan_now["restricted"] and fan_now["wallet"]["coins"] == 50
@@ -490,3 +492,19 @@ async def test_withdrawn_diamonds_are_owed_and_repaid_from_new_earnings(
     refused = await request(api, creator, 2000, "w2")
     assert (refused["__typename"], refused["available"]) == ("InsufficientDiamonds", 700)
     assert sum(kinds(await me(api, creator), "CLAWBACK", "diamonds")) == -300
+
+
+async def test_an_admin_refund_that_fails_at_the_processor_gives_the_coins_back(
+    api: Client, alice: dict[str, Any], stripe: StripeFake, admin: dict[str, Any]
+) -> None:
+    answer(await buy(api, alice, "k"))
+    bought = await purchase(api, alice)
+    stripe.api_refunds_fail = True
+    failed = (await api.data(REFUND, {"id": bought["id"]}, admin))["refundPurchase"]
+    assert failed["__typename"] == "InvalidState" and "failed" in failed["message"]
+    assert (await purchase(api, alice))["status"] == "COMPLETED"
+    assert (await me(api, alice))["wallet"]["coins"] == 350
+    stream = await go_live(api, claims_for("cora"))
+    assert (await send(api, alice, "g", gift="rainbow-puke", stream=stream))["__typename"] == (
+        "GiftSent"  # the coins are spendable again
+    )

@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from infra.earnings import shard_total
+from infra.earnings import BUCKET_PREFIX, bucket_seconds, shard_total
+from infra.rankings import PREFIX_BITS, rank_base
 
 Item = dict[str, Any]
 
@@ -40,9 +41,23 @@ class Violation(AssertionError):
 class Totals:
     """Running totals over the store's tables, updated by the store's write listener."""
 
-    def __init__(self, prefix: str, provider: Any) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        provider: Any,
+        clock: Any = None,
+        hold: int = 0,
+        daily_limit: int | None = None,
+    ) -> None:
         self.prefix = prefix
         self.provider = provider
+        self.clock = clock  # virtual time (when a bucket may leave an earnings item)
+        self.hold = hold
+        self.daily_limit = daily_limit
+        self.gifts: dict[
+            str, tuple[str, str, int, int]
+        ] = {}  # id -> (sender, ulid, coins, reversed)
+        self.entries: dict[str, tuple[str, str, int, int]] = {}  # membership -> (joiner, at, ...)
         self.wallet_coins: Counter[str] = Counter()
         self.wallet_diamonds: Counter[str] = Counter()  # account item + earnings shards
         self.ledger_coins: Counter[str] = Counter()
@@ -83,6 +98,7 @@ class Totals:
     def listen(self, table: str, key: Any, old: Item | None, new: Item | None) -> None:
         self.writes += 1
         name = table.removeprefix(self.prefix)
+        self._transition(name, old, new)
         if old is None and new is not None:  # what the run reached: new items by kind
             if name == "ledger":
                 sign = "+" if new["coins"] + new["diamonds"] > 0 else "-"
@@ -102,6 +118,26 @@ class Totals:
             handler(old, -1)
         if new is not None:
             handler(new, +1)
+
+    def _transition(self, name: str, old: Item | None, new: Item | None) -> None:
+        """Rules about how one item may change, with both of its versions in hand."""
+        if name == "earnings" and old is not None and new is not None and self.clock:
+            size, now = bucket_seconds(self.hold), self.clock()
+            for bucket in set(old) - set(new):
+                if bucket.startswith(BUCKET_PREFIX) and bucket[1:].isdigit():
+                    if int(bucket[1:]) + size + self.hold > now:  # folded before it matured
+                        self.negative.append(f"{new['id']}: pending bucket {bucket} withdrawn")
+        elif name == "withdrawals" and new is not None and not new["id"].startswith("daily#"):
+            before = (old or {}).get("status", "PENDING")
+            if before != new["status"] and before != "PENDING":
+                self.negative.append(f"withdrawal {new['id']} {before} -> {new['status']}")
+        elif name == "withdrawals" and new is not None and self.daily_limit is not None:
+            if new.get("cents", 0) > self.daily_limit:
+                self.negative.append(f"{new['id']}: {new['cents']} cents > the daily limit")
+        elif name == "rankings" and new is not None:
+            expected = rank_base(new["id"].split("#", 1)[1]) + new["coins"] * (1 << PREFIX_BITS)
+            if new.get("rankSort") != expected:
+                self.negative.append(f"ranking {new['id']}: rankSort differs from its coins")
 
     def _check(self, what: str, value: int) -> None:
         if value < 0:
@@ -207,6 +243,14 @@ class Totals:
                 self.negative.append(f"{ref} reversed {item.get('reversedCoins')} coins of {item}")
 
     def _transfers(self, item: Item, sign: int) -> None:
+        if sign > 0:
+            ulid = item["id"].split("_", 1)[1]
+            self.gifts[item["id"]] = (
+                item["senderId"],
+                ulid,
+                item["coins"],
+                item.get("reversedCoins", 0),
+            )
         self._reversal_counter(item["id"], item, sign)
         self.sums["transfers"] += sign
         self.sums["gift_coins"] += sign * item["coins"]
@@ -231,6 +275,13 @@ class Totals:
 
     def _events(self, item: Item, sign: int) -> None:
         if "accountId" in item:  # a membership "<eventId>#<accountId>"
+            if sign > 0 and item.get("coins"):
+                self.entries[item["id"]] = (
+                    item["accountId"],
+                    item["joinedAt"],
+                    item["coins"],
+                    item.get("reversedCoins", 0),
+                )
             self._reversal_counter(item["id"], item, sign)
             event = item["id"].split("#")[0]
             self.members[event] += sign
@@ -367,6 +418,23 @@ class Totals:
             found += self.settled()
         return found
 
+    def _unreversed(self, purchase: Item) -> list[str]:
+        """The buyer's gifts and event entries made after the purchase and before its coins
+        were found spent, not wholly reversed: what those coins could still have paid for."""
+        buyer, since = purchase["accountId"], purchase.get("entryId", "tx_").split("_", 1)[1]
+        until = purchase.get("walkFrom", "tx_").split("_", 1)[1]
+        left = [
+            gift
+            for gift, (sender, ulid, coins, reversed_) in self.gifts.items()
+            if sender == buyer and since < ulid < until and reversed_ < coins
+        ]
+        left += [
+            entry
+            for entry, (joiner, ulid, coins, reversed_) in self.entries.items()
+            if joiner == buyer and since < ulid < until and reversed_ < coins
+        ]
+        return left
+
     def settled(self) -> list[str]:
         """Once every delivery was applied and every request answered: each purchase took back
         exactly what its charge's state implies, and each charge is credited or refunded."""
@@ -392,6 +460,19 @@ class Totals:
                 "walkDone"
             ):
                 problems.append("spent coins not reversed, walk not done")
+            elif purchase.get("covered", 0) < purchase.get("spent", 0):
+                left = self._unreversed(purchase)
+                if left:  # a loss is only what nothing was left to pay back
+                    problems.append(f"spent coins counted as a loss while {left} are reversible")
             if problems:
                 found.append(f"purchase {purchase['id']} of {charge}: {'; '.join(problems)}")
         return found
+
+
+def _ulid_at(stamp: str) -> str:
+    """The smallest ULID of a moment (an ISO time), to order it among ULIDs."""
+    from datetime import datetime
+
+    value = int(datetime.fromisoformat(stamp).timestamp() * 1000) << 80
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))

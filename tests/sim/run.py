@@ -54,6 +54,7 @@ class Report:
     containers: int = 0
     final_retries: int = 0
     violations: list[str] = field(default_factory=list)
+    detected_at: int | None = None  # operations completed when the first violation showed
     reached: Counter[str] = field(default_factory=Counter)
     last: list[str] = field(default_factory=list)
     virtual_seconds: float = 0.0
@@ -91,6 +92,7 @@ def simulate(
     entrypoint: str = "lambda",
     progress: bool = False,
     hold: int = 0,
+    stop_on_violation: bool = False,
 ) -> Report:
     """One seeded run. With `hold` > 0 (the earnings hold, seconds) virtual time also jumps
     hours and days now and then, so diamonds mature, are withdrawn, and are then disputed."""
@@ -113,9 +115,10 @@ def simulate(
         ensure_tables(store, settings)
         asyncio.run(_seed(settings, store))
         world = World(seed, store, settings, fault_rate, scheduler, entrypoint)
-        totals = Totals(PREFIX, world.provider)
+        totals = Totals(PREFIX, world.provider, sim.time, hold, LIMIT_CENTS)
         store.listeners.append(totals.listen)
         workload = Workload(world, totals, seed, clients, operations, PREFIX)
+        workload.stop_on_violation = stop_on_violation
         if progress:
             workload.progress = lambda done: print(
                 f"  {done} operations, {time.perf_counter() - started:.0f} s", flush=True
@@ -125,6 +128,9 @@ def simulate(
         report.violations += totals.audit(settled=True)
         report.violations += asyncio.run(_audit(settings, store, world.provider))
         report.reached = totals.reached
+        report.detected_at = workload.detected_at
+        if report.violations and report.detected_at is None:  # by the audits after the run
+            report.detected_at = workload.completed
         report.completed = workload.completed
         report.outcomes = workload.outcomes
         report.injected = world.stats.faults

@@ -210,6 +210,8 @@ class Workload:
         self.after_each = True  # check the running invariants after every operation
         self.queue: list[tuple[str, str]] = []  # webhook deliveries waiting for a deliverer
         self.acting = True  # the processor still acts
+        self.detected_at: int | None = None  # operations completed when a violation showed
+        self.stop_on_violation = False
         self.authenticating: list[str] = []  # payments waiting for the buyer's 3-D Secure
         self.delivered: list[tuple[str, str]] = []
         self.undelivered: list[tuple[str, str]] = []
@@ -431,28 +433,29 @@ class Workload:
             status = "succeeded" if rng.random() < 0.5 else "failed"
             self._queue("charge.refund.updated", provider.settle_refund(refund, status))
         elif roll < 0.50 and credited:
-            charge = rng.choice(credited)
-            amount = provider.charges[charge].amount
-            part = amount if rng.random() < 0.7 else rng.randrange(1, amount + 1)
-            self._queue(
-                "charge.dispute.created", provider.dispute(charge, part, rng.random() < 0.25)
-            )
+            undisputed = [c for c in credited if not provider.disputed_ever(c)]
+            if undisputed:  # one dispute a charge (an inquiry may escalate into one)
+                charge = rng.choice(undisputed)
+                amount = provider.charges[charge].amount
+                part = amount if rng.random() < 0.7 else rng.randrange(1, amount + 1)
+                inquiry = rng.random() < 0.25
+                self._queue("charge.dispute.created", provider.dispute(charge, part, inquiry))
         elif roll < 0.68 and provider.disputes:
-            dispute = rng.choice(list(provider.disputes)[-40:])
-            status = provider.disputes[dispute]["status"]
-            if status.startswith("warning_"):
-                moved = rng.choice(["warning_closed", "needs_response"])
-            else:
-                moved = rng.choice(["won", "lost", "under_review"])
-            obj = provider.move_dispute(dispute, moved)
-            kind = (
-                "charge.dispute.closed"
-                if moved in ("won", "lost", "warning_closed")
-                else ("charge.dispute.updated")
-            )
-            self._queue(kind, obj)
-            if moved == "won":
-                self._queue("charge.dispute.funds_reinstated", obj)
+            open_ = [d for d in list(provider.disputes)[-40:] if provider.dispute_open(d)]
+            if open_:  # a dispute moves on; won, lost and warning_closed are final
+                dispute = rng.choice(open_)
+                status = provider.disputes[dispute]["status"]
+                if status.startswith("warning_"):
+                    moved = rng.choice(["warning_closed", "needs_response", "warning_under_review"])
+                else:
+                    moved = rng.choice(["won", "lost", "under_review"])
+                obj = provider.move_dispute(dispute, moved)
+                final = moved in ("won", "lost", "warning_closed")
+                self._queue("charge.dispute.closed" if final else "charge.dispute.updated", obj)
+                if moved == "won":
+                    self._queue("charge.dispute.funds_reinstated", obj)
+                elif moved == "needs_response":
+                    self._queue("charge.dispute.funds_withdrawn", obj)
         elif roll < 0.80 and self.authenticating:
             payment = self.authenticating.pop(rng.randrange(len(self.authenticating)))
             obj = provider.authenticate(payment)
@@ -521,6 +524,15 @@ class Workload:
             self.undelivered.append(delivery)  # no 2xx: the processor delivers it again
         if self.after_each:
             self.violations.extend(self.totals.check())
+        self._detected()
+
+    def _detected(self) -> None:
+        """Note the operation at which the first violation showed; with `stop_on_violation`
+        (the mutation suite) no new operation starts after it."""
+        if self.violations and self.detected_at is None:
+            self.detected_at = self.completed
+            if self.stop_on_violation:
+                self.started = self.operations
 
     async def redeliver(self) -> None:
         """After the run: the buyers still authenticating finish, and everything the processor
@@ -553,6 +565,7 @@ class Workload:
         self.check(attempt, response)
         if self.after_each:
             self.violations.extend(self.totals.check())
+        self._detected()
 
     def check(self, attempt: Attempt, response: dict[str, Any] | None) -> None:
         summary = self._check(attempt, response)
@@ -793,10 +806,13 @@ class Workload:
             return f"stored {stored and stored['status']}"
         if attempt.mutation == "refundPurchase":
             stored = self.item("purchases", {"id": value["purchaseId"]})
-            disputes = self.world.provider.disputes.values()
-            refused = stored and any(
-                d["charge"] == stored["chargeId"] and not d["status"].startswith("warning_")
-                for d in disputes
+            provider = self.world.provider
+            charge = (stored or {}).get("chargeId", "")
+            refused = any(
+                d["charge"] == charge and not d["status"].startswith("warning_")
+                for d in provider.disputes.values()
+            ) or any(  # or its refund failed
+                r["charge"] == charge and r["status"] == "failed" for r in provider.refunds.values()
             )
             return None if refused else "the provider did not refuse"
         return "unexpected InvalidState"

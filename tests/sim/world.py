@@ -176,6 +176,12 @@ class SimProvider:
             for d in self.disputes.values()
         )
 
+    def disputed_ever(self, charge_id: str) -> bool:
+        return any(d["charge"] == charge_id for d in self.disputes.values())
+
+    def dispute_open(self, dispute_id: str) -> bool:
+        return self.disputes[dispute_id]["status"] not in ("won", "lost", "warning_closed")
+
     def _refund(self, charge_id: str, amount: int, status: str) -> dict[str, Any]:
         refund = {
             "id": self._next("re"),
