@@ -395,7 +395,8 @@ class _Function:
         settings = Settings.from_env()
         if not settings.feed_endpoint:
             raise RuntimeError("LIVECOINS_FEED_ENDPOINT is not set (template.yaml sets it)")
-        self.services = Services.build(settings)
+        # No payment provider: the feed never takes a payment, nor reads the processor's secret.
+        self.services = Services.build(settings, takes_payments=False)
         self.poster = ConnectionPoster(settings.feed_endpoint, settings.region)
         self.loop = asyncio.new_event_loop()
         self.metrics = MetricsPublisher(self.services)
