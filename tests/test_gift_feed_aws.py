@@ -261,3 +261,34 @@ async def test_gone_connections_are_removed_by_the_fan_out(
     assert transfer is not None
     await FanOut(services, poster).handle([record(transfer)])  # type: ignore[arg-type]
     assert await session.subscriptions.of_stream(stream, services.settings.feed_partitions) == []
+
+
+def test_the_token_check_refuses_an_expired_or_foreign_token() -> None:
+    """What `verify` answers for the refusal above: None for an expired token and for one
+    signed by another key, the identity for a valid one (as the HTTP API's authorizer)."""
+    import time
+    from types import SimpleNamespace
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from handlers.gift_feed import TokenVerifier
+    from infra.config import Settings
+
+    pool, other = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in "ab")
+    issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_pool"
+    settings = Settings(
+        token_issuer=issuer, token_audience="client", jwks_url="https://keys.invalid/jwks.json"
+    )
+    verify = TokenVerifier(settings)
+    verify._keys = SimpleNamespace(
+        get_signing_key_from_jwt=lambda token: SimpleNamespace(key=pool.public_key())
+    )
+
+    def token(key: rsa.RSAPrivateKey, expires_in: int) -> str:
+        claims = {"sub": "wen", "iss": issuer, "aud": "client", "token_use": "id"}
+        return jwt.encode({**claims, "exp": int(time.time()) + expires_in}, key, "RS256")
+
+    assert verify(token(pool, 600)) is not None
+    assert verify(token(pool, -60)) is None  # expired
+    assert verify(token(other, 600)) is None  # not the pool's key
