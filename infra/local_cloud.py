@@ -249,8 +249,8 @@ class LocalCloud:
 
     def warm(self, stack: Stack) -> dict[str, float]:
         """Invoke each function once, in parallel, so that the first request is not a cold
-        start (3 to 6 s each here when the machine is idle, 40 s measured when it was not):
-        seconds each took. Raises if one failed."""
+        start (3.5 to 6 s each measured on an idle machine; 37 to 64 s for the four at once
+        while it was shared): seconds each took. Raises if one failed."""
         lam = self.client("lambda", read_timeout=300)
         names = self.functions(stack)
 
