@@ -55,7 +55,8 @@ serve: $(BIN)/livecoins $(ENGINE_VENV)/bin/ministack
 seed: deps
 	$(BIN)/livecoins seed
 
-# Starts the local cloud, deploys template.yaml, prints the URLs and pool ids; Ctrl-C stops it.
+# Starts the local cloud, deploys template.yaml, warms the functions, prints the URLs and pool
+# ids; Ctrl-C stops it within seconds (infra/local_cloud.py, STOP_GRACE_SECONDS).
 cloud: deps
 	$(BIN)/livecoins cloud
 

@@ -124,15 +124,27 @@ def cmd_seed(args: argparse.Namespace) -> None:
 
 
 def cmd_cloud(args: argparse.Namespace) -> None:
-    """Start the local cloud, deploy template.yaml, print where things are, wait for Ctrl-C."""
-    from infra.local_cloud import TRIAL_PARAMETERS, LocalCloud, build_bundle
+    """Start the local cloud, deploy template.yaml, warm the functions, print where things
+    are, wait for Ctrl-C; then stop within seconds and say so."""
+    from infra.local_cloud import STOP_GRACE_SECONDS, TRIAL_PARAMETERS, LocalCloud, build_bundle
 
     bundle = build_bundle(sys.executable)
     cloud = LocalCloud(Settings.from_env().engine_command)
-    cloud.start()
+    stop = {signal.SIGINT, signal.SIGTERM}
     try:
+        timer = Timer()
+        progress("starting the local cloud (ministack) ...")
+        cloud.start()
+        progress(f"  up on {cloud.url} in {timer}; deploying template.yaml ...")
         stack = cloud.deploy(bundle, parameters=TRIAL_PARAMETERS)
         cloud.seed_catalog(stack)
+        timer = Timer()
+        progress(
+            f"  deployed in {stack.timings['deploy']:.1f} s; warming the four functions "
+            "(each one's first start takes seconds) ..."
+        )
+        cloud.warm(stack)
+        progress(f"  warm in {timer}: the first request is answered as fast as the next")
         outputs = stack.outputs
         rows = [
             ("local cloud", f"{cloud.url} (ministack, IAM enforced)"),
@@ -151,15 +163,20 @@ def cmd_cloud(args: argparse.Namespace) -> None:
         for label, value in rows:
             print(f"{label + ':':<20}{value}")
         print(
-            "Sign users up with the app client (AWS CLI or any Cognito SDK, endpoint "
-            f"{cloud.url}); Ctrl-C stops and removes everything.",
+            'Sign users up with the AWS CLI (README, "Try the AWS shape locally"): '
+            f"export AWS_ENDPOINT_URL={cloud.url}; Ctrl-C stops and removes everything.",
             flush=True,
         )
-        stop = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop)
         signal.sigwait(stop)
+    except KeyboardInterrupt:  # Ctrl-C while starting
+        pass
     finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # a second Ctrl-C cannot cut it short
+        timer = Timer()
+        progress(f"stopping the local cloud (at most {STOP_GRACE_SECONDS:.0f} s) ...")
         cloud.stop()
+        progress(f"  stopped in {timer}; its files are being removed in the background")
 
 
 def _sub(value: str) -> str:

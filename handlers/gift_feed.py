@@ -4,12 +4,22 @@
 - $connect: remember the connection; answer the graphql-transport-ws subprotocol.
 - connection_init: an optional Cognito ID token in the payload (`Authorization: Bearer ...`
   or `token`), verified against the pool's keys (PyJWT's JWK client) as the HTTP API's JWT
-  authorizer would; then connection_ack. A bad token closes the connection (API Gateway
-  cannot send the protocol's 4403 close code: the connection is closed instead).
-- subscribe: the document is executed once against an empty feed to validate it and learn
-  its stream; errors answer `error`; a stream that is not live answers `complete` at once;
-  otherwise the subscription is stored under the stream's subscriber partition.
+  authorizer would; then connection_ack. A bad or expired token is acknowledged too, and
+  each `subscribe` on that connection then answers an `error` with extensions.code
+  UNAUTHENTICATED before the connection is closed: API Gateway closes with 1000 whatever
+  the backend wants (it cannot send the protocol's 4403), and graphql-transport-ws clients
+  reject an `error` that comes before connection_ack, so this is the refusal they can read.
+- subscribe: at most `LIVECOINS_WS_MAX_OPERATIONS` subscriptions per connection (past it an
+  `error` for that id; the connection stays), as on the local server. The document is
+  executed once against an empty feed to validate it and learn its stream: a refused
+  document answers `error`; an execution error (a malformed stream id) and a stream that does
+  not exist answer `next` with the errors (NOT_FOUND) then `complete`, as the local server
+  does; a stream that is not live answers `complete` at once; otherwise the subscription is
+  stored under the stream's subscriber partition.
 - complete, ping/pong, $disconnect (its subscriptions are removed).
+- A message over `LIVECOINS_MAX_BODY_BYTES` is not read: an `error` for its id if it has one
+  (MESSAGE_TOO_LARGE), then the connection is closed (the local server closes with 1009;
+  API Gateway itself closes with 1009 past its 128 KB).
 Queries and mutations are the HTTP API's: over the socket they answer `error`.
 
 `fanout_handler` (GiftFeedFanOutFunction) consumes the transfers table's stream (new gifts)
@@ -46,6 +56,7 @@ from infra.config import Settings
 from infra.dynamo import Item, from_item
 from infra.services import Services
 from infra.subscriptions import (
+    CONNECTIONS,
     ConnectionPoster,
     ConnectionsRepo,
     Gone,
@@ -87,21 +98,30 @@ class _OneGift:
 
 async def execute(services: Services, request: dict[str, Any], feed: Any) -> list[dict[str, Any]]:
     """Run a subscription document against `feed`: its results, formatted for `next`."""
+    refused, payloads = await _run(services, request, feed)
+    return [refused] if refused is not None else payloads
+
+
+async def _run(
+    services: Services, request: dict[str, Any], feed: Any
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(the answer if the document was refused before execution, e.g. invalid; else None,
+    and the results of executing it against `feed`)."""
     result = await schema.subscribe(
         request["query"],
         variable_values=request.get("variables") or None,
         context_value=Context(services, None, feed=feed),
         operation_name=request.get("operationName"),
     )
-    if not hasattr(result, "__aiter__"):  # refused before execution (e.g. invalid)
-        return [_formatted(result)]
+    if not hasattr(result, "__aiter__"):
+        return _formatted(result), []
     payloads = []
     try:
         async for item in result:
             payloads.append(_formatted(item))
     finally:
         await result.aclose()
-    return payloads
+    return None, payloads
 
 
 def _formatted(result: Any) -> dict[str, Any]:
@@ -147,6 +167,9 @@ class SocketSession:
             await self.subscriptions.remove(at, connection_id, subscription_id)
 
     async def message(self, connection_id: str, body: str) -> None:
+        limit = self.services.settings.max_body_bytes
+        if len(body.encode("utf-8", "surrogatepass")) > limit:
+            return await self.too_large(connection_id, body, limit)
         try:
             message = json.loads(body)
             kind = message["type"]
@@ -161,13 +184,20 @@ class SocketSession:
             return await self.close(connection_id, "unknown connection")
         if kind == "connection_init":
             return await self.init(connection_id, connection, message.get("payload") or {})
+        subscription_id = message.get("id")
+        usable_id = isinstance(subscription_id, str) and 0 < len(subscription_id) <= 128
+        if connection["state"] == REFUSED:
+            if kind == "subscribe" and usable_id:
+                await self.post(connection_id, _error(subscription_id, *UNAUTHENTICATED))
+            return await self.close(connection_id, "4403 Forbidden: the token is not valid")
         if connection["state"] != "ready":
             return await self.close(connection_id, "4401 Unauthorized: connection_init first")
-        subscription_id = message.get("id")
-        if not isinstance(subscription_id, str) or not 0 < len(subscription_id) <= 128:
+        if not usable_id:
             return await self.close(connection_id, "4400 a message without a usable id")
         if kind == "subscribe":
-            return await self.subscribe(connection_id, subscription_id, message.get("payload"))
+            return await self.subscribe(
+                connection_id, subscription_id, message.get("payload"), connection
+            )
         if kind == "complete":
             at = (connection.get("subscriptions") or {}).get(subscription_id)
             if at:
@@ -183,34 +213,77 @@ class SocketSession:
         token = _token(payload)
         if token is not None:
             identity = await asyncio.to_thread(self.verify, token)
-            if identity is None:
-                return await self.close(connection_id, "4403 Forbidden: the token is not valid")
-        if not await self.connections.ready(connection_id, identity.sub if identity else None):
+        if token is not None and identity is None:
+            # Acknowledged, so the client reads the refusal on its first subscribe (above).
+            accepted = await self._refuse(connection_id)
+        else:
+            accepted = await self.connections.ready(
+                connection_id, identity.sub if identity else None
+            )
+        if not accepted:
             return await self.close(connection_id, "4429 Too many initialisation requests")
         await self.post(connection_id, {"type": "connection_ack"})
         return None
 
-    async def subscribe(self, connection_id: str, subscription_id: str, payload: Any) -> None:
+    async def _refuse(self, connection_id: str) -> bool:
+        """connection_init with a bad token: open -> refused, once (False: it was not open)."""
+        updated = await self.services.dynamo.update(
+            CONNECTIONS,
+            {"id": connection_id},
+            "SET #s = :refused",
+            names={"#s": "state"},
+            values={":refused": REFUSED, ":open": "open"},
+            condition="#s = :open",
+        )
+        return updated is not None
+
+    async def too_large(self, connection_id: str, body: str, limit: int) -> None:
+        try:
+            subscription_id = json.loads(body).get("id")
+        except (ValueError, AttributeError):
+            subscription_id = None
+        if isinstance(subscription_id, str) and 0 < len(subscription_id) <= 128:
+            message = f"The message is larger than {limit} bytes."
+            await self.post(connection_id, _error(subscription_id, message, "MESSAGE_TOO_LARGE"))
+        return await self.close(connection_id, f"1009 a message larger than {limit} bytes")
+
+    async def subscribe(
+        self, connection_id: str, subscription_id: str, payload: Any, connection: Item
+    ) -> None:
+        limit = self.services.settings.ws_max_operations
+        held = connection.get("subscriptions") or {}
+        if subscription_id not in held and len(held) >= limit:  # the write below is the rule
+            return await self.post(connection_id, _error(subscription_id, LIMIT_REACHED))
         request = _request(payload)
         if isinstance(request, str):
-            return await self.post(
-                connection_id,
-                {"id": subscription_id, "type": "error", "payload": [{"message": request}]},
-            )
+            return await self.post(connection_id, _error(subscription_id, request))
         probe = _Probe()
-        results = await execute(self.services, request, probe)
-        errors = [e for r in results for e in r.get("errors", [])]
-        if errors or probe.stream_id is None:
-            errors = errors or [{"message": "Subscribe to giftFeed."}]
+        refused, results = await _run(self.services, request, probe)
+        if refused is not None:
+            errors = refused.get("errors") or [{"message": "The document was refused."}]
             return await self.post(
                 connection_id, {"id": subscription_id, "type": "error", "payload": errors}
             )
+        errors = [e for r in results for e in r.get("errors", [])]
+        if errors:  # as the local server: the execution's errors, then the end
+            return await self._ended(connection_id, subscription_id, errors)
+        if probe.stream_id is None:
+            return await self.post(connection_id, _error(subscription_id, "Subscribe to giftFeed."))
         stream_id = probe.stream_id
-        partitions = self.services.settings.feed_partitions
-        at = channel(stream_id, connection_id, partitions)
-        if not await self._live(stream_id):
+        stream = await self._stream(stream_id)
+        if stream is None:
+            error = {
+                "message": f"No live stream {stream_id}.",
+                "extensions": {"code": "NOT_FOUND", "field": "streamId"},
+            }
+            return await self._ended(connection_id, subscription_id, [error])
+        if stream.get("status") != "LIVE":
             return await self.post(connection_id, {"id": subscription_id, "type": "complete"})
-        if not await self.connections.add_subscription(connection_id, subscription_id, at):
+        at = channel(stream_id, connection_id, self.services.settings.feed_partitions)
+        added = await self._add_subscription(connection_id, subscription_id, at, limit)
+        if added == "full":
+            return await self.post(connection_id, _error(subscription_id, LIMIT_REACHED))
+        if added != "added":
             return await self.close(connection_id, f"4409 Subscriber for {subscription_id} exists")
         await self.subscriptions.add(at, connection_id, subscription_id, request)
         if not await self._live(stream_id):  # it ended meanwhile: its fan-out may have missed us
@@ -219,9 +292,58 @@ class SocketSession:
             await self.post(connection_id, {"id": subscription_id, "type": "complete"})
         return None
 
+    async def _ended(
+        self, connection_id: str, subscription_id: str, errors: list[dict[str, Any]]
+    ) -> None:
+        payload = {"data": None, "errors": errors}
+        await self.post(connection_id, {"id": subscription_id, "type": "next", "payload": payload})
+        await self.post(connection_id, {"id": subscription_id, "type": "complete"})
+
+    async def _add_subscription(
+        self, connection_id: str, subscription_id: str, at: str, limit: int
+    ) -> str:
+        """Record the subscription on its connection if it has fewer than `limit`: "added",
+        or why not: "full", "exists" (the id is in use) or "gone". One conditional write, so
+        concurrent subscribes on one connection (Lambda runs them in parallel) cannot pass
+        the cap together."""
+        updated = await self.services.dynamo.update(
+            CONNECTIONS,
+            {"id": connection_id},
+            "SET subscriptions.#id = :channel",
+            names={"#id": subscription_id},
+            values={":channel": at, ":limit": limit},
+            condition="attribute_exists(id) AND attribute_not_exists(subscriptions.#id) "
+            "AND size(subscriptions) < :limit",
+        )
+        if updated is not None:
+            return "added"
+        connection = await self.connections.get(connection_id)
+        if connection is None:
+            return "gone"
+        return "exists" if subscription_id in (connection.get("subscriptions") or {}) else "full"
+
+    async def _stream(self, stream_id: str) -> Item | None:
+        return await self.services.streams.get(stream_id) if "#" not in stream_id else None
+
     async def _live(self, stream_id: str) -> bool:
-        stream = await self.services.streams.get(stream_id) if "#" not in stream_id else None
+        stream = await self._stream(stream_id)
         return stream is not None and stream.get("status") == "LIVE"
+
+
+REFUSED = "refused"  # connection_init came with a bad token (the connection's state)
+UNAUTHENTICATED = (
+    "The token in connection_init is not valid or has expired: sign in again.",
+    "UNAUTHENTICATED",
+)
+LIMIT_REACHED = "Subscription limit reached"  # the local server's words (Strawberry's)
+
+
+def _error(subscription_id: str, message: str, code: str | None = None) -> dict[str, Any]:
+    """A graphql-transport-ws `error` for one subscription."""
+    error: dict[str, Any] = {"message": message}
+    if code:
+        error["extensions"] = {"code": code}
+    return {"id": subscription_id, "type": "error", "payload": [error]}
 
 
 def _token(payload: Any) -> str | None:
@@ -395,7 +517,8 @@ class _Function:
         settings = Settings.from_env()
         if not settings.feed_endpoint:
             raise RuntimeError("LIVECOINS_FEED_ENDPOINT is not set (template.yaml sets it)")
-        self.services = Services.build(settings)
+        # No payment provider: the feed never takes a payment, nor reads the processor's secret.
+        self.services = Services.build(settings, takes_payments=False)
         self.poster = ConnectionPoster(settings.feed_endpoint, settings.region)
         self.loop = asyncio.new_event_loop()
         self.metrics = MetricsPublisher(self.services)

@@ -49,9 +49,21 @@ class Services:
         self.metrics: Counter[str] = Counter()
 
     @classmethod
-    def build(cls, settings: Settings, payments: PaymentProvider | None = None) -> Services:
-        """Services on `settings`, with `payments` or else the provider the settings name."""
+    def build(
+        cls,
+        settings: Settings,
+        payments: PaymentProvider | None = None,
+        *,
+        takes_payments: bool = True,
+    ) -> Services:
+        """Services on `settings`, with `payments` or else the provider the settings name.
+
+        `takes_payments=False` builds no provider at all: the functions that never take or
+        refund a payment (the gift feed's, the payouts queue) must not read the processor's
+        secret, which their IAM roles do not allow (template.yaml)."""
         dynamo = Dynamo(settings)
+        if not takes_payments:
+            return cls(settings, dynamo, None)
         if payments is None:
             return cls(settings, dynamo, provider_for(settings.payment_provider, settings))
         return cls(settings, dynamo, payments)

@@ -8,16 +8,20 @@ the same key with other parameters is an idempotency error), Stripe's test payme
 (`pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined, `pm_card_threeDSecure2Required`
 needs authentication), and faults on demand: a 500, a 429, a timeout before or after acting.
 `event()` signs a webhook delivery the way Stripe does (`t=...,v1=HMAC-SHA256`).
+`served()` runs it on a thread of its own, for callers in other processes (the local cloud's
+functions).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -364,3 +368,23 @@ def _error_body(status: int, kind: str, code: str, message: str) -> tuple[int, d
 
 def _error(status: int, kind: str, message: str) -> web.Response:
     return web.json_response({"error": {"type": kind, "message": message}}, status=status)
+
+
+@contextlib.contextmanager
+def served(fake: StripeFake, host: str = "127.0.0.1") -> Iterator[str]:
+    """`fake` on a free port of `host`, on its own thread and event loop: its base URL."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(fake.app(), access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, host, 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, name="stripe-fake", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()

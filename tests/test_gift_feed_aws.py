@@ -4,6 +4,8 @@ end-to-end test (tests/cloud/) does not walk one by one."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -15,7 +17,7 @@ from infra.services import Services
 from infra.subscriptions import Gone
 from resolvers.identity import Identity
 from tests.clients import LambdaClient, claims_for
-from tests.gifting import go_live, send, top_up
+from tests.gifting import END, go_live, send, top_up
 
 FEED = "subscription F($id: ID!) { giftFeed(streamId: $id) { id coins sender { id } } }"
 
@@ -130,9 +132,7 @@ async def test_protocol_errors(
     await session.connect({"requestContext": {"connectionId": "early"}, "headers": {}})
     await subscribe(session, "early", stream)
     assert "early" in poster.closed and await session.connections.get("early") is None
-    # a bad token: closed (4403); a second connection_init: closed (4429)
-    await connect(session, "forged", {"Authorization": "Bearer bad"})
-    assert "forged" in poster.closed
+    # a second connection_init: closed (4429)
     await connect(session, "twice")
     await session.message("twice", json.dumps({"type": "connection_init"}))
     assert "twice" in poster.closed
@@ -151,9 +151,100 @@ async def test_protocol_errors(
 async def test_a_stream_that_is_not_live_completes_at_once(
     services: Services, session: SocketSession, poster: Recorder
 ) -> None:
+    api, cora = LambdaClient(services), claims_for("cora")
+    stream = await go_live(api, cora)
+    await api.data(END, {"id": stream}, cora)
     await connect(session, "c")
-    await subscribe(session, "c", "str_unknown")
+    await subscribe(session, "c", stream)
     assert poster.sent["c"][-1] == {"id": "1", "type": "complete"}
+
+
+async def test_a_stream_that_does_not_exist_is_not_found_as_on_the_local_server(
+    session: SocketSession, poster: Recorder
+) -> None:
+    # GIVEN a well-formed id that names no stream, and one that cannot be an id
+    await connect(session, "c")
+    await subscribe(session, "c", "str_01HZZZZZZZZZZZZZZZZZZZZZZZ", "1")
+    await subscribe(session, "c", "x" * 500, "2")
+    # THEN each gets NOT_FOUND in a `next`, then `complete` (tests/test_hostile_ws.py: local)
+    for sid in ("1", "2"):
+        answer = [m for m in poster.sent["c"] if m.get("id") == sid]
+        assert [m["type"] for m in answer] == ["next", "complete"], answer
+        error = answer[0]["payload"]["errors"][0]
+        assert error["extensions"] == {"code": "NOT_FOUND", "field": "streamId"}, error
+    assert "c" not in poster.closed
+
+
+async def test_a_bad_or_expired_token_is_refused_on_each_subscribe_then_closed(
+    services: Services, session: SocketSession, poster: Recorder
+) -> None:
+    stream = await go_live(LambdaClient(services), claims_for("cora"))
+    # GIVEN a connection_init with a token that does not verify
+    await connect(session, "forged", {"Authorization": "Bearer bad"})
+    # THEN it is acknowledged (clients reject an error before connection_ack) ...
+    assert poster.sent["forged"] == [{"type": "connection_ack"}]
+    assert "forged" not in poster.closed
+    # ... and a subscribe answers UNAUTHENTICATED for its id, then the connection is closed
+    await subscribe(session, "forged", stream, "1")
+    refused = poster.sent["forged"][-1]
+    assert (refused["id"], refused["type"]) == ("1", "error")
+    assert refused["payload"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
+    assert "forged" in poster.closed
+    assert await session.subscriptions.of_stream(stream, 4) == []
+
+
+async def test_subscriptions_per_connection_are_capped(
+    services: Services, session: SocketSession, poster: Recorder
+) -> None:
+    services.settings = dataclasses.replace(services.settings, ws_max_operations=2)
+    stream = await go_live(LambdaClient(services), claims_for("cora"))
+    await connect(session, "c")
+    for sid in ("a", "b", "c"):
+        await subscribe(session, "c", stream, sid)
+    # THEN the third gets the local server's error for its id, and the connection stays
+    assert poster.sent["c"][-1] == {
+        "id": "c",
+        "type": "error",
+        "payload": [{"message": "Subscription limit reached"}],
+    }
+    assert "c" not in poster.closed
+    assert len(await session.subscriptions.of_stream(stream, 4)) == 2
+    # AND completing one frees a place
+    await session.message("c", json.dumps({"id": "a", "type": "complete"}))
+    await subscribe(session, "c", stream, "d")
+    assert {s["subscriptionId"] for s in await session.subscriptions.of_stream(stream, 4)} == {
+        "b",
+        "d",
+    }
+
+
+async def test_the_cap_holds_for_subscribes_that_arrive_together(
+    services: Services, session: SocketSession, poster: Recorder
+) -> None:
+    """API Gateway invokes the function for each message of a connection in parallel: the
+    conditional write, not the read before it, keeps the count."""
+    services.settings = dataclasses.replace(services.settings, ws_max_operations=2)
+    stream = await go_live(LambdaClient(services), claims_for("cora"))
+    await connect(session, "c")
+    connection = await session.connections.get("c")
+    assert connection is not None
+    payload = {"query": FEED, "variables": {"id": stream}}
+    # GIVEN five subscribes that all read the connection before any of them wrote
+    await asyncio.gather(*(session.subscribe("c", sid, payload, connection) for sid in "vwxyz"))
+    assert len(await session.subscriptions.of_stream(stream, 4)) == 2
+    refused = [m for m in poster.sent["c"] if m.get("type") == "error"]
+    assert len(refused) == 3
+
+
+async def test_a_message_over_the_size_limit_is_refused_then_closed(
+    services: Services, session: SocketSession, poster: Recorder
+) -> None:
+    limit = services.settings.max_body_bytes
+    await connect(session, "c")
+    big = {"id": "big", "type": "subscribe", "payload": {"query": "x" * limit}}
+    await session.message("c", json.dumps(big))
+    assert poster.sent["c"][-1]["payload"][0]["extensions"] == {"code": "MESSAGE_TOO_LARGE"}
+    assert "c" in poster.closed
 
 
 async def test_gone_connections_are_removed_by_the_fan_out(
@@ -170,3 +261,34 @@ async def test_gone_connections_are_removed_by_the_fan_out(
     assert transfer is not None
     await FanOut(services, poster).handle([record(transfer)])  # type: ignore[arg-type]
     assert await session.subscriptions.of_stream(stream, services.settings.feed_partitions) == []
+
+
+def test_the_token_check_refuses_an_expired_or_foreign_token() -> None:
+    """What `verify` answers for the refusal above: None for an expired token and for one
+    signed by another key, the identity for a valid one (as the HTTP API's authorizer)."""
+    import time
+    from types import SimpleNamespace
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from handlers.gift_feed import TokenVerifier
+    from infra.config import Settings
+
+    pool, other = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in "ab")
+    issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_pool"
+    settings = Settings(
+        token_issuer=issuer, token_audience="client", jwks_url="https://keys.invalid/jwks.json"
+    )
+    verify = TokenVerifier(settings)
+    verify._keys = SimpleNamespace(
+        get_signing_key_from_jwt=lambda token: SimpleNamespace(key=pool.public_key())
+    )
+
+    def token(key: rsa.RSAPrivateKey, expires_in: int) -> str:
+        claims = {"sub": "wen", "iss": issuer, "aud": "client", "token_use": "id"}
+        return jwt.encode({**claims, "exp": int(time.time()) + expires_in}, key, "RS256")
+
+    assert verify(token(pool, 600)) is not None
+    assert verify(token(pool, -60)) is None  # expired
+    assert verify(token(other, 600)) is None  # not the pool's key

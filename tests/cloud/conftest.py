@@ -1,9 +1,12 @@
-"""The cloud suite's stack: template.yaml deployed once per session into the local cloud
-(ministack with AUTH=true: every function runs under its own IAM role), with users signed up
-and in through the emulated Cognito (real RS256 ID tokens; the admin in the `admin` group).
+"""The cloud suite's stacks: template.yaml deployed into the local cloud (ministack with
+AUTH=true: every function runs under its own IAM role), with users signed up and in through
+the emulated Cognito (real RS256 ID tokens; the admin in the `admin` group).
 
-The stack is deployed with the parameters only a test stack sets (infra.local_cloud's
-TRIAL_PARAMETERS: sandbox payments on, deletion protection off).
+`cloud` is the real configuration: PaymentProvider=stripe, the keys in the local cloud's
+Secrets Manager (StripeSecretArn), Stripe's API played by tests/stripe_fake.py on a port the
+functions reach (LocalStripeUrl). `sandbox` is a second stack in the same local cloud with
+sandbox payments (what `make cloud` deploys), deployed only when a test asks for it. Both have
+deletion protection off and no earnings hold (infra.local_cloud's TRIAL_PARAMETERS).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import pytest
 
 from infra.local_cloud import TRIAL_PARAMETERS, LocalCloud, Stack, build_bundle
+from tests.stripe_fake import SECRET_KEY, WEBHOOK_SECRET, StripeFake, served
 
 PASSWORD = "Correct-Horse-Battery-9"  # a local test user's
 
@@ -67,6 +71,8 @@ class Cloud:
     stack: Stack
     users: dict[str, User] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    stripe: StripeFake | None = None  # Stripe's API, for a stack with PaymentProvider=stripe
+    secret_arn: str = ""
 
     def gql(self, user: str | None, query: str, variables: dict[str, Any] | None = None) -> Any:
         """POST a document: signed in as `user`, or to the public endpoint."""
@@ -110,11 +116,21 @@ class Cloud:
         return user
 
     def table(self, logical: str) -> str:
-        """The physical name of one of the stack's tables."""
+        """The physical name of one of the stack's tables (or other resources)."""
         resources = self.cloud.client("cloudformation").describe_stack_resources(
             StackName=self.stack.name, LogicalResourceId=logical
         )["StackResources"]
         return str(resources[0]["PhysicalResourceId"])
+
+    def invoke(self, function: str, event: Any) -> Any:
+        """Invoke one of the stack's functions directly (as an operator would the payouts
+        function); it runs under its own role. Its answer, or AssertionError with the error."""
+        answer = self.cloud.client("lambda").invoke(
+            FunctionName=self.table(function), Payload=json.dumps(event).encode()
+        )
+        payload = json.loads(answer["Payload"].read() or b"null")
+        assert not answer.get("FunctionError"), payload
+        return payload
 
 
 def _b64(part: str) -> bytes:
@@ -124,28 +140,65 @@ def _b64(part: str) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def cloud() -> Iterator[Cloud]:
-    started = time.monotonic()
+def local_cloud() -> Iterator[tuple[LocalCloud, Any]]:
+    """The local cloud and the functions' bundle, for every stack of the session."""
     bundle = build_bundle(sys.executable)
     local = LocalCloud()
     local.start()
     try:
-        stack = local.deploy(bundle, parameters=TRIAL_PARAMETERS)
-        local.seed_catalog(stack)
-        deployed = Cloud(local, stack, timings={"setup": time.monotonic() - started})
-        deployed.timings["deploy"] = stack.timings["deploy"]
-        for name, birthdate, admin in (
-            ("vic", "1990-01-01", False),
-            ("cora", "1995-05-05", False),
-            ("wen", "1988-08-08", False),
-            ("root", "1980-01-01", True),
-            ("kid", "2015-06-01", False),
-        ):
-            deployed.sign_up(name, birthdate, admin)
-        yield deployed
-        print(f"\ncloud suite timings: {json.dumps(deployed.timings)}")
+        yield local, bundle
     except BaseException:
         print(local.log_tail(80))
         raise
     finally:
+        started = time.monotonic()
         local.stop()
+        print(f"\nlocal cloud stopped in {time.monotonic() - started:.1f} s")
+
+
+@pytest.fixture(scope="session")
+def cloud(local_cloud: tuple[LocalCloud, Any]) -> Iterator[Cloud]:
+    started = time.monotonic()
+    local, bundle = local_cloud
+    stripe = StripeFake()
+    with served(stripe) as stripe_url:
+        arn = local.secret(
+            "livecoins/stripe", {"apiKey": SECRET_KEY, "webhookSecret": WEBHOOK_SECRET}
+        )
+        parameters = {
+            **TRIAL_PARAMETERS,
+            "PaymentProvider": "stripe",
+            "StripeSecretArn": arn,
+            "LocalStripeUrl": stripe_url,
+        }
+        try:
+            stack = local.deploy(bundle, parameters=parameters)
+            local.seed_catalog(stack)
+            deployed = Cloud(local, stack, stripe=stripe, secret_arn=arn)
+            deployed.timings["deploy"] = stack.timings["deploy"]
+            # as `make cloud` does: the four cold starts at once, not one in each first test
+            deployed.timings["warm_up"] = max(local.warm(stack).values())
+            for name, birthdate, admin in (
+                ("vic", "1990-01-01", False),
+                ("cora", "1995-05-05", False),
+                ("wen", "1988-08-08", False),
+                ("root", "1980-01-01", True),
+                ("kid", "2015-06-01", False),
+            ):
+                deployed.sign_up(name, birthdate, admin)
+        except BaseException:
+            print(local.log_tail(80))
+            raise
+        deployed.timings["setup"] = time.monotonic() - started
+        yield deployed
+        print(f"\ncloud suite timings: {json.dumps(deployed.timings)}")
+
+
+@pytest.fixture(scope="session")
+def sandbox(local_cloud: tuple[LocalCloud, Any]) -> Cloud:
+    """A second stack with sandbox payments (tok_visa), as `make cloud` deploys it."""
+    local, bundle = local_cloud
+    stack = local.deploy(bundle, name="livecoins-sandbox", parameters=TRIAL_PARAMETERS)
+    local.seed_catalog(stack)
+    local.warm(stack)
+    return Cloud(local, stack)

@@ -1,6 +1,7 @@
-"""The reference app against the deployed stack, as docs/app.md hosts it: a static copy with a
+"""The reference app against a deployed stack, as docs/app.md hosts it: a static copy with a
 `config.json` made of the stack's outputs, signing in to the user pool with SRP (the vendored
-amazon-cognito-identity-js, in Chromium) and buying coins through the JWT authorizer.
+amazon-cognito-identity-js, in Chromium) and buying coins through the JWT authorizer. The app
+offers the sandbox's test cards, so it runs against the sandbox stack.
 
 Chromium runs with --disable-web-security here only: the emulator answers every CORS
 preflight itself, without the CORS headers that the template's CorsConfiguration gives on AWS
@@ -28,19 +29,19 @@ pytestmark = pytest.mark.cloud
 
 
 @pytest.fixture
-def hosted_app(cloud: Cloud, tmp_path: Path) -> Iterator[str]:
+def hosted_app(sandbox: Cloud, tmp_path: Path) -> Iterator[str]:
     """The app folder copied as-is and served by a plain static server on 127.0.0.1."""
     app = tmp_path / "app"
     shutil.copytree(ROOT / "handlers" / "static" / "app", app)
-    outputs = cloud.stack.outputs
+    outputs = sandbox.stack.outputs
     config = {
         "mode": "cognito",
-        "graphqlUrl": cloud.stack.graphql_url,
-        "publicGraphqlUrl": cloud.stack.public_graphql_url,
-        "giftFeedUrl": cloud.stack.gift_feed_url,
+        "graphqlUrl": sandbox.stack.graphql_url,
+        "publicGraphqlUrl": sandbox.stack.public_graphql_url,
+        "giftFeedUrl": sandbox.stack.gift_feed_url,
         "userPoolId": outputs["UserPoolId"],
         "userPoolClientId": outputs["UserPoolClientId"],
-        "cognitoEndpoint": cloud.cloud.url,
+        "cognitoEndpoint": sandbox.cloud.url,
     }
     (app / "config.json").write_text(json.dumps(config))
     quiet = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": _silent})
@@ -60,12 +61,12 @@ def _silent(*_: Any) -> None:
 
 
 def test_the_app_signs_in_with_srp_and_buys_through_the_authorizer(
-    cloud: Cloud, hosted_app: str, tmp_path: Path
+    sandbox: Cloud, hosted_app: str, tmp_path: Path
 ) -> None:
     chromium_or_skip()
     from playwright.sync_api import expect, sync_playwright
 
-    user = cloud.sign_up("ada", "1991-02-03")
+    user = sandbox.sign_up("ada", "1991-02-03")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
@@ -86,4 +87,4 @@ def test_the_app_signs_in_with_srp_and_buys_through_the_authorizer(
             expect(page.get_by_test_id("coins")).to_have_text("70")
         finally:
             browser.close()
-    assert cloud.data("ada", "{ me { wallet { coins } } }")["me"]["wallet"]["coins"] == 70
+    assert sandbox.data("ada", "{ me { wallet { coins } } }")["me"]["wallet"]["coins"] == 70

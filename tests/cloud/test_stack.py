@@ -1,5 +1,6 @@
-"""The deployed stack, end to end: through the HTTP API and its JWT authorizer, the WebSocket
-API with a third-party graphql-transport-ws client, the functions under their own IAM roles.
+"""The deployed stack, end to end, in the real configuration (PaymentProvider=stripe, the keys
+in Secrets Manager): through the HTTP API and its JWT authorizer, the WebSocket API with a
+third-party graphql-transport-ws client, the functions under their own IAM roles.
 
 The tests run in file order: the last one redeploys without a payment provider.
 """
@@ -18,6 +19,7 @@ import pytest
 
 from infra.local_cloud import BUNDLE, ROOT
 from tests.cloud.conftest import Cloud, http
+from tests.stripe_fake import SECRET_KEY
 
 pytestmark = pytest.mark.cloud
 
@@ -34,8 +36,11 @@ FEED = """subscription F($id: ID!) {
   giftFeed(streamId: $id) { id coins gift { id } sender { id } } }"""
 
 
-def buy(cloud: Cloud, user: str, package: str, key: str) -> dict[str, Any]:
-    variables = {"input": {"packageId": package, "paymentToken": "tok_visa", "idempotencyKey": key}}
+def buy(
+    cloud: Cloud, user: str, package: str, key: str, token: str = "pm_card_visa"
+) -> dict[str, Any]:
+    """Buy a package; `token` is a Stripe test PaymentMethod (`tok_visa` on a sandbox stack)."""
+    variables = {"input": {"packageId": package, "paymentToken": token, "idempotencyKey": key}}
     result: dict[str, Any] = cloud.data(user, BUY, variables)["purchaseCoins"]
     return result
 
@@ -68,10 +73,10 @@ def item(cloud: Cloud, logical: str, key: dict[str, str]) -> dict[str, Any]:
     return from_item(found.get("Item") or {})
 
 
-def test_the_first_request_is_cold_then_warm(cloud: Cloud) -> None:
+def test_the_first_request_after_warming_then_warm_ones(cloud: Cloud) -> None:
     started = time.monotonic()
     health = http(cloud.stack.health_url)
-    cloud.timings["cold"] = time.monotonic() - started
+    cloud.timings["first"] = time.monotonic() - started
     assert (health.status, health.body) == (200, {"status": "ok"})
     warm = []
     for _ in range(5):
@@ -133,12 +138,17 @@ def test_the_bundle_imports_with_the_engines_packages_out_of_reach(tmp_path: Pat
 
 
 def test_buy_gift_withdraw_settle_refund(cloud: Cloud) -> None:
-    # GIVEN Vic buys coins twice (one to be refunded), and a minor may not
+    assert cloud.stripe is not None
+    confirmed, charges = len(_confirms(cloud)), len(cloud.stripe.charges)
+    # GIVEN Vic buys coins twice through Stripe (one to be refunded), and a minor may not
     bought = buy(cloud, "vic", "coins-3500", "buy-1")
     assert bought["__typename"] == "CoinsPurchased" and bought["wallet"]["coins"] == 3500
     assert buy(cloud, "vic", "coins-3500", "buy-1")["purchase"]["id"] == bought["purchase"]["id"]
     refundable = buy(cloud, "vic", "coins-70", "buy-2")["purchase"]["id"]
     assert buy(cloud, "kid", "coins-70", "kid-1")["__typename"] == "AgeRestricted"
+    # the GraphQL function called Stripe with the key it read from Secrets Manager, once each
+    assert len(_confirms(cloud)) == confirmed + 2 and len(cloud.stripe.charges) == charges + 2
+    assert {r["authorization"] for r in cloud.stripe.requests} == {f"Bearer {SECRET_KEY}"}
     # WHEN Cora goes live and Vic sends her two Galaxies
     stream = go_live(cloud, "cora")
     sent = gift(cloud, "vic", stream, "galaxy", "g-1", quantity=2)
@@ -159,6 +169,9 @@ def test_buy_gift_withdraw_settle_refund(cloud: Cloud) -> None:
     )["requestWithdrawal"]
     assert withdrawal["withdrawal"]["status"] == "PENDING", withdrawal
     wdr = withdrawal["withdrawal"]["id"]
+    # AND the payouts function (an operator invokes it) lists it, in a Stripe deployment
+    queue = cloud.invoke("PayoutsFunction", {"limit": 50})
+    assert wdr in [w["id"] for w in queue["withdrawals"]], queue
     settle = """mutation S($id: ID!) { settleWithdrawal(input: {withdrawalId: $id, outcome: PAID}) {
       __typename ... on WithdrawalSettled { withdrawal { status settledAt } } } }"""
     # THEN only an admin settles it, and the item says which admin
@@ -180,6 +193,7 @@ def test_buy_gift_withdraw_settle_refund(cloud: Cloud) -> None:
         item(cloud, "PurchasesTable", {"id": refundable})["refundedBy"] == cloud.users["root"].sub
     )
     assert cloud.data("vic", "{ me { wallet { coins } } }")["me"]["wallet"]["coins"] == 1500
+    assert [r["amount"] for r in cloud.stripe.refunds.values()] == [99]  # the 70 coins' price
     # AND catalog edits record their admin too
     cloud.data(
         "root",
@@ -191,6 +205,11 @@ def test_buy_gift_withdraw_settle_refund(cloud: Cloud) -> None:
     assert (
         cloud.data("cora", END, {"id": stream})["endLiveStream"]["__typename"] == "LiveStreamEnded"
     )
+
+
+def _confirms(cloud: Cloud) -> list[dict[str, Any]]:
+    assert cloud.stripe is not None
+    return [r for r in cloud.stripe.requests if r["path"].endswith("/confirm")]
 
 
 async def _watch(
@@ -269,13 +288,65 @@ async def test_the_gift_feed_over_websocket(cloud: Cloud) -> None:
     assert _subscribers(cloud) == before  # completed subscriptions are removed
 
 
-async def test_a_bad_token_closes_the_feed_connection(cloud: Cloud) -> None:
-    from gql.transport.exceptions import TransportError
-    from websockets.exceptions import ConnectionClosed
+def test_a_purchase_that_needs_authentication_is_credited_by_the_signed_webhook(
+    cloud: Cloud,
+) -> None:
+    """The webhook's signing secret also comes from the Secrets Manager secret."""
+    assert cloud.stripe is not None
+    # GIVEN a card that needs 3-D Secure
+    variables = {
+        "input": {
+            "packageId": "coins-350",
+            "paymentToken": "pm_card_threeDSecure2Required",
+            "idempotencyKey": "3ds-1",
+        }
+    }
+    document = BUY.replace(
+        "... on UserError", "... on PaymentActionRequired { purchaseId }\n  ... on UserError"
+    )
+    action = cloud.data("wen", document, variables)["purchaseCoins"]
+    assert action["__typename"] == "PaymentActionRequired", action
+    coins = cloud.data("wen", "{ me { wallet { coins } } }")["me"]["wallet"]["coins"]
+    # WHEN the buyer authenticates and Stripe delivers payment_intent.succeeded, signed
+    (intent,) = [i for i in cloud.stripe.intents.values() if i["status"] == "requires_action"]
+    payload, signature = cloud.stripe.event(
+        "payment_intent.succeeded", cloud.stripe.authenticate(intent["id"])
+    )
+    forged = http_raw(cloud.stack.webhook_url, payload, "t=1,v1=00")
+    delivered = http_raw(cloud.stack.webhook_url, payload, signature)
+    # THEN a forged signature is refused, the signed delivery credits the coins once
+    assert (forged, delivered) == (400, 200)
+    after = cloud.data("wen", "{ me { wallet { coins } } }")["me"]["wallet"]["coins"]
+    assert after == coins + 350
 
-    # The connection is closed during connection_init (not a timeout: that would be TimeoutError)
-    with pytest.raises((TransportError, ConnectionClosed)):
-        await asyncio.wait_for(_watch(cloud, "str_none", [], "not-a-token"), timeout=60)
+
+def http_raw(url: str, body: bytes, signature: str) -> int:
+    """POST a webhook delivery as Stripe does: its status."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST")  # noqa: S310 - 127.0.0.1
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Stripe-Signature", signature)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - 127.0.0.1
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+async def test_a_bad_token_is_refused_in_a_way_the_client_can_read(cloud: Cloud) -> None:
+    """API Gateway cannot send graphql-transport-ws's 4403: the connection is acknowledged, the
+    subscription answered UNAUTHENTICATED, then closed. gql raises it as a query error."""
+    from gql.transport.exceptions import TransportQueryError
+
+    stream = go_live(cloud, "cora")
+    for token in ("not-a-token", _forged_token(cloud)):
+        with pytest.raises(TransportQueryError) as refused:
+            await asyncio.wait_for(_watch(cloud, stream, [], token), timeout=60)
+        assert refused.value.errors, refused.value
+        assert refused.value.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+    cloud.data("cora", END, {"id": stream})
 
 
 def test_each_function_may_do_only_what_it_does(cloud: Cloud) -> None:
@@ -325,6 +396,29 @@ def test_each_function_may_do_only_what_it_does(cloud: Cloud) -> None:
         "PayoutsFunction", ["dynamodb:GetItem", "dynamodb:Query"], arn["WithdrawalsTable"]
     )
     assert set(payouts.values()) == {"implicitDeny"}  # only the pending index
+    # The Stripe secret: the GraphQL function reads it (the purchases above), no other may
+    secret = {
+        function: decisions(function, ["secretsmanager:GetSecretValue"], cloud.secret_arn)
+        for function in (
+            "GraphQLFunction",
+            "GiftFeedSocketFunction",
+            "GiftFeedFanOutFunction",
+            "PayoutsFunction",
+        )
+    }
+    assert {f: d["secretsmanager:GetSecretValue"] for f, d in secret.items()} == {
+        "GraphQLFunction": "allowed",
+        "GiftFeedSocketFunction": "implicitDeny",
+        "GiftFeedFanOutFunction": "implicitDeny",
+        "PayoutsFunction": "implicitDeny",
+    }
+    # No managed policy but basic execution (tracing is off): as the SAM transform ran here
+    for function in secret:
+        role = lam.get_function(FunctionName=cloud.table(function))["Configuration"]["Role"]
+        attached = iam.list_attached_role_policies(RoleName=role.rsplit("/", 1)[1])
+        assert [p["PolicyArn"] for p in attached["AttachedPolicies"]] == [
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        ], function
 
 
 def test_without_a_payment_provider_purchases_are_refused(cloud: Cloud) -> None:
