@@ -176,6 +176,13 @@ class AccountsRepo:
             TABLE, {"id": account_id}, expression, "attribute_exists(id)", values=values
         )
 
+    def uncovered_action(self, account_id: str, purchase_id: str, add: bool) -> dict[str, Any]:
+        """The purchases whose spent coins had nothing left to reverse (a set)."""
+        verb = "ADD" if add else "DELETE"
+        return self.dynamo.update_action(
+            TABLE, {"id": account_id}, f"{verb} uncovered :p", values={":p": {purchase_id}}
+        )
+
     def owe_action(self, account_id: str, diamonds: int) -> dict[str, Any]:
         """Diamonds a reversal could not take back from pending ones (Earnings.owedDiamonds)."""
         return self.dynamo.update_action(

@@ -107,14 +107,14 @@ class PurchasesRepo:
             values=values,
         )
 
-    def hold_action(self, before: Item, held: int) -> dict[str, Any]:
+    def hold_action(self, before: Item, held: int, admin: str) -> dict[str, Any]:
         """An admin's refund begins: COMPLETED -> REFUNDING, `held` coins of the buyer's
         wallet set aside for it, conditioned on what was taken back and the step as read (a
-        case taking the same coins meanwhile makes this fail)."""
+        case taking the same coins meanwhile makes this fail); which admin asked, recorded."""
         return self.dynamo.update_action(
             TABLE,
             {"id": before["id"]},
-            "SET #s = :refunding, held = :held, step = :next",
+            "SET #s = :refunding, held = :held, step = :next, refundedBy = :by",
             condition=f"#s = :completed AND {counted('step', before.get('step', 0), ':step')} "
             f"AND {counted('takenBack', before.get('takenBack', 0), ':taken')}",
             names={"#s": "status"},
@@ -125,6 +125,7 @@ class PurchasesRepo:
                 ":step": before.get("step", 0),
                 ":next": before.get("step", 0) + 1,
                 ":taken": before.get("takenBack", 0),
+                ":by": admin,
             },
         )
 
@@ -167,6 +168,16 @@ class PurchasesRepo:
             condition=f"gen = :gen AND {counted('step', before.get('step', 0), ':step')}",
             names={"#s": "status"},
             values=values,
+        )
+
+    async def rewalk(self, before: Item) -> None:
+        """A walk that found nothing more to reverse starts again from where it began."""
+        await self.dynamo.update(
+            TABLE,
+            {"id": before["id"]},
+            "SET walk = walkFrom, walkDone = :no, step = step + :one",
+            condition="walkDone = :yes",
+            values={":no": False, ":yes": True, ":one": 1},
         )
 
     @staticmethod

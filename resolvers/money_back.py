@@ -110,6 +110,8 @@ async def converge(services: Services, purchase_id: str, observe: Observe) -> It
                     )
                     if settled is not None:
                         _log(purchase, settled, truth)
+                        if walk.freed:
+                            await _rewalk(services, settled, observe)
                         return settled
         try:
             await backoff(attempt, deadline, "money back")
@@ -159,6 +161,7 @@ class Walk:
     entries: list[Item] = field(default_factory=list)
     paid: dict[str, Paid] = field(default_factory=dict)
     more: bool = True
+    freed: bool = False  # this run gave back reversed coins of the buyer's gifts
 
 
 Step = Item | bool | None
@@ -180,6 +183,7 @@ async def _advance(services: Services, purchase: Item, truth: Truth, walk: Walk)
         return await _give(services, purchase, truth, taken - target)
     spent, covered = purchase.get("spent", 0), purchase.get("covered", 0)
     if covered > spent:
+        walk.freed = True
         return await _restore(services, purchase, covered - spent)
     if covered < spent and not purchase.get("walkDone"):
         return await _reverse(services, purchase, spent - covered, walk)
@@ -305,13 +309,20 @@ async def _reverse(services: Services, purchase: Item, wanted: int, walk: Walk) 
             walk.entries = walk.entries[index + 1 :] if done else walk.entries[index:]
         return moved
     changes: dict[str, Any] = {"walk": cursor}
+    actions = [services.purchases.step_action(purchase, changes)]
     if not walk.more:
         changes["walkDone"] = True
+        actions = [
+            services.purchases.step_action(purchase, changes),
+            # remembered on the buyer: a gift given back by another of its purchases later
+            # may pay for these coins after all (`_rewalk`)
+            services.accounts.uncovered_action(purchase["accountId"], purchase["id"], True),
+        ]
         logger.warning(
             "spent coins with nothing left to reverse: the platform's loss",
             extra={"purchase": purchase["id"], "uncovered": wanted},
         )
-    await services.dynamo.transact([services.purchases.step_action(purchase, changes)])
+    await services.dynamo.transact(actions)
     walk.entries = []
     return _stepped(purchase, changes)
 
@@ -509,6 +520,21 @@ async def _restore(services: Services, purchase: Item, coins: int) -> Step:
             )
     await services.dynamo.transact(actions)
     return _stepped(purchase, changes)
+
+
+async def _rewalk(services: Services, purchase: Item, observe: Observe) -> None:
+    """Gifts this purchase gave back may pay for another purchase's spent coins that were
+    counted as a loss (the buyer's `uncovered`): those walk again, and converge."""
+    account = await services.accounts.get(purchase["accountId"], consistent=True) or {}
+    for other in sorted(set(account.get("uncovered") or ()) - {purchase["id"]}):
+        found = await services.purchases.get(other)
+        if found is not None and found.get("covered", 0) < found.get("spent", 0):
+            await services.purchases.rewalk(found)
+            found = await converge(services, other, observe)
+        if found is None or found.get("covered", 0) >= found.get("spent", 0):
+            await services.dynamo.transact(
+                [services.accounts.uncovered_action(purchase["accountId"], other, False)]
+            )
 
 
 async def _ref_item(services: Services, kind: str, ref: str) -> Item | None:

@@ -364,7 +364,7 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
         try:
             await services.dynamo.transact(
                 [
-                    services.purchases.hold_action(purchase, coins),
+                    services.purchases.hold_action(purchase, coins, admin.sub),
                     services.accounts.hold_coins_action(buyer, coins),
                 ]
             )

@@ -93,6 +93,7 @@ class Totals:
         self.spent_at: dict[str, int] = {}
         self.cleared_at: dict[str, int] = {}
         self.withdrawals_seen: set[str] = set()
+        self.touched_derived: dict[str, set[Any]] = {}
         self.reached: Counter[str] = Counter()
 
     def listen(self, table: str, key: Any, old: Item | None, new: Item | None) -> None:
@@ -258,20 +259,26 @@ class Totals:
         if item.get("streamId"):
             self.stream_transfers[item["streamId"]] += sign * item["coins"]
             self.ranking_transfers[(item["streamId"], item["senderId"])] += sign * item["coins"]
+            self._touch("coinsReceived of stream", item["streamId"])
+            self._touch("topGifters entry", (item["streamId"], item["senderId"]))
         else:
             self.video_transfers[item["videoId"]] += sign * item["coins"]
+            self._touch("coinsReceived of video", item["videoId"])
 
     def _streams(self, item: Item, sign: int) -> None:
         if "#" in item["id"] and "coins" in item:
             self.stream_coins[item["id"].split("#")[0]] += sign * item["coins"]
+            self._touch("coinsReceived of stream", item["id"].split("#")[0])
 
     def _videos(self, item: Item, sign: int) -> None:
         if "#" in item["id"]:
             self.video_coins[item["id"].split("#")[0]] += sign * item.get("coins", 0)
+            self._touch("coinsReceived of video", item["id"].split("#")[0])
 
     def _rankings(self, item: Item, sign: int) -> None:
         stream, sender = item["id"].split("#", 1)
         self.ranking[(stream, sender)] += sign * item["coins"]
+        self._touch("topGifters entry", (stream, sender))
 
     def _events(self, item: Item, sign: int) -> None:
         if "accountId" in item:  # a membership "<eventId>#<accountId>"
@@ -285,15 +292,18 @@ class Totals:
             self._reversal_counter(item["id"], item, sign)
             event = item["id"].split("#")[0]
             self.members[event] += sign
+            self._touch("event participants", event)
             self.sums["memberships"] += sign
             self.sums["entries"] += sign * self.entry_coins[event]
         else:
             self.participants[item["id"]] += sign * item.get("participants", 0)
+            self._touch("event participants", item["id"])
             self.entry_coins[item["id"]] = item["entryCoins"]
 
     def _withdrawals(self, item: Item, sign: int) -> None:
         if item["id"].startswith("daily#"):
             self.daily[item["id"]] += sign * item.get("cents", 0)
+            self._touch("daily withdrawal total", item["id"])
             if sign > 0:
                 self._check(item["id"], item.get("cents", 0))
             return
@@ -307,6 +317,7 @@ class Totals:
             self.sums["withdrawn_diamonds"] += sign * item["diamonds"]
             day_key = f"daily#{item['accountId']}#{item['day']}"
             self.daily_withdrawn[day_key] += sign * item["amount"]
+            self._touch("daily withdrawal total", day_key)
 
     # --- the checks ---------------------------------------------------------------------
     def check(self) -> list[str]:
@@ -326,6 +337,7 @@ class Totals:
                 )
         self.touched.clear()
         found += self._money_back()
+        found += self._derived()
         s = self.sums
         entries = s["entries"]
         coins_out = s["gift_coins"] + entries
@@ -358,6 +370,25 @@ class Totals:
                     f"{table_count} effects"
                 )
         return found
+
+    def _derived(self) -> list[str]:
+        """Derived totals against their sources, for what the last operation touched: stream
+        and video totals, rankings, participants, daily withdrawal totals."""
+        found: list[str] = []
+        for label, derived, source in (
+            ("coinsReceived of stream", self.stream_coins, self.stream_transfers),
+            ("coinsReceived of video", self.video_coins, self.video_transfers),
+            ("topGifters entry", self.ranking, self.ranking_transfers),
+            ("event participants", self.participants, self.members),
+            ("daily withdrawal total", self.daily, self.daily_withdrawn),
+        ):
+            for key in self.touched_derived.pop(label, ()):
+                if derived[key] != source[key]:
+                    found.append(f"{label} {key}: {derived[key]} != {source[key]}")
+        return found
+
+    def _touch(self, label: str, key: Any) -> None:
+        self.touched_derived.setdefault(label, set()).add(key)
 
     def _money_back(self) -> list[str]:
         """The bounds of money after the payment, for what the last operation touched."""

@@ -327,7 +327,7 @@ def _run(mutant: Mutant | None, seed: int, ops: int) -> dict[str, object]:
             " 'completed': r.completed}))\n"
         )
         env = {**os.environ, "PYTHONPATH": str(where), "PYTHONDONTWRITEBYTECODE": "1"}
-        done = subprocess.run(  # noqa: S603 - our own interpreter and code
+        done = subprocess.run(
             [sys.executable, "-c", code],
             cwd=where,
             env=env,

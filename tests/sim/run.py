@@ -33,7 +33,7 @@ from resolvers.catalog import seed as seed_catalog
 from tests.sim.checker import Totals
 from tests.sim.scheduler import Scheduler, SimRuntime
 from tests.sim.store import MemoryDynamo
-from tests.sim.workload import LIMIT_CENTS, Workload
+from tests.sim.workload import LIMIT_CENTS, MINIMUM_CENTS, Workload
 from tests.sim.world import World
 
 PREFIX = "sim-"
@@ -109,7 +109,8 @@ def simulate(
             settings or Settings(),
             table_prefix=PREFIX,
             earnings_hold_seconds=hold,
-            daily_withdrawal_limit_cents=LIMIT_CENTS,  # a limit the workload reaches
+            daily_withdrawal_limit_cents=LIMIT_CENTS,  # limits the workload reaches
+            minimum_withdrawal_cents=MINIMUM_CENTS,
         )
         store = MemoryDynamo(clock=sim.time, copy_results=False)  # from_item copies
         ensure_tables(store, settings)
@@ -185,7 +186,7 @@ async def _audit(settings: Settings, store: Any, provider: Any) -> list[str]:
 async def _main(world: World, workload: Workload, report: Report) -> None:
     scheduler = world.scheduler
     tasks = [asyncio.ensure_future(workload.client(n)) for n in range(len(workload.users))]
-    tasks.append(asyncio.ensure_future(workload.processor(every=20)))
+    tasks.append(asyncio.ensure_future(workload.processor(every=10)))
     await scheduler.drive(
         lambda: (
             all(t.done() for t in tasks)
@@ -219,7 +220,10 @@ def simulate_on_engine(
 
     report = Report(seed, clients, operations, fault_rate, "aiohttp+engine")
     settings = dataclasses.replace(
-        services_settings, table_prefix=PREFIX, daily_withdrawal_limit_cents=LIMIT_CENTS
+        services_settings,
+        table_prefix=PREFIX,
+        daily_withdrawal_limit_cents=LIMIT_CENTS,
+        minimum_withdrawal_cents=MINIMUM_CENTS,
     )
     client = boto3.client(
         "dynamodb", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint

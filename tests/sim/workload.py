@@ -26,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra import runtime
 from infra.dynamo import from_item, to_item
+from infra.earnings import ShardBalance
 from tests.sim.checker import Totals
 
 WALLET = "wallet { coins diamonds }"
@@ -88,8 +90,11 @@ SUCCESS_ID = {
 PACKAGES = ["coins-70", "coins-350", "coins-700", "coins-1400", "coins-3500", "coins-7000"]
 GIFTS = {"rose": 1, "panda": 5, "love-bang": 25, "rainbow-puke": 100, "concert": 500}
 WEIGHTS = [8, 6, 5, 4, 2]
-MINIMUM_DIAMONDS = 2_000
-LIMIT_CENTS = 5_000  # the sim's daily withdrawal limit (tests/sim/run.py): it binds
+# The sim's economy is small (a few dozen clients): its minimum withdrawal ($2) and daily limit
+# ($10) are scaled down so that creators reach both (tests/sim/run.py sets them).
+MINIMUM_CENTS = 200
+MINIMUM_DIAMONDS = MINIMUM_CENTS * 2
+LIMIT_CENTS = 500
 
 
 class Pool:
@@ -291,9 +296,9 @@ class Workload:
             "gift-expensive": 2,
             "create-event": 2,
             "join": 6,
-            "withdraw": 6,
+            "withdraw": 8,
             "withdraw-over": 1,
-            "settle": 4 if "cognito:groups" in user else 0,
+            "settle": 8 if "cognito:groups" in user else 0,
             "refund": 3 if "cognito:groups" in user else 0,
             "clear": 2 if "cognito:groups" in user else 0,
             "profile": 2,
@@ -350,14 +355,22 @@ class Workload:
                 value = {"eventId": event, "idempotencyKey": key}
                 return Attempt(user, "joinEvent", key, value, kind)
             kind = "read"
-        if kind.startswith("withdraw"):  # the sim's daily limit is $50 (10,000 diamonds)
+        if kind.startswith("withdraw"):
             over = LIMIT_CENTS * 2 + 2
-            diamonds = over if kind == "withdraw-over" else rng.choice([2_000, 4_000, 6_000])
-            value = {"diamonds": diamonds, "idempotencyKey": key}
-            return Attempt(user, "requestWithdrawal", key, value, kind)
+            held = self._withdrawable(me)
+            if kind == "withdraw-over":
+                diamonds = over
+            elif held >= MINIMUM_DIAMONDS:  # what the creator has: the daily limit binds
+                diamonds = rng.choice([400, 400, min(held, 600)])
+            else:
+                diamonds = rng.choice([398, 400, 800])
+            if kind == "withdraw-over" or held >= MINIMUM_DIAMONDS or rng.random() < 0.1:
+                value = {"diamonds": diamonds, "idempotencyKey": key}
+                return Attempt(user, "requestWithdrawal", key, value, kind)
+            kind = "read"
         if kind == "settle" and self.withdrawals:
             outcome = rng.choice(["PAID", "REJECTED"])
-            value = {"withdrawalId": rng.choice(self.withdrawals[-20:]), "outcome": outcome}
+            value = {"withdrawalId": rng.choice(self.withdrawals[-8:]), "outcome": outcome}
             return Attempt(user, "settleWithdrawal", None, value, kind)
         if kind == "clear":
             restricted = [
@@ -411,8 +424,8 @@ class Workload:
 
     def _act(self, rng: random.Random, provider: Any) -> None:
         hold = self.world.settings.earnings_hold_seconds
-        if hold and rng.random() < 0.04:  # time passes: hours, or past the hold
-            jump = rng.choice([3600, 6 * 3600, hold // 2, hold + 3600])
+        if hold and rng.random() < 0.06:  # time passes: hours, or past the hold
+            jump = rng.choice([3600, 6 * 3600, hold // 2, hold + 8 * 3600, 2 * hold])
             self.world.scheduler.jump(jump)
             self.log.append(f"time jumps {jump} s")
             return
@@ -490,6 +503,16 @@ class Workload:
                 continue
             delivery = self.queue.pop(self.rng.randrange(len(self.queue)))
             await self.deliver(delivery, forged=delivery[1] == "0" * 64)
+
+    def _withdrawable(self, account_id: str) -> int:
+        """Roughly what a creator could withdraw now (the checker's own read of the store)."""
+        account = self.item("accounts", {"id": account_id}) or {}
+        total = int(account.get("diamonds", 0)) - int(account.get("owedDiamonds", 0))
+        hold, now = self.world.settings.earnings_hold_seconds, runtime.current().time()
+        for shard in range(int(account.get("shards") or 0)):
+            item = self.item("earnings", {"id": f"{account_id}#{shard:02d}"})
+            total += ShardBalance.of(shard, item, hold, now).available
+        return total
 
     def _credited(self, charge: str) -> bool:
         return self.item("purchases", {"id": f"charge#{charge}"}) is not None
