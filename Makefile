@@ -13,7 +13,8 @@ MINISTACK_VERSION := 1.5.33
 # First installs take minutes: say what is installing, that it still is, and how long it took.
 STEP := sh tools/step.sh
 
-.PHONY: serve test lint typecheck cfn checkov pytest schema seed bench sim fuzz clean deps cloud \
+.PHONY: serve test lint typecheck cfn checkov pytest schema seed bench sim mutants fuzz clean deps \
+	cloud \
 	screenshots \
 	build-GraphQLFunction build-PayoutsFunction build-GiftFeedSocketFunction \
 	build-GiftFeedFanOutFunction
@@ -106,6 +107,11 @@ ENTRYPOINT ?= lambda
 sim: $(BIN)/livecoins
 	$(BIN)/python -m tests.sim.run --seed $(SEED) --seeds $(SEEDS) --clients $(CLIENTS) \
 		--ops $(OPS) --faults $(FAULTS) --entrypoint $(ENTRYPOINT)
+
+# The simulator's reach: every planted money bug of tests/sim/mutants.py must be killed by short
+# simulator seeds alone (make test runs the quick ones; .ci/run runs them all after make test).
+mutants: $(BIN)/livecoins
+	$(BIN)/python -m tests.sim.mutants
 
 # The fuzz suite (tests/fuzz/) at length; make test runs 1,000 examples per entrypoint.
 FUZZ_EXAMPLES ?= 20000

@@ -94,6 +94,7 @@ class Totals:
         self.cleared_at: dict[str, int] = {}
         self.withdrawals_seen: set[str] = set()
         self.touched_derived: dict[str, set[Any]] = {}
+        self.entry_ulids: dict[str, str] = {}  # membership -> its EVENT_ENTRY entry's ULID
         self.reached: Counter[str] = Counter()
 
     def listen(self, table: str, key: Any, old: Item | None, new: Item | None) -> None:
@@ -183,6 +184,8 @@ class Totals:
         if item["kind"] == "CLAWBACK":
             self.clawback[owner] += sign * item["diamonds"]
             self.touched_creators.add(owner)
+        elif item["kind"] == "EVENT_ENTRY" and sign > 0:  # when the entry was paid, in order
+            self.entry_ulids[f"{item['referenceId']}#{owner}"] = item["entryId"].split("_", 1)[1]
         self.ledger_coins[owner] += sign * item["coins"]
         self.ledger_diamonds[owner] += sign * item["diamonds"]
         self.sums[f"ledger:{item['kind']}:coins"] += sign * item["coins"]
@@ -203,6 +206,7 @@ class Totals:
             self.touched_refs.add(ref)
             self.touched_creators.add(creator)
             if sign > 0:
+                self._in_window(item)
                 paid = item["unitDiamonds"] * item["coins"] // item["unitCoins"]
                 if item["diamonds"] != paid or not 0 <= item.get("owed", 0) <= item["diamonds"]:
                     self.negative.append(f"reversal record {item['id']}: {item}")
@@ -235,6 +239,18 @@ class Totals:
                 )
             for field in ("fromWallet", "spent", "covered", "held", "records"):
                 self._check(f"purchase {item['id']}.{field}", item.get(field, 0))
+
+    def _in_window(self, record: Item) -> None:
+        """A purchase's coins paid only for what was bought after it and before they were
+        found spent: a reversal outside that window takes from the wrong gift."""
+        purchase = self.purchases.get(record["purchaseId"])
+        paid = self.gifts.get(record["refId"]) or self.entries.get(record["refId"])
+        if purchase is None or paid is None:
+            return
+        since = purchase.get("entryId", "tx_").split("_", 1)[1]
+        until = purchase.get("walkFrom", "tx_~").split("_", 1)[1]
+        if not since < paid[1] < until:
+            self.negative.append(f"{record['id']}: reverses {record['refId']}, outside its window")
 
     def _reversal_counter(self, ref: str, item: Item, sign: int) -> None:
         self.ref_reversed[ref] += sign * item.get("reversedCoins", 0)
@@ -285,7 +301,7 @@ class Totals:
             if sign > 0 and item.get("coins"):
                 self.entries[item["id"]] = (
                     item["accountId"],
-                    item["joinedAt"],
+                    self.entry_ulids.get(item["id"], _ulid_at(item["joinedAt"])),
                     item["coins"],
                     item.get("reversedCoins", 0),
                 )

@@ -295,7 +295,7 @@ class Workload:
             "gift-ended": 2,
             "gift-expensive": 2,
             "create-event": 2,
-            "join": 6,
+            "join": 10,
             "withdraw": 8,
             "withdraw-over": 1,
             "settle": 8 if "cognito:groups" in user else 0,
@@ -346,7 +346,7 @@ class Workload:
             kind = "read"
         if kind == "create-event":
             keyed = rng.random() < 0.8
-            value = {"title": f"Event {key}", "entryCoins": rng.choice([5, 20, 100])}
+            value = {"title": f"Event {key}", "entryCoins": rng.choice([5, 20, 100, 300])}
             value |= {"idempotencyKey": key} if keyed else {}
             return Attempt(user, "createEvent", key if keyed else None, value, kind)
         if kind == "join":
@@ -401,6 +401,17 @@ class Workload:
             attempt, copies = self.choose(user)
             if copies == 1:
                 await self.run(attempt)
+            elif attempt.mutation == "settleWithdrawal" and self.rng.random() < 0.5:
+                # two admins, one paying and one rejecting the same withdrawal at once
+                other = "REJECTED" if attempt.input["outcome"] == "PAID" else "PAID"
+                rival = Attempt(
+                    self.users[1 - self.users.index(user)] if user in self.users[:2] else user,
+                    attempt.mutation,
+                    None,
+                    {**attempt.input, "outcome": other},
+                    "settle-race",
+                )
+                await asyncio.gather(self.run(attempt), self.run(rival))
             else:
                 await asyncio.gather(*(self.run(attempt) for _ in range(copies)))
 
