@@ -51,8 +51,7 @@ MUTANTS = [
                 "infra/accounts.py",
                 'condition = "coins >= :c AND diamonds >= :d AND '
                 'attribute_not_exists(restrictedBy)"',
-                'condition = "diamonds >= :d AND attribute_not_exists(restrictedBy) AND '
-                ':c >= :c"',
+                'condition = "diamonds >= :d AND attribute_not_exists(restrictedBy) AND :c >= :c"',
             ),
         ),
         subset=True,
