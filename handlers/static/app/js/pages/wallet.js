@@ -6,7 +6,7 @@ import { outcomeUnknown } from "../api.js";
 import { act, unknownOutcome } from "../clicks.js";
 import { CATALOG, WALLET, WALLET_BASIC } from "../documents.js";
 import { entryLabel, userErrorMessage } from "../messages.js";
-import { TEST_CARDS, buy, packageLabel } from "../payments.js";
+import { TEST_CARDS, buy } from "../payments.js";
 import { field, fill, h, notice, number, plural, signed, when } from "../ui.js";
 
 const REFRESH_MS = 10_000;
@@ -73,7 +73,15 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
     "ul",
     { class: "packages" },
     coinPackages.map((p) => {
-      const button = h("button", { type: "button", class: "package", "data-package": p.id, "aria-label": packageLabel(p) }, h("strong", {}, plural(p.coins, "coin")), h("span", {}, p.price.formatted));
+      // Its name is its visible text, read as a sentence: "Buy 70 coins for $0.99".
+      const button = h(
+        "button",
+        { type: "button", class: "package", "data-package": p.id },
+        h("span", { class: "visually-hidden" }, "Buy "),
+        h("strong", {}, plural(p.coins, "coin")),
+        h("span", { class: "visually-hidden" }, " for "),
+        h("span", {}, p.price.formatted),
+      );
       button.addEventListener("click", () =>
         act(button, buyMessage, async ({ onRetry }) => {
           let result;
