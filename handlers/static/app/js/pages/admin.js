@@ -46,8 +46,8 @@ export async function render({ api, session, main, signal, signInHref }) {
       "tr",
       { "data-withdrawal": w.id },
       h("td", { "data-label": "Requested" }, when(w.createdAt)),
-      h("td", { "data-label": "Creator" }, h("strong", {}, who), h("br"), h("code", {}, w.id)),
-      h("td", { class: "num", "data-label": "Amount" }, h("strong", {}, w.amount.formatted), h("br"), h("span", { class: "muted" }, plural(w.diamonds, "diamond"))),
+      h("td", { "data-label": "Creator" }, h("div", {}, h("strong", {}, who), h("br"), h("code", {}, w.id))),
+      h("td", { class: "num", "data-label": "Amount" }, h("div", {}, h("strong", {}, w.amount.formatted), h("br"), h("span", { class: "muted" }, plural(w.diamonds, "diamond")))),
       h("td", { "data-label": "Signals" }, signals(w)),
       h("td", { class: "actions", "data-label": "Review" }, pay, " ", reject),
     );

@@ -139,6 +139,7 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
       },
     });
     const stopFeed = feed.start();
+    feed.catchUp(0); // the totals and recent gifts now, without waiting for the socket
     const clock = setInterval(() => refreshTimes(streamPanel), 15_000);
     dashboardFeed = feed;
     stopDashboard = () => {

@@ -39,6 +39,7 @@ export async function render({ api, session, main, signal, cleanup, setTitle, si
   const feedList = h("ul", { class: "feed", "aria-live": "polite", "aria-relevant": "additions", "aria-label": "Gifts" });
   const connection = h("span", { class: "connection", "data-state": "off" });
   const giftBar = h("section", { class: "card giftbar", "aria-labelledby": "send-title" });
+  const feedTitle = h("h2", { id: "feed-title" }, live ? "Gifts, live" : "Gifts");
 
   function showStatus() {
     status.className = `badge ${live ? "live" : "ended"}`;
@@ -109,6 +110,7 @@ export async function render({ api, session, main, signal, cleanup, setTitle, si
     live = false;
     showStatus();
     showConnection("ended");
+    feedTitle.textContent = "Gifts";
     renderGiftBar();
   }
 
@@ -145,7 +147,7 @@ export async function render({ api, session, main, signal, cleanup, setTitle, si
       h(
         "section",
         { class: "card feed-card", "aria-labelledby": "feed-title" },
-        h("div", { class: "title-row" }, h("h2", { id: "feed-title" }, "Gifts, live"), connection),
+        h("div", { class: "title-row" }, feedTitle, connection),
         feedList,
         feedMessage,
       ),
@@ -221,7 +223,7 @@ export async function render({ api, session, main, signal, cleanup, setTitle, si
       const pkg = packageFor(short, packages);
       const button = h("button", { type: "button", class: "package-inline" }, packageLabel(pkg));
       const bought = h("div");
-      const still = pkg.coins < short ? ` (you will still need ${plural(short - pkg.coins, "coin")})` : "";
+      const still = pkg.coins < short ? ` The largest package leaves ${number(short - pkg.coins)} to go.` : "";
       button.addEventListener("click", () =>
         act(button, bought, async ({ onRetry }) => {
           let result;
@@ -239,7 +241,7 @@ export async function render({ api, session, main, signal, cleanup, setTitle, si
           notice(message, `Bought ${plural(result.purchase.coins, "coin")} for ${result.purchase.price.formatted}. You can send your gift now.`, "success");
         }),
       );
-      fill(topUp, h("p", {}, `You need ${plural(short, "more coin")}${still}. `, button), bought);
+      fill(topUp, h("p", {}, `You need ${plural(short, "more coin")}.${still} `, button), bought);
     }
 
     async function refreshBalance() {
