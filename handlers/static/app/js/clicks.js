@@ -25,9 +25,10 @@ export function act(button, target, work) {
 
 /**
  * What to say when a money-moving request ended without an answer: `what` ("your gift") may
- * have happened, and the same choice again is the same request (Intent), never a second one.
+ * have happened, `check` says where to see it, and the same choice again is the same request
+ * (Intent), never a second one.
  */
-export function unknownOutcome(error, what) {
+export function unknownOutcome(error, what, check) {
   if (!outcomeUnknown(error)) return errorMessage(error);
-  return `${errorMessage(error)} We could not confirm ${what}: your balance shows whether it went through. Pressing the button again with the same choice does not do it twice.`;
+  return `${errorMessage(error)} We could not confirm ${what}: ${check}. Pressing the button again with the same choice does not do it twice.`;
 }

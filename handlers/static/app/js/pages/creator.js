@@ -89,7 +89,7 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
         try {
           result = (await api.mutate(START_STREAM, { input }, { onRetry })).startLiveStream;
         } catch (error) {
-          return notice(streamMessage, unknownOutcome(error, "that you went live"), "error");
+          return notice(streamMessage, unknownOutcome(error, "that you went live", "press Refresh to see whether you are"), "error");
         }
         intent.settle();
         if (result.__typename !== "LiveStreamStarted") return notice(streamMessage, userErrorMessage(result), "error");
@@ -109,7 +109,20 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
     const end = h("button", { type: "button", class: "danger" }, "End stream");
     list.append(h("li", { class: "muted empty" }, "Gifts appear here as your viewers send them."));
 
+    // The summary replaces the dashboard once, whichever notices the end first: the answer
+    // to End stream, the feed completing, or a read that says ENDED.
+    let finished = false;
+    const finish = async () => {
+      if (finished) return;
+      finished = true;
+      stopDashboard();
+      await showSummary(s.id);
+    };
     const showTotals = (fresh) => {
+      if (fresh.status === "ENDED") {
+        finish().catch(() => {}); // ended elsewhere: another tab, an end whose answer was lost
+        return;
+      }
       total.textContent = plural(fresh.coinsReceived, "coin");
       fill(
         top,
@@ -133,6 +146,7 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
       onChange: () => showCombos(list, feed.list(), DASHBOARD_LINES),
       onTotals: showTotals,
       onGift: refresh,
+      onEnd: () => finish().catch(() => {}),
       onSocket: (state) => {
         connection.dataset.state = state === "connected" ? "live" : state === "closed" ? "reconnecting" : state;
         connection.textContent = state === "connected" ? "● Connected" : state === "closed" ? "Reconnecting…" : "Connecting…";
@@ -160,12 +174,11 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
         try {
           result = (await api.mutate(END_STREAM, { input }, { onRetry })).endLiveStream;
         } catch (error) {
-          return notice(streamMessage, unknownOutcome(error, "that your stream ended"), "error");
+          return notice(streamMessage, unknownOutcome(error, "that your stream ended", "press Refresh to see whether it has"), "error");
         }
         intent.settle();
         if (result.__typename !== "LiveStreamEnded") return notice(streamMessage, userErrorMessage(result), "error");
-        stopDashboard();
-        await showSummary(s.id);
+        await finish();
       });
     });
 
@@ -222,7 +235,7 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
         try {
           result = (await api.mutate(REQUEST_WITHDRAWAL, { input }, { onRetry })).requestWithdrawal;
         } catch (error) {
-          notice(withdrawMessage, unknownOutcome(error, "your request"), "error");
+          notice(withdrawMessage, unknownOutcome(error, "your request", "the withdrawals below show whether it went through"), "error");
           return loadMoney().catch(() => {});
         }
         intent.settle();

@@ -230,7 +230,7 @@ export async function render({ api, session, main, signal, cleanup, setTitle, si
           try {
             result = await buy(api, buyIntents, pkg, DEFAULT_CARD, onRetry);
           } catch (error) {
-            notice(bought, unknownOutcome(error, "your purchase"), "error");
+            notice(bought, unknownOutcome(error, "your purchase", "your balance shows whether it went through"), "error");
             if (outcomeUnknown(error)) await refreshBalance();
             return;
           }
@@ -271,7 +271,7 @@ export async function render({ api, session, main, signal, cleanup, setTitle, si
         try {
           result = (await api.mutate(SEND_GIFT, { input }, { onRetry })).sendGift;
         } catch (error) {
-          notice(message, unknownOutcome(error, "your gift"), "error");
+          notice(message, unknownOutcome(error, "your gift", "your balance shows whether it went through"), "error");
           if (outcomeUnknown(error)) await refreshBalance(); // did it land? the balance says
           return;
         }

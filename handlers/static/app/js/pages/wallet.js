@@ -88,7 +88,7 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
           try {
             result = await buy(api, intents, p, card.value, onRetry);
           } catch (error) {
-            notice(buyMessage, unknownOutcome(error, "your purchase"), "error");
+            notice(buyMessage, unknownOutcome(error, "your purchase", "your balance and history show whether it went through"), "error");
             if (outcomeUnknown(error)) await load(true).catch(() => {});
             return;
           }
