@@ -35,6 +35,9 @@ _SPAN = 1 << PREFIX_BITS
 # More senders than this tied on rankSort (same first 6 bytes of id and same coins) at the
 # cut is not expected from an identity provider's ids (Cognito subs are random UUIDs).
 MAX_TIED = 1_000
+# myRank places the caller within the first RANK_LIMIT senders only: past them a place is not
+# worth reading more of the index for.
+RANK_LIMIT = 100
 
 
 def rank_key(stream_id: str, sender_id: str, index_shards: int) -> str:
@@ -108,6 +111,44 @@ class RankingsRepo:
                 ]
                 ranked += tied
         return sorted(ranked, key=_order)[:first]
+
+    async def mine(
+        self, stream_id: str, sender_id: str, index_shards: int = 1
+    ) -> tuple[int, int | None]:
+        """The sender's coins in the stream and place in its ranking (None past RANK_LIMIT or
+        with nothing gifted): a consistent GetItem of the sender's own entry, then per index
+        partition one Query of the byCoins entries at or above it, highest first, Limit
+        RANK_LIMIT + 1. Keys only: at most 101 small entries read, however big the stream."""
+        own = await self.dynamo.get(TABLE, {"id": f"{stream_id}#{sender_id}"}, consistent=True)
+        if own is None or own.get("coins", 0) <= 0:
+            return 0, None
+        score = own["rankSort"]
+        keys = (
+            [stream_id]
+            if index_shards <= 1
+            else [f"{stream_id}#{j:02d}" for j in range(index_shards)]
+        )
+        pages = await asyncio.gather(*(self._at_or_above(key, score) for key in keys))
+        ahead = 0
+        for key, page in zip(keys, pages, strict=True):
+            if len(page) > RANK_LIMIT and page[-1]["rankSort"] == score:
+                # ties on rankSort (same id prefix, same coins) past the page: read them whole
+                page = [i for i in page if i["rankSort"] > score] + await self._tied(key, score)
+            entries = (_entry(stream_id, i) for i in page)
+            ahead += sum(1 for i in entries if _order(i) < (-own["coins"], sender_id))
+        return own["coins"], ahead + 1 if ahead < RANK_LIMIT else None
+
+    async def _at_or_above(self, key: str, rank_sort: int) -> list[Item]:
+        items, _ = await self.dynamo.query(
+            TABLE,
+            "rankKey = :k AND rankSort >= :s",
+            names={},
+            values={":k": key, ":s": rank_sort},
+            limit=RANK_LIMIT + 1,
+            forward=False,
+            index="byCoins",
+        )
+        return items
 
     async def _top_of(self, key: str, limit: int) -> list[Item]:
         items, _ = await self.dynamo.query(

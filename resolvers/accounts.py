@@ -84,6 +84,16 @@ async def transactions(
         raise BadUserInput("after is not a cursor from this list", field="after") from error
 
 
+GIFT_KINDS = frozenset({"GIFT_SENT", "GIFT_RECEIVED", "GIFT_REVERSED"})
+
+
+async def transfer(ctx: Context, kind: str, reference_id: str) -> Item | None:
+    """The gift transfer of a ledger entry: every entry of a page in one BatchGetItem."""
+    if kind not in GIFT_KINDS:
+        return None
+    return await ctx.transfers.load(reference_id)
+
+
 async def clear_restriction(ctx: Context, account_id: str) -> Item:
     """Admin: lift every dispute's restriction on an account (logged with the admin)."""
     admin = ctx.require_admin()

@@ -10,6 +10,7 @@ from infra.dynamo import Item
 from infra.feed import FeedSource
 from infra.ids import now
 from infra.services import Services
+from infra.transfers import TABLE as TRANSFERS
 from resolvers.errors import AgeRestricted, Forbidden, Unauthenticated
 from resolvers.identity import Identity
 
@@ -29,6 +30,8 @@ class Context:
         self.users: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_users)
         self.streams: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_streams)
         self.videos: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_videos)
+        # the gift transfers of a history page (Transaction.transfer): one BatchGetItem
+        self.transfers: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_transfers)
         # (target id, shard count) -> coins gifted; one BatchGetItem for every target asked
         self.stream_coins: DataLoader[tuple[str, int], int] = DataLoader(
             load_fn=self._load_stream_coins
@@ -89,6 +92,11 @@ class Context:
     async def _load_videos(self, ids: list[str]) -> list[Item | None]:
         found = await self.services.videos.get_many(ids)
         return [found.get(i) for i in ids]
+
+    async def _load_transfers(self, ids: list[str]) -> list[Item | None]:
+        found = await self.services.dynamo.batch_get(TRANSFERS, [{"id": i} for i in ids])
+        by_id = {i["id"]: i for i in found}
+        return [by_id.get(i) for i in ids]
 
     async def _load_stream_coins(self, keys: list[tuple[str, int]]) -> list[int]:
         found = await self.services.streams.coins(keys)

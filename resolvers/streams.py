@@ -179,6 +179,15 @@ async def top_gifters(ctx: Context, stream: Item, first: int | None) -> list[Ite
     return await ctx.services.rankings.top(stream["id"], size, stream.get("indexShards", 1))
 
 
+async def my_rank(ctx: Context, stream: Item) -> tuple[int, int | None] | None:
+    """The caller's coins in the stream and place in its ranking; None without a token."""
+    if ctx.identity is None:
+        return None
+    return await ctx.services.rankings.mine(
+        stream["id"], ctx.identity.sub, stream.get("indexShards", 1)
+    )
+
+
 async def gifts(
     ctx: Context, target: Item, first: int | None, after: str | None
 ) -> tuple[list[Item], bool]:

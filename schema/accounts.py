@@ -16,6 +16,7 @@ from schema.common import Info, PageInfo, ctx, timestamp
 from schema.errors import InvalidInput, NotFound, returns_user_errors
 
 if TYPE_CHECKING:
+    from schema.gifts import GiftTransfer
     from schema.withdrawals import Earnings, WithdrawalConnection
 
 
@@ -80,6 +81,18 @@ class Transaction:
         description="The purchase, gift transfer, event or withdrawal this entry belongs to."
     )
     created_at: datetime
+
+    @strawberry.field(
+        description="The gift transfer this entry belongs to (GIFT_SENT, GIFT_RECEIVED, "
+        "GIFT_REVERSED), else null; batched per request."
+    )
+    async def transfer(
+        self, info: Info
+    ) -> Annotated[GiftTransfer, strawberry.lazy("schema.gifts")] | None:
+        from schema.gifts import GiftTransfer
+
+        item = await accounts.transfer(ctx(info), self.kind.value, str(self.reference_id))
+        return GiftTransfer.of(item) if item else None
 
 
 @strawberry.type

@@ -42,6 +42,12 @@ class GifterRank:
 
 
 @strawberry.type
+class MyRank:
+    coins: int
+    rank: int | None
+
+
+@strawberry.type
 class LiveStream:
     id: strawberry.ID
     title: str
@@ -68,6 +74,15 @@ class LiveStream:
             GifterRank(rank=n, coins=i["coins"], user_id=i["senderId"])
             for n, i in enumerate(ranked, start=1)
         ]
+
+    @strawberry.field(
+        description="The caller's coins gifted in this stream and place in its ranking; rank "
+        "is null outside the first 100 or when the caller has gifted nothing. Null without a "
+        "token."
+    )
+    async def my_rank(self, info: Info) -> MyRank | None:
+        found = await streams.my_rank(ctx(info), self.item)
+        return MyRank(coins=found[0], rank=found[1]) if found else None
 
     @strawberry.field(description="Gifts sent in this stream, newest first.")
     async def gifts(

@@ -21,10 +21,6 @@ NOT_YET_BUILT: set[str] = {
     "Argument Subscription.giftFeed(after:) was removed.",
     "Field Subscription.streamDigest was removed.",
     "StreamDigest was removed.",
-    # The reference app
-    "Field LiveStream.myRank was removed.",
-    "Field Transaction.transfer was removed.",
-    "MyRank was removed.",
     # Store purchases (App Store, Google Play)
     "Field CoinPackage.storeProducts was removed.",
     "Field CoinPackageInput.appStoreProductId was removed.",

@@ -5,16 +5,22 @@
 // vendored amazon-cognito-identity-js, loaded only then. Either way the API gets an ID token
 // (it carries the birthdate and name claims; an access token does not).
 //
-// Kept in sessionStorage: each browser tab is its own user, so one can watch as a viewer in
-// one tab and settle as an admin in another.
+// Kept in localStorage and shared by every tab of the browser, as users expect: signing in or
+// out in one tab does it in all (the `storage` event). To be two users at once, use two
+// browsers or a private window.
 
 const KEY = "livecoins.user";
 
 export class Session {
   constructor(config) {
     this.config = config;
-    this.user = JSON.parse(sessionStorage.getItem(KEY) || "null");
+    this.user = JSON.parse(localStorage.getItem(KEY) || "null");
     this.listeners = [];
+    window.addEventListener("storage", (event) => {
+      if (event.key !== KEY && event.key !== null) return;
+      this.user = JSON.parse(localStorage.getItem(KEY) || "null");
+      for (const listener of this.listeners) listener(this.user);
+    });
   }
 
   get cognito() {
@@ -27,8 +33,8 @@ export class Session {
 
   set(user) {
     this.user = user;
-    if (user) sessionStorage.setItem(KEY, JSON.stringify(user));
-    else sessionStorage.removeItem(KEY);
+    if (user) localStorage.setItem(KEY, JSON.stringify(user));
+    else localStorage.removeItem(KEY);
     for (const listener of this.listeners) listener(user);
   }
 
@@ -60,7 +66,7 @@ export class Session {
     this.userPool ||= new AmazonCognitoIdentity.CognitoUserPool({
       UserPoolId: this.config.userPoolId,
       ClientId: this.config.userPoolClientId,
-      Storage: sessionStorage,
+      Storage: localStorage,
       ...(this.config.cognitoEndpoint ? { endpoint: this.config.cognitoEndpoint } : {}),
     });
     return this.userPool;
@@ -69,7 +75,7 @@ export class Session {
   /** SRP sign-in (USER_SRP_AUTH: the password never leaves the browser). */
   async signInWithPassword(email, password) {
     const pool = await this.pool();
-    const cognitoUser = new AmazonCognitoIdentity.CognitoUser({ Username: email, Pool: pool, Storage: sessionStorage });
+    const cognitoUser = new AmazonCognitoIdentity.CognitoUser({ Username: email, Pool: pool, Storage: localStorage });
     const details = new AmazonCognitoIdentity.AuthenticationDetails({ Username: email, Password: password });
     const session = await new Promise((resolve, reject) =>
       cognitoUser.authenticateUser(details, {

@@ -1,6 +1,7 @@
 // Every GraphQL document the app sends, in one place (the API: schema/schema.graphql).
 // Mutations select __typename and each union member they can answer, so the app can show
-// the user what happened (messages.js).
+// the user what happened (messages.js). A document named *_BASIC is the fallback for an API
+// that does not have a newer field yet (Api.query's `fallback`).
 
 export const ME = `query Me { me { id displayName isAdult wallet { coins diamonds } } }`;
 
@@ -16,6 +17,11 @@ export const LIVE_STREAMS = `query LiveStreams($first: Int!, $after: String) {
   }
 }`;
 
+const GIFT_LINE = `fragment GiftLine on GiftTransfer {
+  id quantity coins createdAt gift { id name } sender { id displayName }
+}`;
+const RANKING_FIELDS = `status endedAt coinsReceived topGifters(first: 10) { rank coins user { id displayName } }`;
+
 export const STREAM = `query Stream($id: ID!) {
   liveStream(id: $id) {
     id title status startedAt endedAt coinsReceived
@@ -24,26 +30,39 @@ export const STREAM = `query Stream($id: ID!) {
     gifts(first: 20) { edges { node { ...GiftLine } } }
   }
 }
-fragment GiftLine on GiftTransfer { id quantity coins createdAt gift { name } sender { id displayName } }`;
+${GIFT_LINE}`;
 
-export const RANKING = `query Ranking($id: ID!) {
-  liveStream(id: $id) { status coinsReceived topGifters(first: 10) { rank coins user { id displayName } } }
-}`;
+// The ranking with the caller's own place (myRank: null when signed out), read again after
+// gifts arrive; RANKING_BASIC for an API without myRank.
+export const RANKING = `query Ranking($id: ID!) { liveStream(id: $id) { ${RANKING_FIELDS} myRank { coins rank } } }`;
+export const RANKING_BASIC = `query RankingBasic($id: ID!) { liveStream(id: $id) { ${RANKING_FIELDS} } }`;
+
+// What a page reads to catch up after its feed connects or reconnects: the totals and the
+// gifts newer than the last one it has, a page at a time (see feed.js).
+export const CATCH_UP = `query CatchUp($id: ID!, $after: String) {
+  liveStream(id: $id) {
+    ${RANKING_FIELDS}
+    gifts(first: 20, after: $after) { edges { cursor node { ...GiftLine } } pageInfo { hasNextPage } }
+  }
+}
+${GIFT_LINE}`;
 
 export const GIFT_FEED = `subscription GiftFeed($streamId: ID!) {
-  giftFeed(streamId: $streamId) { id quantity coins createdAt gift { name } sender { id displayName } }
-}`;
+  giftFeed(streamId: $streamId) { ...GiftLine }
+}
+${GIFT_LINE}`;
 
 const USER_ERROR = `... on UserError { message }`;
 
 export const SEND_GIFT = `mutation SendGift($input: SendGiftInput!) {
   sendGift(input: $input) {
     __typename
-    ... on GiftSent { transfer { id quantity coins gift { name } } wallet { coins } }
+    ... on GiftSent { transfer { ...GiftLine } wallet { coins } }
     ... on InsufficientCoins { required available }
     ${USER_ERROR}
   }
-}`;
+}
+${GIFT_LINE}`;
 
 export const PURCHASE_COINS = `mutation PurchaseCoins($input: PurchaseCoinsInput!) {
   purchaseCoins(input: $input) {
@@ -53,33 +72,39 @@ export const PURCHASE_COINS = `mutation PurchaseCoins($input: PurchaseCoinsInput
   }
 }`;
 
-// `restricted` comes with the Real money work (chargebacks); WALLET_BASIC is for an API
-// that does not have it yet.
-const WALLET_FIELDS = `id displayName isAdult wallet { coins diamonds }
-    transactions(first: $first, after: $after) {
-      edges { node { id kind coins diamonds referenceId createdAt } }
-      pageInfo { hasNextPage endCursor }
-    }`;
-export const WALLET = `query Wallet($first: Int!, $after: String) { me { ${WALLET_FIELDS} restricted } }`;
-export const WALLET_BASIC = `query WalletBasic($first: Int!, $after: String) { me { ${WALLET_FIELDS} } }`;
+// History rows name the gift and the other party through Transaction.transfer (one batched
+// read per page); WALLET_BASIC is for an API without it (rows show the reference id).
+const WALLET_FIELDS = `id displayName isAdult restricted wallet { coins diamonds }`;
+const ENTRY = `id kind coins diamonds referenceId createdAt`;
+const PAGE = `pageInfo { hasNextPage endCursor }`;
+export const WALLET = `query Wallet($first: Int!, $after: String) { me { ${WALLET_FIELDS}
+  transactions(first: $first, after: $after) {
+    edges { node { ${ENTRY} transfer { quantity gift { id name } sender { displayName } recipient { displayName } } } }
+    ${PAGE}
+  } } }`;
+export const WALLET_BASIC = `query WalletBasic($first: Int!, $after: String) { me { ${WALLET_FIELDS}
+  transactions(first: $first, after: $after) { edges { node { ${ENTRY} } } ${PAGE} } } }`;
 
-const EARNINGS_FIELDS = `diamonds cashValue { formatted } minimumWithdrawal { amount formatted }
-      remainingToday { formatted }`;
-const CREATOR_FIELDS = `id displayName isAdult wallet { diamonds }
-    withdrawals(first: 20) { edges { node { id diamonds amount { formatted } status createdAt settledAt } } }`;
-// The earnings hold (availableDiamonds, pendingDiamonds, nextAvailableAt) comes with the
-// Real money work; CREATOR_BASIC is for an API without it, where every diamond is available.
 export const CREATOR = `query Creator {
-  me { ${CREATOR_FIELDS}
-    earnings { ${EARNINGS_FIELDS} availableDiamonds pendingDiamonds nextAvailableAt }
-    restricted }
+  me {
+    id displayName isAdult restricted wallet { diamonds }
+    earnings {
+      diamonds availableDiamonds pendingDiamonds nextAvailableAt cashValue { formatted }
+      minimumWithdrawal { amount formatted } remainingToday { formatted }
+    }
+    withdrawals(first: 20) { edges { node { id diamonds amount { formatted } status createdAt settledAt } } }
+  }
 }`;
-export const CREATOR_BASIC = `query CreatorBasic { me { ${CREATOR_FIELDS} earnings { ${EARNINGS_FIELDS} } } }`;
 
 // The API has no "my live stream" field: the creator's own stream is found among the live
 // ones (at most one per account).
 export const MY_STREAM = `query MyStream {
-  liveStreams(first: 100) { edges { node { id title startedAt coinsReceived creator { id } } } }
+  liveStreams(first: 100) { edges { node { id title startedAt creator { id } } } }
+}`;
+
+// The end-of-stream summary.
+export const STREAM_SUMMARY = `query StreamSummary($id: ID!) {
+  liveStream(id: $id) { id title startedAt endedAt coinsReceived topGifters(first: 3) { rank coins user { displayName } } }
 }`;
 
 export const START_STREAM = `mutation StartLiveStream($input: StartLiveStreamInput!) {
@@ -101,16 +126,21 @@ export const REQUEST_WITHDRAWAL = `mutation RequestWithdrawal($input: RequestWit
   }
 }`;
 
+// Who is being paid and the review signals the API returns to admins.
 export const PENDING_WITHDRAWALS = `query PendingWithdrawals($first: Int!, $after: String) {
   pendingWithdrawals(first: $first, after: $after) {
-    edges { node { id diamonds amount { formatted } status createdAt } }
+    edges { node {
+      id diamonds amount { formatted } status createdAt
+      account { id displayName } accountRestricted
+      review { accountCreatedAt earnedDiamonds newAccountsPercent restrictedAccountsPercent }
+    } }
     pageInfo { hasNextPage endCursor }
   }
 }`;
 
 export const SETTLE_WITHDRAWAL = `mutation SettleWithdrawal($input: SettleWithdrawalInput!) {
   settleWithdrawal(input: $input) {
-    __typename ... on WithdrawalSettled { withdrawal { id status amount { formatted } } } ${USER_ERROR}
+    __typename ... on WithdrawalSettled { withdrawal { id status amount { formatted } account { displayName } } } ${USER_ERROR}
   }
 }`;
 

@@ -1,15 +1,17 @@
 // What the user reads when something did not happen: result-union members (user errors,
 // answered as data) and GraphQL error codes, in the words of the product.
 
-import { number } from "./ui.js";
+import { number, plural } from "./ui.js";
 
 const USER_ERRORS = {
   InsufficientCoins: (e) =>
-    `You need ${number(e.required)} coins for that and have ${number(e.available)}. Buy more in your wallet.`,
+    `You need ${plural(e.required, "coin")} for that and have ${number(e.available)}.`,
   InsufficientDiamonds: (e) =>
-    `That needs ${number(e.required)} diamonds; you have ${number(e.available)} you can withdraw now.`,
+    `That needs ${plural(e.required, "diamond")}; you have ${number(e.available)} you can withdraw now.`,
   StreamNotLive: () => "This stream has ended, so it can't receive gifts any more.",
   AgeRestricted: () => "You must be 18 or older to do this.",
+  AccountRestricted: () =>
+    "Your account is restricted after a disputed payment: an admin must clear it first.",
   PaymentDeclined: () => "Your card was declined. Nothing was charged.",
   BelowMinimum: (e) => `The smallest withdrawal is ${e.minimum.formatted}.`,
   DailyLimitExceeded: (e) => `You can request at most ${e.remaining.formatted} more today (UTC).`,
@@ -22,8 +24,8 @@ const ERROR_CODES = {
   UNAUTHENTICATED: "Your sign-in has expired. Please sign in again.",
   FORBIDDEN: "Only admins can do this.",
   PAYMENTS_NOT_CONFIGURED: "Payments are not set up on this server yet, so coins can't be bought.",
-  TRY_AGAIN: "The service is busy and your request did not finish. Nothing was lost: try again.",
-  NETWORK: "The server could not be reached. Check your connection and try again.",
+  TRY_AGAIN: "The service is busy and your request did not finish.",
+  NETWORK: "The server could not be reached.",
   HTTP_429: "Too many requests. Wait a moment and try again.",
   QUERY_TOO_COMPLEX: "That request asks for too much at once.",
   INTERNAL_SERVER_ERROR: "Something went wrong on our side. Please try again.",
@@ -51,8 +53,17 @@ const KINDS = {
   WITHDRAWAL_RETURNED: "Withdrawal returned",
   CHARGEBACK: "Chargeback",
   GIFT_REVERSED: "Gift reversed",
+  CLAWBACK: "Clawback",
 };
 export const kindLabel = (kind) => KINDS[kind] || kind;
+
+/** A history row in words: "Gift sent: 2 × Galaxy to Cora" (with Transaction.transfer). */
+export function entryLabel(entry) {
+  const t = entry.transfer;
+  if (!t) return kindLabel(entry.kind);
+  const other = entry.kind === "GIFT_SENT" ? `to ${t.recipient.displayName}` : `from ${t.sender.displayName}`;
+  return `${kindLabel(entry.kind)}: ${t.quantity} × ${t.gift.name} ${other}`;
+}
 
 const STATUSES = { PENDING: "Pending review", PAID: "Paid", REJECTED: "Rejected" };
 export const statusLabel = (status) => STATUSES[status] || status;

@@ -1,13 +1,20 @@
-// Admin: the review queue of pending withdrawals (oldest first), settled PAID or REJECTED,
-// and refunds by purchase id.
+// Admin: the review queue of pending withdrawals (oldest first), showing who is being paid and
+// the review signals the API returns, each paid or rejected after a confirmation; refunds by
+// purchase id, confirmed too.
 
+import { act } from "../clicks.js";
 import { PENDING_WITHDRAWALS, REFUND_PURCHASE, SETTLE_WITHDRAWAL } from "../documents.js";
-import { errorMessage, statusLabel, userErrorMessage } from "../messages.js";
-import { busy, field, fill, h, notice, number, when } from "../ui.js";
+import { userErrorMessage } from "../messages.js";
+import { confirmAction, field, fill, h, notice, number, plural, when } from "../ui.js";
 
-export async function render({ api, session, main }) {
+// A repeated refund is answered like the first (the API changes nothing): what this tab has
+// refunded lets it say "already refunded" instead of repeating "Refunded".
+const refundedHere = new Set();
+const DAY_MS = 86_400_000;
+
+export async function render({ api, session, main, signal, signInHref }) {
   if (!session.user?.admin) {
-    fill(main, h("h1", {}, "Admin"), h("p", {}, "Only admins can review withdrawals and refund purchases. ", h("a", { href: "#/signin" }, "Sign in as an admin"), "."));
+    fill(main, h("h1", {}, "Admin"), h("p", {}, "Only admins can review withdrawals and refund purchases. ", h("a", { href: signInHref() }, "Sign in as an admin"), "."));
     return;
   }
   const queue = h("tbody");
@@ -16,35 +23,57 @@ export async function render({ api, session, main }) {
   const queueMessage = h("div");
   let after = null;
 
+  function signals(w) {
+    const r = w.review;
+    const flags = [];
+    if (w.accountRestricted) flags.push(["danger", "Restricted account"]);
+    if (r?.accountCreatedAt) {
+      const days = Math.floor((Date.now() - Date.parse(r.accountCreatedAt)) / DAY_MS);
+      flags.push([days < 7 ? "warn" : "", `Account ${plural(days, "day")} old`]);
+    }
+    if (r?.newAccountsPercent) flags.push([r.newAccountsPercent >= 50 ? "warn" : "", `${r.newAccountsPercent}% from new accounts`]);
+    if (r?.restrictedAccountsPercent) flags.push(["danger", `${r.restrictedAccountsPercent}% from disputed payments`]);
+    if (!flags.length) return h("span", { class: "muted" }, "None");
+    return h("ul", { class: "signals" }, flags.map(([kind, text]) => h("li", { class: `signal ${kind}` }, text)));
+  }
+
   function row(w) {
-    const message = `${w.amount.formatted} requested ${when(w.createdAt)}`;
-    const pay = h("button", { type: "button", class: "primary", "aria-label": `Pay ${message}` }, "Pay");
-    const reject = h("button", { type: "button", class: "danger", "aria-label": `Reject ${message}` }, "Reject");
+    const who = w.account.displayName || w.account.id;
+    const what = `${who} ${w.amount.formatted} requested ${when(w.createdAt)}`;
+    const pay = h("button", { type: "button", class: "primary", "aria-label": `Pay ${what}` }, "Pay");
+    const reject = h("button", { type: "button", class: "danger", "aria-label": `Reject ${what}` }, "Reject");
     const tr = h(
       "tr",
       { "data-withdrawal": w.id },
-      h("td", {}, when(w.createdAt)),
-      h("td", {}, h("code", {}, w.id)),
-      h("td", { class: "num" }, number(w.diamonds)),
-      h("td", { class: "num" }, w.amount.formatted),
-      h("td", { class: "actions" }, pay, " ", reject),
+      h("td", { "data-label": "Requested" }, when(w.createdAt)),
+      h("td", { "data-label": "Creator" }, h("div", {}, h("strong", {}, who), h("br"), h("code", {}, w.id))),
+      h("td", { class: "num", "data-label": "Amount" }, h("div", {}, h("strong", {}, w.amount.formatted), h("br"), h("span", { class: "muted" }, plural(w.diamonds, "diamond")))),
+      h("td", { "data-label": "Signals" }, signals(w)),
+      h("td", { class: "actions", "data-label": "Review" }, pay, " ", reject),
     );
-    const settle = (outcome, button) =>
-      busy(button, async () => {
-        try {
-          // Settling is idempotent by itself: the same outcome again changes nothing.
-          const input = { withdrawalId: w.id, outcome };
-          const result = (await api.mutate(SETTLE_WITHDRAWAL, { input })).settleWithdrawal;
-          if (result.__typename === "WithdrawalSettled") {
-            tr.remove();
-            const done = result.withdrawal;
-            notice(queueMessage, `${done.amount.formatted}: ${statusLabel(done.status).toLowerCase()}.`, "success");
-            if (!queue.children.length) await load(true);
-          } else notice(queueMessage, userErrorMessage(result), "error");
-        } catch (error) {
-          notice(queueMessage, errorMessage(error), "error");
-        }
+    const settle = async (outcome, button) => {
+      const paying = outcome === "PAID";
+      const sure = await confirmAction(
+        paying
+          ? { title: `Pay ${who} ${w.amount.formatted}?`, body: "The money is sent to the creator. This can't be undone.", confirm: `Pay ${w.amount.formatted}` }
+          : { title: `Reject ${who}'s ${w.amount.formatted}?`, body: `The ${plural(w.diamonds, "diamond")} go back to the creator's earnings.`, confirm: "Reject", danger: true },
+      );
+      if (!sure) return;
+      // Settling is idempotent by itself: the same outcome again changes nothing.
+      act(button, queueMessage, async ({ onRetry }) => {
+        const input = { withdrawalId: w.id, outcome };
+        const result = (await api.mutate(SETTLE_WITHDRAWAL, { input }, { onRetry })).settleWithdrawal;
+        if (result.__typename === "WithdrawalSettled") {
+          tr.remove();
+          const done = result.withdrawal;
+          notice(queueMessage, paying ? `Paid ${who} ${done.amount.formatted}.` : `Rejected ${who}'s ${done.amount.formatted}: the diamonds are back in their earnings.`, "success");
+        } else if (result.__typename === "InvalidState") {
+          notice(queueMessage, `${who}'s ${w.amount.formatted} was already settled, by another admin or an earlier click. The queue is up to date now.`, "info");
+          tr.remove();
+        } else notice(queueMessage, userErrorMessage(result), "error");
+        if (!queue.querySelector("tr[data-withdrawal]")) await load(true);
       });
+    };
     pay.addEventListener("click", () => settle("PAID", pay));
     reject.addEventListener("click", () => settle("REJECTED", reject));
     return tr;
@@ -52,7 +81,7 @@ export async function render({ api, session, main }) {
 
   async function load(reset) {
     if (reset) after = null;
-    const { edges, pageInfo } = (await api.query(PENDING_WITHDRAWALS, { first: 20, after })).pendingWithdrawals;
+    const { edges, pageInfo } = (await api.query(PENDING_WITHDRAWALS, { first: 20, after }, { signal })).pendingWithdrawals;
     const rows = edges.map(({ node }) => row(node));
     if (reset) fill(queue, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "Nothing waiting for review.")));
     else queue.append(...rows);
@@ -64,27 +93,37 @@ export async function render({ api, session, main }) {
   const refund = h("button", { type: "submit", class: "danger" }, "Refund");
   const refundMessage = h("div");
   const refundForm = h("form", {}, field("Purchase id", purchaseId, "From the buyer's history (Reference)."), refund, refundMessage);
-  refundForm.addEventListener("submit", (event) => {
+  refundForm.addEventListener("submit", async (event) => {
     event.preventDefault();
-    busy(refund, async () => {
-      try {
-        // Refunding again finishes or repeats the first refund: retrying is safe.
-        const input = { purchaseId: purchaseId.value.trim() };
-        const result = (await api.mutate(REFUND_PURCHASE, { input })).refundPurchase;
-        if (result.__typename === "PurchaseRefunded") {
-          const p = result.purchase;
-          notice(refundMessage, `Refunded ${p.price.formatted} and took back ${number(p.coins)} coins.`, "success");
-        } else if (result.__typename === "InsufficientCoins") {
-          notice(refundMessage, `The buyer has already spent those coins (${number(result.available)} of ${number(result.required)} left): nothing changed.`, "error");
-        } else notice(refundMessage, userErrorMessage(result), "error");
-      } catch (error) {
-        notice(refundMessage, errorMessage(error), "error");
-      }
+    const id = purchaseId.value.trim();
+    const sure = await confirmAction({
+      title: `Refund ${id}?`,
+      body: "The buyer gets the money back and the purchase's coins are taken from their wallet.",
+      confirm: "Refund",
+      danger: true,
+    });
+    if (!sure) return;
+    // Refunding again finishes or repeats the first refund: retrying is safe.
+    act(refund, refundMessage, async ({ onRetry }) => {
+      const result = (await api.mutate(REFUND_PURCHASE, { input: { purchaseId: id } }, { onRetry })).refundPurchase;
+      if (result.__typename === "PurchaseRefunded") {
+        const p = result.purchase;
+        const again = refundedHere.has(p.id);
+        refundedHere.add(p.id);
+        notice(
+          refundMessage,
+          again ? `${p.id} was already refunded: nothing changed.` : `Refunded ${p.price.formatted} and took back ${plural(p.coins, "coin")} (${p.id}).`,
+          again ? "info" : "success",
+        );
+      } else if (result.__typename === "InsufficientCoins") {
+        notice(refundMessage, `The buyer has already spent those coins (${number(result.available)} of ${number(result.required)} left): nothing changed.`, "error");
+      } else notice(refundMessage, userErrorMessage(result), "error");
     });
   });
-  more.addEventListener("click", () => busy(more, () => load(false)));
-  refresh.addEventListener("click", () => busy(refresh, () => load(true)));
+  more.addEventListener("click", () => act(more, queueMessage, () => load(false)));
+  refresh.addEventListener("click", () => act(refresh, queueMessage, () => load(true)));
 
+  await load(true);
   fill(
     main,
     h("h1", {}, "Admin"),
@@ -92,14 +131,14 @@ export async function render({ api, session, main }) {
       "section",
       { class: "card", "aria-labelledby": "queue-title" },
       h("div", { class: "title-row" }, h("h2", { id: "queue-title" }, "Withdrawals to review"), refresh),
-      h("p", { class: "muted" }, "Oldest first. Pay sends the money; Reject returns the diamonds to the creator."),
+      h("p", { class: "muted" }, "Oldest first. Pay sends the money; Reject returns the diamonds to the creator. Signals: how old the account is, and how much of what it earned came from new accounts or disputed payments."),
       h(
         "div",
         { class: "table-wrap" },
         h(
           "table",
-          {},
-          h("thead", {}, h("tr", {}, ["Requested", "Withdrawal", "Diamonds", "Amount", "Review"].map((t) => h("th", { scope: "col" }, t)))),
+          { class: "stack" },
+          h("thead", {}, h("tr", {}, ["Requested", "Creator", "Amount", "Signals", "Review"].map((t) => h("th", { scope: "col" }, t)))),
           queue,
         ),
       ),
@@ -108,5 +147,4 @@ export async function render({ api, session, main }) {
     ),
     h("section", { class: "card narrow", "aria-labelledby": "refund-title" }, h("h2", { id: "refund-title" }, "Refund a purchase"), refundForm),
   );
-  await load(true);
 }

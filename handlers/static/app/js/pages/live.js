@@ -1,17 +1,21 @@
 // Viewer: the streams that are live now, newest first (public: no sign-in needed).
 
+import { act } from "../clicks.js";
 import { LIVE_STREAMS } from "../documents.js";
-import { busy, fill, h, number, when } from "../ui.js";
+import { agoTime, fill, h, plural } from "../ui.js";
 
-export async function render({ api, main }) {
+const REFRESH_MS = 15_000;
+
+export async function render({ api, main, signal, cleanup }) {
   const list = h("ul", { class: "streams" });
   const more = h("button", { type: "button", hidden: true }, "Show more");
   const refresh = h("button", { type: "button" }, "Refresh");
+  const message = h("div");
   let after = null;
 
   async function load(reset) {
     if (reset) after = null;
-    const data = await api.query(LIVE_STREAMS, { first: 12, after });
+    const data = await api.query(LIVE_STREAMS, { first: 12, after }, { signal });
     const { edges, pageInfo } = data.liveStreams;
     const items = edges.map(({ node }) =>
       h(
@@ -23,7 +27,9 @@ export async function render({ api, main }) {
           "p",
           { class: "muted" },
           h("span", { class: "badge live" }, "LIVE"),
-          ` since ${when(node.startedAt)} · ${number(node.coinsReceived)} coins gifted`,
+          " since ",
+          agoTime(node.startedAt),
+          ` · ${plural(node.coinsReceived, "coin")} gifted`,
         ),
       ),
     );
@@ -34,11 +40,11 @@ export async function render({ api, main }) {
     more.hidden = !pageInfo.hasNextPage;
   }
 
-  more.addEventListener("click", () => busy(more, () => load(false)));
-  refresh.addEventListener("click", () => busy(refresh, () => load(true)));
-  fill(main, h("div", { class: "title-row" }, h("h1", {}, "Live now"), refresh), list, more);
+  more.addEventListener("click", () => act(more, message, () => load(false)));
+  refresh.addEventListener("click", () => act(refresh, message, () => load(true)));
   await load(true);
+  fill(main, h("div", { class: "title-row" }, h("h1", {}, "Live now"), refresh), list, more, message);
   // New streams appear without a click; a page that is not shown stops polling.
-  const timer = setInterval(() => document.visibilityState === "visible" && load(true).catch(() => {}), 15000);
-  return () => clearInterval(timer);
+  const timer = setInterval(() => document.visibilityState === "visible" && load(true).catch(() => {}), REFRESH_MS);
+  cleanup(() => clearInterval(timer));
 }

@@ -6,8 +6,11 @@ import { busy, field, fill, h, notice } from "../ui.js";
 
 const HOME = { viewer: "#/", creator: "#/creator", admin: "#/admin" };
 
-export async function render({ session, main, config, go }) {
+export async function render({ session, main, config, go, params }) {
   const message = h("div");
+  // Back where the sign-in started (a stream, the wallet), else the user's home page.
+  const next = params.get("next");
+  const back = (home) => go(next && next.startsWith("/") ? `#${next}` : home);
   if (config.mode === "cognito") {
     const email = h("input", { type: "email", name: "email", autocomplete: "username", required: true });
     const password = h("input", {
@@ -23,7 +26,7 @@ export async function render({ session, main, config, go }) {
       busy(submit, async () => {
         try {
           await session.signInWithPassword(email.value.trim(), password.value);
-          go(session.user.admin ? "#/admin" : "#/");
+          back(session.user.admin ? "#/admin" : "#/");
         } catch (error) {
           notice(message, error.message || errorMessage(error), "error");
         }
@@ -56,7 +59,7 @@ export async function render({ session, main, config, go }) {
             class: "picker",
             onclick: () => {
               session.signInAs(user);
-              go(HOME[user.role] || "#/");
+              back(HOME[user.role] || "#/");
             },
           },
           h("strong", {}, user.name),

@@ -1,97 +1,115 @@
-// Viewer: the wallet, buying coins, and the history (the ledger, newest first).
+// Viewer: the wallet, buying coins, and the history (the ledger, newest first), whose gift
+// rows name the gift and the other party (Transaction.transfer). The page reads the wallet
+// again while it is shown, so a refund or a gift from another tab appears without a reload.
 
-import { newKey } from "../api.js";
-import { CATALOG, PURCHASE_COINS, WALLET, WALLET_BASIC } from "../documents.js";
-import { errorMessage, kindLabel, userErrorMessage } from "../messages.js";
-import { busy, field, fill, h, notice, number, plural, signed, when } from "../ui.js";
+import { outcomeUnknown } from "../api.js";
+import { act, unknownOutcome } from "../clicks.js";
+import { CATALOG, WALLET, WALLET_BASIC } from "../documents.js";
+import { entryLabel, userErrorMessage } from "../messages.js";
+import { TEST_CARDS, buy } from "../payments.js";
+import { field, fill, h, notice, number, plural, signed, when } from "../ui.js";
 
-// The sandbox provider's test cards (local server, test stacks). A real provider's
-// frontend gets a token from the provider's own widget instead.
-const TEST_CARDS = [
-  ["tok_visa", "Test card: approved (tok_visa)"],
-  ["tok_chargeDeclined", "Test card: declined (tok_chargeDeclined)"],
-];
+const REFRESH_MS = 10_000;
 
-export async function render({ api, session, main }) {
+export async function render({ api, session, main, signal, cleanup, signInHref }) {
   if (!session.user) {
-    fill(main, h("h1", {}, "Wallet"), h("p", {}, h("a", { href: "#/signin" }, "Sign in"), " to see your wallet."));
+    fill(main, h("h1", {}, "Wallet"), h("p", {}, h("a", { href: signInHref() }, "Sign in"), " to see your wallet."));
     return;
   }
   const balance = h("p", { class: "balance" });
   const restricted = h("div");
   const history = h("tbody");
   const more = h("button", { type: "button", hidden: true }, "Show older");
+  const historyMessage = h("div");
   const buyMessage = h("div");
+  const buySection = h("section", { class: "card", "aria-labelledby": "buy-title" });
   let after = null;
+  let shown = 0; // history rows loaded, kept when the page refreshes itself
+
+  function row(node) {
+    const reference = node.transfer ? null : h("code", {}, node.referenceId);
+    return h(
+      "tr",
+      {},
+      h("td", { "data-label": "When" }, when(node.createdAt)),
+      h("td", { "data-label": "What" }, entryLabel(node)),
+      h("td", { class: "num", "data-label": "Coins" }, node.coins ? signed(node.coins) : ""),
+      h("td", { class: "num", "data-label": "Diamonds" }, node.diamonds ? signed(node.diamonds) : ""),
+      h("td", { "data-label": "Reference" }, reference),
+    );
+  }
 
   async function load(reset) {
     if (reset) after = null;
-    const { me } = await api.query(WALLET, { first: 20, after }, { fallback: WALLET_BASIC });
+    const first = reset ? Math.max(20, shown) : 20;
+    const { me } = await api.query(WALLET, { first: Math.min(first, 100), after }, { fallback: WALLET_BASIC, signal });
     fill(
       balance,
       h("span", { class: "big", "data-testid": "coins" }, number(me.wallet.coins)),
-      " coins · ",
+      ` ${me.wallet.coins === 1 ? "coin" : "coins"} · `,
       h("span", { "data-testid": "diamonds" }, number(me.wallet.diamonds)),
-      " diamonds",
+      ` ${me.wallet.diamonds === 1 ? "diamond" : "diamonds"}`,
     );
-    notice(
-      restricted,
-      me.restricted ? "Your account is restricted after a disputed payment: an admin must clear it before you can buy or send gifts." : "",
-      "error",
-    );
-    if (!me.isAdult) notice(restricted, "Only adults (18+) can buy coins and send gifts.", "info");
-    const rows = me.transactions.edges.map(({ node }) =>
-      h(
-        "tr",
-        {},
-        h("td", {}, when(node.createdAt)),
-        h("td", {}, kindLabel(node.kind)),
-        h("td", { class: "num" }, node.coins ? signed(node.coins) : ""),
-        h("td", { class: "num" }, node.diamonds ? signed(node.diamonds) : ""),
-        h("td", {}, h("code", {}, node.referenceId)),
-      ),
-    );
-    if (reset) fill(history, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "Nothing yet.")));
-    else history.append(...rows);
+    if (me.restricted) notice(restricted, "Your account is restricted after a disputed payment: an admin must clear it before you can buy or send gifts.", "error");
+    else if (!me.isAdult) notice(restricted, "Only adults (18+) can buy coins and send gifts.", "info");
+    else notice(restricted, "");
+    buySection.hidden = !me.isAdult;
+    const rows = me.transactions.edges.map(({ node }) => row(node));
+    if (reset) {
+      fill(history, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "Nothing yet.")));
+      shown = rows.length;
+    } else {
+      history.append(...rows);
+      shown += rows.length;
+    }
     after = me.transactions.pageInfo.endCursor;
     more.hidden = !me.transactions.pageInfo.hasNextPage;
   }
 
-  const { coinPackages } = await api.query(CATALOG);
+  const { coinPackages } = await api.query(CATALOG, {}, { signal });
   const card = h("select", { name: "card" }, TEST_CARDS.map(([value, label]) => h("option", { value }, label)));
+  const intents = {};
   const packages = h(
     "ul",
     { class: "packages" },
     coinPackages.map((p) => {
-      const buy = h("button", { type: "button", class: "package", "data-package": p.id }, h("strong", {}, plural(p.coins, "coin")), h("span", {}, p.price.formatted));
-      buy.setAttribute("aria-label", `Buy ${plural(p.coins, "coin")} for ${p.price.formatted}`);
-      buy.addEventListener("click", () =>
-        busy(buy, async () => {
-          // One key per click, kept across retries: a purchase is charged once.
-          const input = { packageId: p.id, paymentToken: card.value, idempotencyKey: newKey("buy") };
+      // Its name is its visible text, read as a sentence: "Buy 70 coins for $0.99".
+      const button = h(
+        "button",
+        { type: "button", class: "package", "data-package": p.id },
+        h("span", { class: "visually-hidden" }, "Buy "),
+        h("strong", {}, plural(p.coins, "coin")),
+        h("span", { class: "visually-hidden" }, " for "),
+        h("span", {}, p.price.formatted),
+      );
+      button.addEventListener("click", () =>
+        act(button, buyMessage, async ({ onRetry }) => {
+          let result;
           try {
-            const result = (await api.mutate(PURCHASE_COINS, { input })).purchaseCoins;
-            if (result.__typename === "CoinsPurchased") {
-              const { purchase } = result;
-              notice(buyMessage, `Bought ${plural(purchase.coins, "coin")} for ${purchase.price.formatted} (purchase ${purchase.id}).`, "success");
-              await load(true);
-            } else {
-              notice(buyMessage, userErrorMessage(result), "error");
-            }
+            result = await buy(api, intents, p, card.value, onRetry);
           } catch (error) {
-            notice(buyMessage, errorMessage(error), "error");
+            notice(buyMessage, unknownOutcome(error, "your purchase", "your balance and history show whether it went through"), "error");
+            if (outcomeUnknown(error)) await load(true).catch(() => {});
+            return;
           }
+          if (result.__typename === "CoinsPurchased") {
+            const { purchase } = result;
+            notice(buyMessage, `Bought ${plural(purchase.coins, "coin")} for ${purchase.price.formatted} (purchase ${purchase.id}).`, "success");
+            await load(true);
+          } else notice(buyMessage, userErrorMessage(result), "error");
         }),
       );
-      return h("li", {}, buy);
+      return h("li", {}, button);
     }),
   );
-  more.addEventListener("click", () => busy(more, () => load(false)));
+  fill(buySection, h("h2", { id: "buy-title" }, "Buy coins"), field("Pay with", card), packages, buyMessage);
+  more.addEventListener("click", () => act(more, historyMessage, () => load(false)));
+  await load(true);
   fill(
     main,
     h("h1", {}, "Wallet"),
     h("section", { class: "card", "aria-label": "Balance" }, balance, restricted),
-    h("section", { class: "card", "aria-labelledby": "buy-title" }, h("h2", { id: "buy-title" }, "Buy coins"), field("Pay with", card), packages, buyMessage),
+    buySection,
     h(
       "section",
       { class: "card", "aria-labelledby": "history-title" },
@@ -101,13 +119,22 @@ export async function render({ api, session, main }) {
         { class: "table-wrap" },
         h(
           "table",
-          {},
+          { class: "stack" },
           h("thead", {}, h("tr", {}, ["When", "What", "Coins", "Diamonds", "Reference"].map((t) => h("th", { scope: "col" }, t)))),
           history,
         ),
       ),
       more,
+      historyMessage,
     ),
   );
-  await load(true);
+
+  // A refund, a chargeback or a gift made elsewhere shows up while the wallet is open.
+  const refresh = () => document.visibilityState === "visible" && load(true).catch(() => {});
+  const timer = setInterval(refresh, REFRESH_MS);
+  document.addEventListener("visibilitychange", refresh);
+  cleanup(() => {
+    clearInterval(timer);
+    document.removeEventListener("visibilitychange", refresh);
+  });
 }
