@@ -218,8 +218,7 @@ class Settings:
             play_secret_arn=read.text("LIVECOINS_PLAY_SECRET_ARN", "") or None,
             play_api_base=read.url("LIVECOINS_PLAY_API_BASE"),
             play_push_audience=read.text("LIVECOINS_PLAY_PUSH_AUDIENCE", "") or None,
-            play_push_service_account=read.text("LIVECOINS_PLAY_PUSH_SERVICE_ACCOUNT", "")
-            or None,
+            play_push_service_account=read.text("LIVECOINS_PLAY_PUSH_SERVICE_ACCOUNT", "") or None,
             play_certs_url=read.url("LIVECOINS_PLAY_CERTS_URL"),
             store_test_accounts=frozenset(read.names("LIVECOINS_STORE_TEST_ACCOUNTS")),
             store_timeout_seconds=read.number("LIVECOINS_STORE_TIMEOUT_SECONDS", 8.0, low=0.1),
