@@ -191,6 +191,8 @@ class AppStoreFake:
     delay: float = 1.5  # longer than the client's read timeout in the tests
     page_size: int = 20
     chain: Chain = field(default_factory=make_chain)
+    # what the API's answers are signed with when not the chain (a man in the middle)
+    api_chain: Chain | None = None
     transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
     customers: dict[str, str] = field(default_factory=dict)
     sent: list[Sent] = field(default_factory=list)
@@ -433,7 +435,8 @@ class AppStoreFake:
         transaction_id = request.match_info["id"]
         if not self._visible(environment, transaction_id):
             return _not_found()
-        return 200, {"signedTransactionInfo": self.signed_transaction(transaction_id)}
+        signed = self.signed_transaction(transaction_id, chain=self.api_chain)
+        return 200, {"signedTransactionInfo": signed}
 
     def _refund_history(
         self, environment: str, request: web.Request, body: dict[str, Any]
@@ -462,7 +465,9 @@ class AppStoreFake:
         cursor = list(page[-1]) if page else after
         revision = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode()
         return 200, {
-            "signedTransactions": [self.signed_transaction(tid) for _, tid in page],
+            "signedTransactions": [
+                self.signed_transaction(tid, chain=self.api_chain) for _, tid in page
+            ],
             "revision": revision,
             "hasMore": len(later) > len(page),
         }

@@ -348,6 +348,20 @@ async def test_transaction_info_says_what_apple_says_now(
     assert caught.value.reason == UNKNOWN
 
 
+async def test_the_api_s_answers_are_verified_like_a_device_s(
+    apple: AppStoreFake, app_store: AppStore
+) -> None:
+    # GIVEN answers signed by someone else than Apple (TLS intercepted, a wrong host)
+    tid = apple.buy("coins_100")
+    apple.refund(tid)
+    apple.api_chain = make_chain("Mallory")
+    # THEN they are refused as forged, not believed
+    for read in (app_store.transaction_info(tid), app_store.refund_history(tid)):
+        with pytest.raises(ReceiptInvalid) as caught:
+            await read
+        assert caught.value.reason == FORGED
+
+
 async def test_notification_history_is_paged_filtered_and_verified(
     apple: AppStoreFake, app_store: AppStore
 ) -> None:
