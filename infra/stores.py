@@ -23,6 +23,7 @@ path.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,19 @@ class StoreNotification:
     product_id: str | None = None
     order_id: str | None = None
     partial: bool = False  # Google VOIDED: a quantity-based partial refund
+
+
+# The namespace of the account tokens apps set on purchases (published for app developers: an
+# app computes the same UUIDv5 of the signed-in account's id). Never change it: tokens already
+# in the stores' records would stop matching their accounts.
+ACCOUNT_TOKEN_NAMESPACE = uuid.UUID("0650ac50-8c75-4250-bff2-bbe2b35d86e1")
+
+
+def account_token(account_id: str) -> str:
+    """The token an app sets on a purchase to name the buyer's LiveCoins account: Apple's
+    appAccountToken (a UUID) and Google's obfuscatedExternalAccountId (at most 64 characters,
+    not the account id itself) alike. Compare it with StoreTransaction.account_token."""
+    return str(uuid.uuid5(ACCOUNT_TOKEN_NAMESPACE, account_id))
 
 
 def play_transaction_id(purchase_token: str) -> str:

@@ -15,12 +15,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from infra.app_store import AppStore
 from infra.config import ConfigError, Settings
+from infra.play_store import PlayStore
 from infra.stores import (
     MALFORMED,
     PRODUCTION,
     SANDBOX,
     ReceiptInvalid,
+    account_token,
     app_store_from,
     from_millis,
     minor_units,
@@ -225,6 +228,31 @@ def test_a_google_transaction_id_is_a_fixed_size_digest_of_the_token() -> None:
     assert play_transaction_id(token) == play_transaction_id(token)
     assert len(play_transaction_id(token)) == 64 and token not in play_transaction_id(token)
     assert play_transaction_id(token) != play_transaction_id(token + "y")
+
+
+async def test_an_account_token_set_by_the_app_comes_back_on_both_stores(
+    aiohttp_server: Any,
+) -> None:
+    # GIVEN the token the app derives from the signed-in account's id
+    token = account_token("alice")
+    assert token == account_token("alice") != account_token("bob") and len(token) == 36
+    assert "alice" not in token
+    # WHEN each store's purchase carries it THEN the verified transaction says it back
+    apple = AppStoreFake()
+    store = AppStore(
+        root_certificates=[apple.chain.root_der], bundle_id=BUNDLE_ID, app_apple_id=APP_APPLE_ID
+    )
+    tid = apple.buy("coins_100", account_token=token.upper())
+    assert (await store.verify_transaction(apple.signed_transaction(tid))).account_token == token
+    google = PlayStoreFake()
+    base = str((await aiohttp_server(google.app())).make_url("")).rstrip("/")
+    play = PlayStore(
+        package_name=PACKAGE,
+        service_account_info=google.service_account_info(f"{base}/token"),
+        api_base=base,
+    )
+    purchase = google.buy("coins_100", account_id=token)
+    assert (await play.purchase("coins_100", purchase)).account_token == token
 
 
 def test_store_times_are_utc_and_junk_is_malformed() -> None:
