@@ -94,6 +94,40 @@ class Settings:
     stripe_webhook_secret: str | None = field(default=None, repr=False)
     stripe_secret_arn: str | None = None
     stripe_api_base: str | None = None
+    # The mobile stores (infra/stores.py). App Store: on when the bundle id is set; the app's
+    # Apple id (required in production); "production" accepts Production and Sandbox
+    # transactions (Sandbox ones only for store_test_accounts), "sandbox" Sandbox only (a test
+    # stack); Apple's root certificates as files (DER or PEM, from apple.com/certificateauthority);
+    # the library's online (OCSP) certificate checks; the in-app purchase key from the
+    # environment locally or the Secrets Manager secret template.yaml names; the API hosts only
+    # for tests against a local fake.
+    app_store_bundle_id: str | None = None
+    app_store_app_apple_id: int | None = None
+    app_store_environment: str = "production"
+    app_store_root_certificates: tuple[str, ...] = ()
+    app_store_online_checks: bool = False
+    app_store_key_id: str | None = None
+    app_store_issuer_id: str | None = None
+    app_store_private_key: str | None = field(default=None, repr=False)
+    app_store_secret_arn: str | None = None
+    app_store_api_base: str | None = None
+    app_store_sandbox_api_base: str | None = None
+    # Google Play: on when the package name is set; the service account's key JSON from the
+    # environment locally or the Secrets Manager secret (its token_uri is where tokens come
+    # from); the Pub/Sub push subscription's audience and service account email (real-time
+    # developer notifications); the API and certificate addresses only for tests.
+    play_package_name: str | None = None
+    play_service_account: str | None = field(default=None, repr=False)
+    play_secret_arn: str | None = None
+    play_api_base: str | None = None
+    play_push_audience: str | None = None
+    play_push_service_account: str | None = None
+    play_certs_url: str | None = None
+    # Accounts allowed to redeem purchases that move no real money (Apple's Sandbox, Google's
+    # test, promo and rewarded purchases): App Review's and testers' accounts.
+    store_test_accounts: frozenset[str] = frozenset()
+    # How long one store call may wait for an answer (reads are retried by the caller).
+    store_timeout_seconds: float = 8.0
     # The gift feed on AWS (handlers/gift_feed.py): the WebSocket API's management endpoint
     # (https://<api>.execute-api.<region>.amazonaws.com/<stage>, or the local cloud's), the
     # Cognito pool's issuer, app client and keys, and how many partitions each stream's
@@ -165,6 +199,29 @@ class Settings:
             stripe_webhook_secret=read.text("LIVECOINS_STRIPE_WEBHOOK_SECRET", "") or None,
             stripe_secret_arn=read.text("LIVECOINS_STRIPE_SECRET_ARN", "") or None,
             stripe_api_base=read.url("LIVECOINS_STRIPE_API_BASE"),
+            app_store_bundle_id=read.text("LIVECOINS_APP_STORE_BUNDLE_ID", "") or None,
+            app_store_app_apple_id=read.integer("LIVECOINS_APP_STORE_APP_APPLE_ID", 0, low=1)
+            or None,
+            app_store_environment=read.choice(
+                "LIVECOINS_APP_STORE_ENVIRONMENT", "production", ("production", "sandbox")
+            ),
+            app_store_root_certificates=read.files("LIVECOINS_APP_STORE_ROOT_CERTIFICATES"),
+            app_store_online_checks=bool(read.flag("LIVECOINS_APP_STORE_ONLINE_CHECKS")),
+            app_store_key_id=read.text("LIVECOINS_APP_STORE_KEY_ID", "") or None,
+            app_store_issuer_id=read.text("LIVECOINS_APP_STORE_ISSUER_ID", "") or None,
+            app_store_private_key=read.text("LIVECOINS_APP_STORE_PRIVATE_KEY", "") or None,
+            app_store_secret_arn=read.text("LIVECOINS_APP_STORE_SECRET_ARN", "") or None,
+            app_store_api_base=read.url("LIVECOINS_APP_STORE_API_BASE"),
+            app_store_sandbox_api_base=read.url("LIVECOINS_APP_STORE_SANDBOX_API_BASE"),
+            play_package_name=read.text("LIVECOINS_PLAY_PACKAGE_NAME", "") or None,
+            play_service_account=read.text("LIVECOINS_PLAY_SERVICE_ACCOUNT", "") or None,
+            play_secret_arn=read.text("LIVECOINS_PLAY_SECRET_ARN", "") or None,
+            play_api_base=read.url("LIVECOINS_PLAY_API_BASE"),
+            play_push_audience=read.text("LIVECOINS_PLAY_PUSH_AUDIENCE", "") or None,
+            play_push_service_account=read.text("LIVECOINS_PLAY_PUSH_SERVICE_ACCOUNT", "") or None,
+            play_certs_url=read.url("LIVECOINS_PLAY_CERTS_URL"),
+            store_test_accounts=frozenset(read.names("LIVECOINS_STORE_TEST_ACCOUNTS")),
+            store_timeout_seconds=read.number("LIVECOINS_STORE_TIMEOUT_SECONDS", 8.0, low=0.1),
             feed_endpoint=read.url("LIVECOINS_FEED_ENDPOINT"),
             token_issuer=env.get("LIVECOINS_TOKEN_ISSUER") or None,
             token_audience=env.get("LIVECOINS_TOKEN_AUDIENCE") or None,
@@ -175,6 +232,7 @@ class Settings:
             data_dir=read.text("LIVECOINS_DATA_DIR", ".livecoins-data"),
             engine_command=read.text("LIVECOINS_ENGINE_COMMAND", ".venv-engine/bin/ministack"),
         )
+        read.stores(settings)
         if read.problems:
             raise ConfigError(read.problems)
         return settings
@@ -282,6 +340,47 @@ class _Reader:
             self._bad(name, value, "must be a URL such as http://127.0.0.1:4566")
             return None
         return value
+
+    def names(self, name: str) -> tuple[str, ...]:
+        value = self._raw(name)
+        return tuple(n.strip() for n in value.split(",") if n.strip()) if value else ()
+
+    def files(self, name: str) -> tuple[str, ...]:
+        paths = self.names(name)
+        missing = [path for path in paths if not os.path.isfile(path)]
+        if missing:
+            self._bad(name, ",".join(paths), f"must name readable files ({', '.join(missing)}?)")
+            return ()
+        return paths
+
+    def stores(self, settings: Settings) -> None:
+        """What a store needs once it is on (its bundle id or package name is set)."""
+        if settings.app_store_bundle_id:
+            if not settings.app_store_root_certificates:
+                self.problems.append(
+                    "LIVECOINS_APP_STORE_ROOT_CERTIFICATES: required with "
+                    "LIVECOINS_APP_STORE_BUNDLE_ID (Apple's root certificate files, "
+                    "e.g. AppleRootCA-G3.cer)"
+                )
+            if settings.app_store_environment == "production" and not (
+                settings.app_store_app_apple_id
+            ):
+                self.problems.append(
+                    "LIVECOINS_APP_STORE_APP_APPLE_ID: required in production (the app's "
+                    "Apple id, App Store Connect > App Information)"
+                )
+        if settings.play_package_name and not (
+            settings.play_service_account or settings.play_secret_arn
+        ):
+            self.problems.append(
+                "LIVECOINS_PLAY_SERVICE_ACCOUNT or LIVECOINS_PLAY_SECRET_ARN: required with "
+                "LIVECOINS_PLAY_PACKAGE_NAME (the service account's key JSON)"
+            )
+        if bool(settings.play_push_audience) != bool(settings.play_push_service_account):
+            self.problems.append(
+                "LIVECOINS_PLAY_PUSH_AUDIENCE and LIVECOINS_PLAY_PUSH_SERVICE_ACCOUNT: set both "
+                "or neither (the push subscription's audience and service account)"
+            )
 
     def text(self, name: str, default: str, pattern: re.Pattern[str] | None = None) -> str:
         value = self.env.get(name)
