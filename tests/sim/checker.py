@@ -25,13 +25,16 @@ compare running totals, each O(1) or O(accounts touched) per operation.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from infra.earnings import BUCKET_PREFIX, bucket_seconds, shard_total
 from infra.rankings import PREFIX_BITS, rank_base
 
 Item = dict[str, Any]
+
+
+HISTORY_SECONDS = 60.0  # how long a read's answer may be checked against
 
 
 class Violation(AssertionError):
@@ -94,6 +97,7 @@ class Totals:
         self.cleared_at: dict[str, int] = {}
         self.withdrawals_seen: set[str] = set()
         self.touched_derived: dict[str, set[Any]] = {}
+        self.history: dict[tuple[Any, ...], deque[tuple[float, int]]] = {}
         self.entry_ulids: dict[str, str] = {}  # membership -> its EVENT_ENTRY entry's ULID
         self.reached: Counter[str] = Counter()
 
@@ -120,6 +124,51 @@ class Totals:
             handler(old, -1)
         if new is not None:
             handler(new, +1)
+        self._record(name, new or old)
+
+    # --- what reads may answer: each value's recent history -----------------------------
+    def now(self) -> float:
+        return float(self.clock()) if self.clock else 0.0
+
+    def _held(self, key: tuple[Any, ...], value: int) -> None:
+        """`key` holds `value` from now on (kept for a minute of virtual time)."""
+        history = self.history.setdefault(key, deque())
+        now = self.now()
+        if history and history[-1][1] == value:
+            return
+        history.append((now, value))
+        while len(history) > 2 and history[1][0] < now - HISTORY_SECONDS:
+            history.popleft()
+
+    def _record(self, name: str, item: Item | None) -> None:
+        if item is None:
+            return
+        if name == "accounts":
+            owner = item["id"]
+            self._held(("coins", owner), self.wallet_coins[owner])
+            self._held(("diamonds", owner), self.wallet_diamonds[owner])
+        elif name == "earnings":
+            owner = item["accountId"]
+            self._held(("diamonds", owner), self.wallet_diamonds[owner])
+        elif name == "streams" and "#" in item["id"]:
+            stream = item["id"].split("#")[0]
+            self._held(("stream", stream), self.stream_coins[stream])
+        elif name == "rankings":
+            stream, sender = item["id"].split("#", 1)
+            self._held(("rank", stream, sender), self.ranking[(stream, sender)])
+
+    def was(self, key: tuple[Any, ...], value: int, since: float) -> bool:
+        """Whether `key` held `value` at some moment from `since` on."""
+        history = self.history.get(key)
+        if not history:
+            return value == 0
+        held = [v for t, v in history if t >= since]
+        before = [v for t, v in history if t < since]
+        return (
+            value in held
+            or (bool(before) and before[-1] == value)
+            or (not before and value == 0 and history[0][0] >= since)
+        )
 
     def _transition(self, name: str, old: Item | None, new: Item | None) -> None:
         """Rules about how one item may change, with both of its versions in hand."""

@@ -216,6 +216,8 @@ class Workload:
         self.queue: list[tuple[str, str]] = []  # webhook deliveries waiting for a deliverer
         self.acting = True  # the processor still acts
         self.detected_at: int | None = None  # operations completed when a violation showed
+        self.read_started: dict[int, float] = {}  # a read's start, virtual seconds
+        self.lag = 0.0  # the store's bound on a stale read, virtual seconds
         self.stop_on_violation = False
         self.authenticating: list[str] = []  # payments waiting for the buyer's 3-D Secure
         self.delivered: list[tuple[str, str]] = []
@@ -592,6 +594,8 @@ class Workload:
             )
             if attempt.user["sub"] in self.recent and attempt.note != "conflicting":
                 self.recent[attempt.user["sub"]].append(attempt)
+        if attempt.mutation in ("streamQuery", "me"):
+            self.read_started[id(attempt)] = self.totals.now()
         response = await self.world.request(body, attempt.user)
         self.completed += 1
         if self.progress is not None and self.completed % 10_000 == 0:
@@ -639,7 +643,8 @@ class Workload:
                 return "TRY_AGAIN"
             return self._violation(attempt, f"errors {errors}")
         if attempt.mutation in ("streamQuery", "me"):
-            return "read"
+            problem = self._read_answer(attempt, body["data"])
+            return self._violation(attempt, problem) if problem else "read"
         payload = body["data"]["r"]
         typename = payload["__typename"]
         if typename == "PaymentActionRequired":  # not definite: the buyer must authenticate
@@ -691,6 +696,32 @@ class Workload:
             if obj is not None:
                 self.undelivered.append(provider.delivery("payment_intent.succeeded", obj))
         self.authenticating = []
+
+    def _read_answer(self, attempt: Attempt, data: dict[str, Any]) -> str | None:
+        """A read's answer must be what the store held at some moment of the request (or, for
+        an eventually consistent read, up to the store's lag before it)."""
+        since = attempt_started = self.read_started.pop(id(attempt), None)
+        if attempt_started is None:
+            return None
+        since -= self.lag
+        totals, me = self.totals, attempt.user["sub"]
+        if attempt.mutation == "me":
+            wallet = data["me"]["wallet"]
+            if not totals.was(("coins", me), wallet["coins"], since):
+                return f"me.wallet.coins {wallet['coins']} never held since the request began"
+            if not totals.was(("diamonds", me), wallet["diamonds"], since):
+                return f"me.wallet.diamonds {wallet['diamonds']} never held"
+            return None
+        stream = data.get("liveStream")
+        if stream is None:
+            return None
+        sid = attempt.input["id"]
+        if not totals.was(("stream", sid), stream["coinsReceived"], since):
+            return f"coinsReceived {stream['coinsReceived']} of {sid} never held"
+        for entry in stream["topGifters"]:
+            if not totals.was(("rank", sid, entry["user"]["id"]), entry["coins"], since):
+                return f"topGifters {entry} of {sid} never held"
+        return None
 
     def _is_remembered(self, attempt: Attempt, typename: str) -> bool:
         """A replay of a user error under its key (checked when it was written)."""
