@@ -1946,16 +1946,21 @@ class Traffic:
         ]
 
     def purchase_status(self) -> list[dict[str, Any]]:
-        states = ["COMPLETED", "REFUNDING", "REFUNDED"]
-        stamp = self.stamp() if self.rng.random() < 0.5 else None
-        return [
-            self.purchases.status_action(
-                f"pur_{self.rng.randint(0, 5)}",
-                self.rng.choice(states),
-                self.rng.choice(states),
-                stamp,
-            )
-        ]
+        """The money-back convergence's conditional steps on a purchase (step and gen)."""
+        before = {
+            "id": f"pur_{self.rng.randint(0, 5)}",
+            "step": self.rng.randint(0, 2),
+            "gen": self.rng.randint(0, 2),
+            "status": self.rng.choice(["COMPLETED", "REFUNDING", "REFUNDED"]),
+            "takenBack": self.rng.choice([0, 5]),
+            "held": self.rng.choice([0, 3]),
+        }
+        choice = self.rng.randrange(3)
+        if choice == 0:
+            return [self.purchases.step_action(before, {"takenBack": self.rng.randint(0, 9)})]
+        if choice == 1:
+            return [self.purchases.hold_action(before, self.rng.randint(0, 9), "root")]
+        return [self.purchases.release_action(before)]
 
     def drop_lock(self) -> list[dict[str, Any]]:
         return [self.dynamo.delete_action("streams", {"id": f"live#{self.acc()}"})]
