@@ -300,3 +300,19 @@ async def test_every_walkthrough_works_as_written(local_server: Any) -> None:
                     assert shown and all(t.startswith(shown.group(1)) for t in walk.tokens.values())
             await walk.close_section()
     assert {"alice", "root", "cora", "vic", "wen"} <= set(walk.tokens)
+    # AND `livecoins audit` finds every coin and diamond the walkthroughs moved where it belongs
+    audited = audit(local_server)
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+
+
+def audit(server: Any) -> subprocess.CompletedProcess[str]:
+    """`livecoins audit` against the running server's engine (its endpoint, as it printed)."""
+    found = (re.search(r"engine up on (http://\S+)", line) for line in server.output)
+    endpoint = next(m.group(1) for m in found if m)
+    env = {**os.environ, "LIVECOINS_DYNAMODB_ENDPOINT": endpoint}
+    for name in ("LIVECOINS_TABLE_PREFIX", "LIVECOINS_PAYMENT_PROVIDER"):
+        env.pop(name, None)
+    command = [str(ROOT / ".venv" / "bin" / "livecoins"), "audit", "--segments", "2"]
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
