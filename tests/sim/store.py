@@ -46,8 +46,16 @@ Hooks for the simulator:
   (its prepare found no conflict and every condition true): its listeners run then, all of
   them, in action order, though readers see its items applied later, one commit step at a
   time. The plain items are shared: do not mutate them.
-- `committed_item(table_name, key)`: an item as last committed in that sense (what the
-  listeners have seen), never a lagging or half-applied view: what a checker must read.
+- `on_apply`: callables run when a write becomes visible to readers, with (table_name, key,
+  old item or None, new item or None) in wire form (shared: do not mutate): a single-item
+  write right when it is applied, a transaction's writes one by one as its commit steps apply
+  them. A strongly consistent GetItem of the item returns the new item from then on (until
+  then it returns the old: a GetItem is serialized before the transaction), so a check of
+  what such a read could have seen times it by these, not by `listeners`.
+- `committed_item(table_name, key)`: what a strongly consistent GetItem returns now, without
+  the call (no count, no lag): the item's last committed value for readers (a transaction in
+  flight counts item by item, as `on_apply` sees it). What a checker reads to judge what the
+  code under test could have read; never a lagging replica's view.
 - `items(table_name)`: the table's items in plain form, for audits (no transaction in flight).
 - `events`: what the fidelity did, by kind (stale reads, conflicts, unprocessed keys, ...).
 - `clock`: the time source (seconds) for ClientRequestToken expiry, lags and TTL; a virtual
@@ -848,6 +856,7 @@ class MemoryDynamo:
         self.copy_results = copy_results
         self.account_id = account_id
         self.listeners: list[Listener] = []
+        self.on_apply: list[Listener] = []
         self.call_counts: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         self.expiring = False  # true while listeners hear a TTL deletion
@@ -889,18 +898,28 @@ class MemoryDynamo:
         return sorted(self._tables)
 
     def committed_item(self, table_name: str, key: dict[str, Any]) -> Item | None:
-        """The item (wire form, a copy) as last committed: a decided transaction's write counts
-        although readers may not see it applied yet; no lag. What a checker reads."""
+        """The item (wire form, a copy) as a strongly consistent GetItem would return it now."""
         with self._lock:
             table = self._tables[table_name]
-            found = table.key_of(key)
-            staged = self._held.get((table_name, found)) if self._held else None
-            if staged is not None:
-                for action in staged.writes:
-                    if action.table is table and action.key == found:
-                        return copy_item(action.new) if action.new is not None else None
-            item = table.items.get(found)
+            item = table.items.get(table.key_of(key))
             return copy_item(item) if item is not None else None
+
+    def settle(self) -> None:
+        """Let every replica and index catch up, as if time had passed with no traffic: what
+        was written before the run (a seeded catalog) is not news to any reader. TTL
+        deletions that have come due are made; transactions in flight are not touched."""
+        with self._lock:
+            if self.fidelity is None:
+                return
+            self._tick()
+            while self._index_queue:
+                _, _, table, key, new, size = heapq.heappop(self._index_queue)
+                self._propagate(table, key, new, size)
+            self._versions.clear()
+            for table in self._tables.values():
+                table.history.clear()
+                table.ghosts.clear()
+                table.index_due.clear()
 
     def in_flight(self) -> int:
         """How many transactions are decided but not yet applied everywhere."""
@@ -986,6 +1005,8 @@ class MemoryDynamo:
                 self._propagate(table, key, new, size)
         if new is not None and table.ttl_name is not None and self._ttl_delay is not None:
             self._queue_expiry(table, key, old, new)
+        for hook in self.on_apply:
+            hook(table.name, key, old, new)
 
     def _propagate(self, table: _Table, key: Key, new: Item | None, size: int) -> None:
         """Bring every GSI of the table to version `new` of the item at `key`."""
@@ -1960,6 +1981,8 @@ class MemoryDynamo:
         if failed or reasons:
             if any(code == "TransactionConflict" for code, _ in reasons.values()):
                 self.events["TransactionConflict"] += 1
+                if failed:
+                    self.events["TransactionConflict with ConditionalCheckFailed"] += 1
             raise self._cancelled(len(actions), reasons, failed)
 
         # Decided: it holds its items until every write is applied, and is committed now.

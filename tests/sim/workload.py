@@ -215,15 +215,22 @@ class Workload:
         self.freed: dict[str, int] = {}
         if hasattr(world.store, "listeners"):
             world.store.listeners.append(self._remembered)
+            world.store.on_apply.append(self._applied)
+
+    def _applied(self, table: str, key: Any, old: Any, new: Any) -> None:
+        """When an account's restriction is lifted for readers: a transaction that lifts it
+        is committed before a GetItem of the account stops seeing it (tests/sim/store.py)."""
+        if table != self.prefix + "accounts" or old is None or "restrictedBy" not in old:
+            return
+        was, now = from_item(old), from_item(new) if new is not None else None
+        if was.get("restrictedBy") and not (now and now.get("restrictedBy")):
+            self._writes += 1
+            self.freed[was["id"]] = self._writes
 
     def _remembered(self, table: str, key: Any, old: Any, new: Any) -> None:
         """Every user error remembered under a key is checked the moment it is written: a
         fault must never be remembered as one."""
         self._writes += 1
-        if table == self.prefix + "accounts":
-            if old and old.get("restrictedBy") and not (new and new.get("restrictedBy")):
-                self.freed[old["id"]] = self._writes
-            return
         if table != self.prefix + "idempotency" or new is None or new["status"] != "FAILED":
             return
         if old is not None and old["status"] == "FAILED":
@@ -240,8 +247,15 @@ class Workload:
 
     # --- the store, read by the checker (outside the system: no faults, no scheduling) ---
     def item(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        found = self.world.store.get_item(TableName=self.prefix + table, Key=to_item(key))
-        return from_item(found["Item"]) if "Item" in found else None
+        """The item as last committed: never a lagging replica's or a half-applied view."""
+        store, name = self.world.store, self.prefix + table
+        if hasattr(store, "committed_item"):
+            found = store.committed_item(name, to_item(key))
+        else:  # the real engine
+            found = store.get_item(TableName=name, Key=to_item(key), ConsistentRead=True).get(
+                "Item"
+            )
+        return from_item(found) if found else None
 
     # --- choosing what to do ----------------------------------------------------------
     def new_key(self) -> str:
