@@ -127,6 +127,8 @@ def simulate(
         asyncio.run(_main(world, workload, report))
         report.violations = workload.violations
         report.violations += totals.audit(settled=True)
+        if store.in_flight():
+            report.violations.append(f"{store.in_flight()} decided transactions never applied")
         report.completed = workload.completed
         report.outcomes = workload.outcomes
         report.injected = world.stats.faults
