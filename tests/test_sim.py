@@ -32,7 +32,7 @@ PRODUCT_BUGS = {
     "completed record names is not found, RuntimeError, INTERNAL_SERVER_ERROR": r"publishVideo "
     r".*INTERNAL_SERVER_ERROR",
     "infra/events.py:27 EventsRepo.get is eventually consistent by default and joinEvent "
-    "(resolvers/events.py:110) uses it: an event created a moment ago is answered NotFound "
+    "(resolvers/events.py:111) uses it: an event created a moment ago is answered NotFound "
     "and remembered": r"joinEvent .* remembered NotFound: unexpected answer \{'message': "
     r"'No event ",
 }

@@ -29,8 +29,9 @@ random generator and within the documented bounds (`Fidelity`'s fields):
   ConditionalCheckFailed and TransactionConflict), a PutItem/UpdateItem/DeleteItem on one
   fails with TransactionConflictException, a TransactGetItems touching one is cancelled, the
   same ClientRequestToken gets TransactionInProgressException; a GetItem reads the committed
-  value. Commit applies the items over one or more steps, so a Query, a BatchGetItem or a
-  series of GetItems can see a transaction half applied (DynamoDB's read-committed).
+  value. Commit applies the items over two steps (some, then the rest), so a Query, a
+  BatchGetItem or a series of GetItems can see a transaction half applied (DynamoDB's
+  read-committed).
 - Unprocessed keys (BatchGetItem) and items (BatchWriteItem), at random.
 - TTL deletion: an item whose TTL attribute (a Number of epoch seconds, past but less than
   five years past) has expired is deleted at most `ttl_delay` seconds after it expired; it is
@@ -820,7 +821,7 @@ class Staged:
     """A TransactWriteItems that was decided (no conflict, every condition true) and holds its
     items until `MemoryDynamo.commit_step` has applied all of its writes."""
 
-    __slots__ = ("done", "held", "signature", "token", "writes")
+    __slots__ = ("done", "held", "signature", "started", "token", "writes")
 
     def __init__(
         self, writes: list[_Action], held: list[tuple[str, Key]], token: str | None, signature: str
@@ -829,6 +830,7 @@ class Staged:
         self.held = held
         self.token = token
         self.signature = signature
+        self.started = False
         self.done = not held
 
 
@@ -1866,8 +1868,9 @@ class MemoryDynamo:
         return staged
 
     def commit_step(self, staged: Staged) -> bool:
-        """Apply some of a decided transaction's writes (at random, at least one); whether it
-        is now done (its items released, its token remembered)."""
+        """Apply a decided transaction's writes: the first step some of them (at random, at
+        least one, not all), the second the rest; whether it is now done (its items released,
+        its token remembered)."""
         with self._lock:
             if self.fidelity is not None:
                 self._tick()
@@ -1878,8 +1881,9 @@ class MemoryDynamo:
     def _apply(self, staged: Staged, everything: bool) -> None:
         writes = staged.writes
         count = len(writes)
-        if not everything and count > 1 and self._rng is not None:
-            count = self._rng.randint(1, count)
+        if not everything and count > 1 and self._rng is not None and not staged.started:
+            count = self._rng.randint(1, count - 1)  # the first step leaves it half applied
+        staged.started = True
         for action in writes[:count]:
             self._write(action.table, action.key, action.old, action.new, action.size)  # type: ignore[arg-type]
         del writes[:count]
