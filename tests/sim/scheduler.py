@@ -139,14 +139,6 @@ class SimRuntime(Runtime):
     def monotonic(self) -> float:
         return self.scheduler.now
 
-    def spawn(self, label: str, run: Callable[[Parked], Any]) -> None:
-        """Park work that no task awaits and no crash cancels: the store's own (a decided
-        transaction commits whatever becomes of the process that sent it). It runs when the
-        scheduler picks it, like any call; an error in it stops the run."""
-        self._seq += 1
-        self.background += 1
-        self._parked.append(Parked(self._seq, label, None, run, None))
-
     async def sleep(self, seconds: float) -> None:
         await self.scheduler.sleep(seconds)
 
