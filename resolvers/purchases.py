@@ -221,10 +221,7 @@ async def credit(services: Services, record: Item, payment_id: str, charge_id: s
     while True:
         latest = await services.idempotency.get(record["key"])
         if latest and latest["status"] == COMPLETED:
-            credited = str(latest["purchaseId"])
-            return await services.dynamo.committed(
-                lambda: services.purchases.get(credited), "the purchase"
-            )
+            return await _credited(services, str(latest["purchaseId"]))
         if latest and latest["status"] == FAILED:
             raise UserError.from_record(latest["error"])
         try:
@@ -232,6 +229,12 @@ async def credit(services: Services, record: Item, payment_id: str, charge_id: s
         except Unavailable as error:
             raise TryAgain("The purchase is being credited; retry with the same key.") from error
         attempt += 1
+
+
+async def _credited(services: Services, purchase_id: str) -> Item:
+    return await services.dynamo.committed(
+        lambda: services.purchases.get(purchase_id), "the purchase"
+    )
 
 
 async def _replay(ctx: Context, record: Item) -> PurchaseOutcome:
