@@ -174,6 +174,9 @@ class PurchasesRepo:
             values=values,
         )
 
+    async def unflag(self, purchase_id: str, flag: str) -> None:
+        await self.dynamo.update(TABLE, {"id": purchase_id}, "REMOVE #f", names={"#f": flag})
+
     async def rewalk(self, before: Item) -> None:
         """A walk that found nothing more to reverse starts again from where it began."""
         await self.dynamo.update(

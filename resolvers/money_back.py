@@ -110,8 +110,8 @@ async def converge(services: Services, purchase_id: str, observe: Observe) -> It
                     )
                     if settled is not None:
                         _log(purchase, settled, truth)
-                        if walk.freed:
-                            await _rewalk(services, settled, observe)
+                        if settled.get("freed"):  # this purchase gave gifts back: who else
+                            await _rewalk(services, settled, observe)  # may take them now?
                         return settled
         try:
             await backoff(attempt, deadline, "money back")
@@ -161,7 +161,6 @@ class Walk:
     entries: list[Item] = field(default_factory=list)
     paid: dict[str, Paid] = field(default_factory=dict)
     more: bool = True
-    freed: bool = False  # this run gave back reversed coins of the buyer's gifts
 
 
 Step = Item | bool | None
@@ -183,7 +182,6 @@ async def _advance(services: Services, purchase: Item, truth: Truth, walk: Walk)
         return await _give(services, purchase, truth, taken - target)
     spent, covered = purchase.get("spent", 0), purchase.get("covered", 0)
     if covered > spent:
-        walk.freed = True
         return await _restore(services, purchase, covered - spent)
     if covered < spent and not purchase.get("walkDone"):
         return await _reverse(services, purchase, spent - covered, walk)
@@ -470,7 +468,9 @@ async def _restore(services: Services, purchase: Item, coins: int) -> Step:
         record["bucket"] or None,
         reversed_now,
     )
-    changes: dict[str, Any] = {"covered": purchase.get("covered", 0) - back}
+    # `freed`: this purchase gave a gift back; whichever runner settles it next looks for the
+    # buyer's purchases that may take it now (`_rewalk`)
+    changes: dict[str, Any] = {"covered": purchase.get("covered", 0) - back, "freed": True}
     if keep == 0:
         changes["records"] = n
     left = (
@@ -535,6 +535,7 @@ async def _rewalk(services: Services, purchase: Item, observe: Observe) -> None:
             await services.dynamo.transact(
                 [services.accounts.uncovered_action(purchase["accountId"], other, False)]
             )
+    await services.purchases.unflag(purchase["id"], "freed")
 
 
 async def _ref_item(services: Services, kind: str, ref: str) -> Item | None:
