@@ -165,6 +165,7 @@ MUTANTS = [
                 "condition=f\"{counted('step', before.get('step', 0), ':step')} OR gen = :gen\",",
             ),
         ),
+        seeds=(1, 2, 3, 4, 5, 6),  # two runners of one purchase must interleave
     ),
     Mutant(
         "cumulative-refund",

@@ -444,7 +444,7 @@ class Workload:
                 await asyncio.gather(*(self.run(attempt) for _ in range(copies)))
 
     # --- the payment processor: its own acts, and its webhook deliveries -------------------
-    async def processor(self, every: int, deliverers: int = 3) -> None:
+    async def processor(self, every: int, deliverers: int = 4) -> None:
         """Acts at the processor about once per `every` operations, like Stripe's dashboard and
         the buyers' banks do: partial and repeated refunds, refunds left pending or failing
         later, disputes for part or all of a charge, inquiries, disputes escalated, won and lost,
@@ -530,7 +530,7 @@ class Workload:
     def _queue(self, kind: str, obj: dict[str, Any]) -> None:
         delivery = self.world.provider.delivery(kind, obj)
         self.queue.append(delivery)
-        if self.rng.random() < 0.25:  # the same event, delivered twice at once
+        if self.rng.random() < 0.35:  # the same event, delivered twice at once
             self.queue.append(delivery)
 
     async def _time_passes(self, seconds: float) -> None:
