@@ -72,6 +72,7 @@ MUTANTS = [
                 'condition="attribute_not_exists(cents) OR cents <= :most OR cents >= :zero",',
             ),
         ),
+        seeds=(1, 2, 3, 4, 5, 6),  # withdrawals need creators' earnings to mature
     ),
     Mutant(
         "hold-bypass",
@@ -143,6 +144,7 @@ MUTANTS = [
                 "",
             ),
         ),
+        seeds=(1, 2, 3, 4, 5, 6),  # withdrawals need creators' earnings to mature
     ),
     Mutant(
         "settlement-guard",
@@ -154,6 +156,7 @@ MUTANTS = [
                 'condition="#s = :pending OR #s <> :to",',
             ),
         ),
+        seeds=(1, 2, 3, 4, 5, 6),  # withdrawals need creators' earnings to mature
     ),
     Mutant(
         "case-step-guard",
@@ -250,6 +253,7 @@ MUTANTS = [
                 "unrestricted_action(account_id, owes_nothing=False)",
             ),
         ),
+        seeds=(1, 2, 3, 4, 5, 6),  # withdrawals need creators' earnings to mature
     ),
     Mutant(
         "clawback-owed",

@@ -560,7 +560,7 @@ class Workload:
     def _withdrawable(self, account_id: str) -> int:
         """Roughly what a creator could withdraw now (the checker's own read of the store)."""
         account = self.item("accounts", {"id": account_id}) or {}
-        total = int(account.get("diamonds", 0)) - int(account.get("owedDiamonds", 0))
+        total = int(account.get("diamonds", 0))  # owed diamonds: the product decides
         hold, now = self.world.settings.earnings_hold_seconds, runtime.current().time()
         for shard in range(int(account.get("shards") or 0)):
             item = self.item("earnings", {"id": f"{account_id}#{shard:02d}"})
