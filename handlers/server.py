@@ -263,4 +263,21 @@ def make_app(
         return web.json_response(answer, status=status)
 
     app.router.add_post("/webhooks/stripe", stripe_webhook)
+
+    async def app_store_webhook(request: web.Request) -> web.Response:
+        from handlers.webhooks import app_store_webhook as apply
+
+        status, answer = await apply(services, await request.read())
+        return web.json_response(answer, status=status)
+
+    async def play_webhook(request: web.Request) -> web.Response:
+        from handlers.webhooks import play_webhook as apply
+
+        status, answer = await apply(
+            services, await request.read(), request.headers.get("Authorization")
+        )
+        return web.json_response(answer, status=status)
+
+    app.router.add_post("/webhooks/app-store", app_store_webhook)
+    app.router.add_post("/webhooks/play", play_webhook)
     return app
