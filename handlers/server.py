@@ -137,7 +137,8 @@ def make_app(
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
-        if header:
+        # webhooks verify their own senders (Google's push sends Google's OIDC token here)
+        if header and not request.path.startswith("/webhooks/"):
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token:
                 return _unauthorized("Authorization must be 'Bearer <token>'.")
