@@ -354,7 +354,7 @@ async def _may_buy(ctx: Context, store: str) -> None:
         )
 
 
-async def _store_now(services: Services, item: Item) -> StoreTransaction:
+async def store_now(services: Services, item: Item) -> StoreTransaction:
     """The store's purchase as the store says it is now (a binding or a purchase item)."""
     if item["store"] == APP_STORE:
         app = _app_store(services)
@@ -379,7 +379,7 @@ async def _credit(
     while True:
         if found is None:
             try:
-                found = await _store_now(services, binding)
+                found = await store_now(services, binding)
             except stores.ReceiptInvalid as error:
                 raise _refusal(error) from error
         if found.state in (stores.REFUNDED, stores.CANCELLED):
@@ -567,7 +567,7 @@ def observe_store(services: Services) -> money_back.Observe:
     """The truth money after the payment follows for a store purchase: the store, now."""
 
     async def observe(purchase: Item) -> money_back.Truth:
-        found = await _store_now(services, purchase)
+        found = await store_now(services, purchase)
         if found.product_id != purchase["productId"] or found.quantity != purchase["quantity"]:
             logger.error(
                 "a store purchase differs from the store's record",
@@ -598,7 +598,7 @@ async def follow_store_transaction(
 async def _credit_completed(services: Services, binding: Item) -> Item | None:
     """A Google purchase that answered PaymentPending has completed: credit it for the account
     it is bound to (if that account may buy now) and consume it."""
-    found = await _store_now(services, binding)
+    found = await store_now(services, binding)
     if found.state != PURCHASED:
         return None
     buyer = binding["buyer"]
