@@ -777,3 +777,60 @@ async def test_google_redeem_call_counts(
         "GetItem": 1,
         "TransactWriteItems": 1,
     }
+
+
+# --- the catalog ------------------------------------------------------------------------------
+
+PACKAGES = "{ coinPackages { id storeProducts { store productId } } }"
+
+
+def upsert(package: str, coins: int, price: int, **products: str | None) -> str:
+    fields = "".join(f", {k}: {'null' if v is None else repr(v)}" for k, v in products.items())
+    return (
+        f'mutation {{ upsertCoinPackage(input: {{id: "{package}", coins: {coins}, '
+        f"priceAmount: {price}{fields}}}) {{ id storeProducts {{ store productId }} }} }}"
+    ).replace("'", '"')
+
+
+async def test_packages_name_their_store_products_once_each(
+    api: Client, admin: dict[str, Any], alice: dict[str, Any], calls: Any
+) -> None:
+    # WHEN an admin sells a package as a product in each store
+    sold = await api.data(
+        upsert("coins-70", 70, 99, appStoreProductId="ios.70", playStoreProductId="play_70"),
+        user=admin,
+    )
+    assert sold["upsertCoinPackage"]["storeProducts"] == [
+        {"store": "APP_STORE", "productId": "ios.70"},
+        {"store": "PLAY_STORE", "productId": "play_70"},
+    ]
+    packages = {p["id"]: p for p in (await api.data(PACKAGES, user=alice))["coinPackages"]}
+    assert len(packages["coins-70"]["storeProducts"]) == 2
+    assert packages["coins-350"]["storeProducts"] == []  # card only
+    # THEN another package cannot be sold as the same product
+    taken = await api.gql(upsert("coins-700", 700, 999, appStoreProductId="ios.70"), user=admin)
+    assert taken["errors"][0]["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "field": "appStoreProductId",
+    }
+    # UNLESS the first lets it go; a product id that is not one is refused
+    await api.data(upsert("coins-70", 70, 99, playStoreProductId="play_70"), user=admin)
+    moved = await api.data(upsert("coins-700", 700, 999, appStoreProductId="ios.70"), user=admin)
+    assert moved["upsertCoinPackage"]["storeProducts"] == [
+        {"store": "APP_STORE", "productId": "ios.70"}
+    ]
+    bad = await api.gql(upsert("coins-700", 700, 999, playStoreProductId="no spaces"), user=admin)
+    assert bad["errors"][0]["extensions"]["field"] == "playStoreProductId"
+
+
+async def test_a_package_no_longer_sold_redeems_nothing(
+    api: Client, alice: dict[str, Any], admin: dict[str, Any], apple: AppStoreFake
+) -> None:
+    await api.data(upsert("coins-350", 350, 499, appStoreProductId=APPLE_PRODUCT), user=admin)
+    await api.data(
+        'mutation { upsertCoinPackage(input: {id: "coins-350", coins: 350, priceAmount: 499, '
+        f'active: false, appStoreProductId: "{APPLE_PRODUCT}"}}) {{ id }} }}',
+        user=admin,
+    )
+    result = await redeem(api, alice, "k", apple_buy(apple, alice))
+    assert result["__typename"] == "ReceiptInvalid" and "no coin package" in result["message"]
