@@ -490,6 +490,23 @@ async def test_app_store_redeem_call_counts(
     calls.reset()
     await redeem(api, alice, "counted", receipt)  # a replay: the claim returns the record
     assert calls.counts() == {"PutItem": 1, "GetItem": 2}  # + the purchase, + the wallet
+    calls.reset()
+    # a new key: the bind is refused and the binding read; the record completes as its purchase
+    await redeem(api, alice, "counted-again", receipt)
+    assert calls.counts() == {"PutItem": 1, "UpdateItem": 2, "GetItem": 3}  # + the wallet
+    calls.reset()
+    # another account: the binding read, the refusal remembered
+    await redeem(api, claims_for("bob"), "counted", apple.signed_transaction(_shared(apple)))
+    calls.reset()
+    await redeem(api, claims_for("carol"), "counted", apple.signed_transaction(_shared(apple, 0)))
+    assert calls.counts() == {"PutItem": 1, "UpdateItem": 2, "GetItem": 1}
+
+
+def _shared(apple: AppStoreFake, created: int = 1) -> str:
+    """The last transaction bought without an account token (a new one when `created`)."""
+    if created:
+        return apple.buy(APPLE_PRODUCT)
+    return max(t for t, p in apple.transactions.items() if "appAccountToken" not in p)
 
 
 # --- Google Play ------------------------------------------------------------------------------
