@@ -700,7 +700,7 @@ async def _window(
     if start is None:
         mark = await services.purchases.mark(name)
         start = datetime.fromisoformat(mark["until"]) - OVERLAP if mark else end - FIRST
-    return max(start, end - timedelta(days=days) + timedelta(minutes=5))
+    return max(start, now() - timedelta(days=days) + timedelta(minutes=5))  # the store's limit
 
 
 async def _follow(
