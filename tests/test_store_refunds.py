@@ -254,3 +254,51 @@ async def test_a_purchase_voided_before_it_is_redeemed_is_refused(
     google.void(token)
     assert await deliver_google(api, google.push(google.notification("voided", token))) == 200
     assert (await redeem_play(api, alice, "k", token))["__typename"] == "ReceiptInvalid"
+
+
+# --- deliveries that change nothing, or not yet ------------------------------------------------
+
+
+async def test_test_notifications_are_acknowledged_and_change_nothing(
+    api: Client, alice: dict[str, Any], apple: AppStoreFake, google: PlayStoreFake
+) -> None:
+    await redeem(api, alice, "k", apple_buy(apple, alice))
+    assert await deliver_apple(api, apple.notify("TEST")) == 200
+    assert await deliver_google(api, google.push(google.notification("test"))) == 200
+    assert await coins_of(api, alice) == 350
+
+
+@pytest.mark.short_budget
+async def test_a_store_that_does_not_answer_is_503_then_the_redelivery_applies_once(
+    api: Client, alice: dict[str, Any], apple: AppStoreFake, services: Services
+) -> None:
+    tid = apple.buy(APPLE_PRODUCT)
+    await redeem(api, alice, "k", apple.signed_transaction(tid))
+    refund = apple.refund(tid)
+    apple.fail("/inApps/v1/transactions", "500", times=1000)
+    assert await deliver_apple(api, refund) == 503
+    assert await coins_of(api, alice) == 350
+    apple.faults.clear()
+    for _ in range(2):  # Apple delivers it again
+        assert await deliver_apple(api, refund) == 200
+    assert await coins_of(api, alice) == 0
+    assert purchase_item(services)["takenBack"] == 350
+
+
+async def test_the_scheduled_function_runs_the_catch_up(
+    api: Client,
+    alice: dict[str, Any],
+    apple: AppStoreFake,
+    google: PlayStoreFake,
+    services: Services,
+) -> None:
+    import asyncio
+
+    from handlers.store_catch_up import make_handler
+
+    tid = apple.buy(APPLE_PRODUCT)
+    await redeem(api, alice, "k", apple.signed_transaction(tid))
+    apple.refund(tid, delivered=False)
+    summary = await asyncio.to_thread(make_handler(services), {}, None)
+    assert summary["followed"] == {"APP_STORE": 1} and summary["failed"] == 0
+    assert await coins_of(api, alice) == 0
