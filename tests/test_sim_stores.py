@@ -22,17 +22,18 @@ import pytest
 
 from infra import runtime
 from infra.config import Settings
-from infra.dynamo import from_item, to_item
+from infra.dynamo import Dynamo, from_item, to_item
 from infra.services import Services
 from infra.tables import ensure_tables
+from resolvers.catalog import seed as seed_catalog
 from resolvers.store_purchases import catch_up
 from tests.clients import Client, claims_for
-from tests.sim.run import PREFIX, _direct, _seed
 from tests.sim.scheduler import Scheduler, SimRuntime
 from tests.sim.store import MemoryDynamo
 from tests.sim.stores import PRODUCTS, REDEEM, STORE_FAULTS, SimStores
 from tests.sim.world import World
 
+PREFIX = "sim-"
 # (path, body, headers, claims) -> (HTTP status, the body) or None when the answer was lost
 Post = Callable[[str, str, dict[str, str], Any], Awaitable[tuple[int, Any] | None]]
 
@@ -42,6 +43,19 @@ def settings() -> Settings:
     return Settings(
         table_prefix="test-", catalog_cache_seconds=60, store_test_accounts=SimStores.TESTERS
     )
+
+
+def _direct(settings: Settings, store: Any) -> Services:
+    """Services on the simulated store, outside the world: no scheduling, no faults (what the
+    checker and the set-up use; tests/sim/run.py has its own)."""
+    dynamo = Dynamo(settings, client=store)
+
+    async def direct(operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = getattr(store, operation)(**kwargs)
+        return result
+
+    dynamo.invoke = direct  # type: ignore[method-assign]
+    return Services(settings, dynamo, payments=None)
 
 
 class DirectWorld:
@@ -223,8 +237,8 @@ def test_a_seeded_run_inside_the_simulated_world(seed: int) -> None:
         )
         store = MemoryDynamo(clock=sim.time, copy_results=False)
         ensure_tables(store, settings)
-        asyncio.run(_seed(settings, store))
         direct = _direct(settings, store)
+        asyncio.run(seed_catalog(direct.catalog))
         asyncio.run(SimStores.sell(direct.catalog))
         world = World(seed, store, settings, 0.2, scheduler)
         stores = SimStores(random.Random(f"stores-{seed}"))
