@@ -1946,14 +1946,19 @@ class Traffic:
         ]
 
     def purchase_status(self) -> list[dict[str, Any]]:
+        # a conditional status move (PurchasesRepo.status_action until money back replaced it)
         states = ["COMPLETED", "REFUNDING", "REFUNDED"]
         stamp = self.stamp() if self.rng.random() < 0.5 else None
+        before, after = self.rng.choice(states), self.rng.choice(states)
+        values = {":after": after, ":before": before, **({":t": stamp} if stamp else {})}
         return [
-            self.purchases.status_action(
-                f"pur_{self.rng.randint(0, 5)}",
-                self.rng.choice(states),
-                self.rng.choice(states),
-                stamp,
+            self.dynamo.update_action(
+                "purchases",
+                {"id": f"pur_{self.rng.randint(0, 5)}"},
+                "SET #s = :after" + (", refundedAt = :t" if stamp else ""),
+                condition="#s = :before",
+                names={"#s": "status"},
+                values=values,
             )
         ]
 
