@@ -1,4 +1,4 @@
-"""The `livecoins` command: serve, seed, cloud, token, export-schema."""
+"""The `livecoins` command: serve, seed, cloud, token, audit, store-catch-up, export-schema."""
 
 from __future__ import annotations
 
@@ -228,7 +228,14 @@ def cmd_audit(args: argparse.Namespace) -> None:
         # the sandbox keeps its payments in the memory of the process that took them
         compare = services.payments is not None and services.payments.name != "sandbox"
         report = asyncio.run(
-            audit(services, day(args.since), day(args.until), args.segments, processor=compare)
+            audit(
+                services,
+                day(args.since),
+                day(args.until),
+                args.segments,
+                processor=compare,
+                store_reads=args.store_reads,
+            )
         )
     for finding in report.findings:
         print(f"{finding.kind}\t{finding.reference}\t{finding.detail}")
@@ -246,6 +253,15 @@ def cmd_audit(args: argparse.Namespace) -> None:
         print(
             "the processor was not compared (no processor, or the local sandbox)", file=sys.stderr
         )
+    if report.store_window:
+        since, until = (datetime.fromtimestamp(t, UTC).isoformat() for t in report.store_window)
+        compared = report.counts["store purchases compared"]
+        skipped = report.counts["store purchases not compared"]
+        print(
+            f"the stores' purchases and refunds from {since} to {until}: {compared} store "
+            f"purchases compared, {skipped} not (--store-reads)",
+            file=sys.stderr,
+        )
     print(
         f"platform's loss: {report.lost_diamonds} diamonds owed by creators, "
         f"{report.lost_coins} spent coins with nothing left to reverse",
@@ -253,6 +269,27 @@ def cmd_audit(args: argparse.Namespace) -> None:
     )
     print(f"{len(report.findings)} differences", file=sys.stderr)
     sys.exit(1 if report.findings else 0)
+
+
+def cmd_store_catch_up(args: argparse.Namespace) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from resolvers.store_purchases import catch_up
+
+    def day(text: str | None) -> datetime | None:
+        if text is None:
+            return None
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+
+    with local_services(Settings.from_env()) as (services, _):
+        if services.app_store is None and services.play_store is None:
+            sys.exit('livecoins: no store is configured (README "Real money: the stores")')
+        report = asyncio.run(catch_up(services, day(args.since), day(args.until)))
+    print(json.dumps(report.summary(), indent=2))
+    for failure in report.failed:
+        print(f"left for the next run\t{failure}", file=sys.stderr)
+    sys.exit(1 if report.failed else 0)
 
 
 def cmd_export_schema(args: argparse.Namespace) -> None:
@@ -345,7 +382,28 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--since", help="first UTC day, YYYY-MM-DD")
     check.add_argument("--until", help="the day after the last, YYYY-MM-DD")
     check.add_argument("--segments", type=int, default=4, help="parallel Scan segments a table")
+    check.add_argument(
+        "--store-reads",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="at most N store purchases of the period read from their store (the newest; "
+        "default 1000)",
+    )
     check.set_defaults(run=cmd_audit)
+
+    catch = commands.add_parser(
+        "store-catch-up",
+        help="follow the stores' refunds of a period, consume what was left (the schedule's job)",
+        description="Read Apple's refund notifications (REFUND, REFUND_REVERSED; every "
+        "environment) and Google's voided purchases of a period, and bring each purchase they "
+        "name to its store's state, as its notification would have; then consume the Google "
+        "purchases credited and left unconsumed. Without --since, from where the last complete "
+        "run ended. Prints what it did as JSON; exit 1 when something is left for the next run.",
+    )
+    catch.add_argument("--since", help="first UTC day, YYYY-MM-DD")
+    catch.add_argument("--until", help="the day after the last, YYYY-MM-DD (default: now)")
+    catch.set_defaults(run=cmd_store_catch_up)
     return top
 
 

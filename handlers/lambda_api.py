@@ -219,9 +219,15 @@ def _error(status: int, message: str) -> LambdaResponse:
     }
 
 
-async def _webhook(services: Services, event: Event, headers: dict[str, str]) -> LambdaResponse:
-    """The payment processor's webhook (handlers/webhooks.py), imported on its first use."""
-    from handlers.webhooks import body, stripe_webhook
+WEBHOOKS = ("/webhooks/stripe", "/webhooks/app-store", "/webhooks/play")
+
+
+async def _webhook(
+    services: Services, path: str, event: Event, headers: dict[str, str]
+) -> LambdaResponse:
+    """The payment processor's and the stores' webhooks (handlers/webhooks.py), imported on
+    first use."""
+    from handlers import webhooks
 
     if _method(event) != "POST":
         return _error(405, "Method not allowed")
@@ -234,11 +240,16 @@ async def _webhook(services: Services, event: Event, headers: dict[str, str]) ->
         )
     except (binascii.Error, ValueError):
         return _error(400, "The body is not valid base64")
-    answer = await stripe_webhook(services, payload, headers.get("stripe-signature"))
+    if path == "/webhooks/stripe":
+        answer = await webhooks.stripe_webhook(services, payload, headers.get("stripe-signature"))
+    elif path == "/webhooks/app-store":
+        answer = await webhooks.app_store_webhook(services, payload)
+    else:
+        answer = await webhooks.play_webhook(services, payload, headers.get("authorization"))
     return {
         "statusCode": answer[0],
         "headers": {"Content-Type": "application/json"},
-        "body": body(answer),
+        "body": webhooks.body(answer),
     }
 
 
@@ -255,8 +266,10 @@ def make_async_handler(services: Services) -> Callable[[Event], Awaitable[Lambda
         method = _method(event)
         origin = headers.get("origin")
         raw_path = event.get("rawPath")
-        if isinstance(raw_path, str) and raw_path.rstrip("/").endswith("/webhooks/stripe"):
-            return await _webhook(services, event, headers)
+        if isinstance(raw_path, str):
+            for path in WEBHOOKS:
+                if raw_path.rstrip("/").endswith(path):
+                    return await _webhook(services, path, event, headers)
         if isinstance(raw_path, str) and raw_path.rstrip("/").endswith("/health"):
             # Liveness of the function itself; DynamoDB's health is AWS's to report.
             return {

@@ -137,7 +137,8 @@ def make_app(
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
-        if header:
+        # webhooks verify their own senders (Google's push sends Google's OIDC token here)
+        if header and not request.path.startswith("/webhooks/"):
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token:
                 return _unauthorized("Authorization must be 'Bearer <token>'.")
@@ -263,4 +264,21 @@ def make_app(
         return web.json_response(answer, status=status)
 
     app.router.add_post("/webhooks/stripe", stripe_webhook)
+
+    async def app_store_webhook(request: web.Request) -> web.Response:
+        from handlers.webhooks import app_store_webhook as apply
+
+        status, answer = await apply(services, await request.read())
+        return web.json_response(answer, status=status)
+
+    async def play_webhook(request: web.Request) -> web.Response:
+        from handlers.webhooks import play_webhook as apply
+
+        status, answer = await apply(
+            services, await request.read(), request.headers.get("Authorization")
+        )
+        return web.json_response(answer, status=status)
+
+    app.router.add_post("/webhooks/app-store", app_store_webhook)
+    app.router.add_post("/webhooks/play", play_webhook)
     return app

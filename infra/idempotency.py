@@ -62,6 +62,29 @@ class IdempotencyRepo:
             values={":done": COMPLETED, ":pending": PENDING, ":h": request},
         )
 
+    def complete_as_action(self, key: str, request: str, purchase_id: str) -> dict[str, Any]:
+        """PENDING -> COMPLETED naming the purchase it completed as (a store purchase redeemed
+        under several keys is credited once, as the purchase the first credit minted)."""
+        return self.dynamo.update_action(
+            TABLE,
+            {"key": key},
+            "SET #s = :done, purchaseId = :p",
+            condition="#s = :pending AND requestHash = :h",
+            names={"#s": "status"},
+            values={":done": COMPLETED, ":pending": PENDING, ":h": request, ":p": purchase_id},
+        )
+
+    async def complete_as(self, key: str, request: str, purchase_id: str) -> None:
+        """`complete_as_action` on its own; nothing when the record moved on already."""
+        await self.dynamo.update(
+            TABLE,
+            {"key": key},
+            "SET #s = :done, purchaseId = :p",
+            condition="#s = :pending AND requestHash = :h",
+            names={"#s": "status"},
+            values={":done": COMPLETED, ":pending": PENDING, ":h": request, ":p": purchase_id},
+        )
+
     async def set_payment(self, key: str, request: str, payment_id: str) -> Item:
         """Keep the provider's payment id on a PENDING record (before it is confirmed), unless
         one is there already; returns the record as it now is. The record then lives 30 days,

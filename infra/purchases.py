@@ -13,6 +13,18 @@ Items, keyed by `id`:
 - "rev#<purchaseId>#<nnnnnn>": one reversal of what the purchase's spent coins paid for (a
   gift transfer or an event entry): a stack, pushed as coins are found spent and popped as
   they come back.
+- "store#<store>#<transactionId>": a mobile store's purchase (resolvers/store_purchases.py),
+  <store> APP_STORE, APP_STORE_SANDBOX (Apple numbers its two environments' transactions
+  apart) or PLAY_STORE, the transaction id Apple's, or the SHA-256 of Google's purchase token.
+  Bound to the first account that redeems it (`accountId`, written once), with what it is
+  credited as (the package snapshot, price and its source, quantity, environment, Google's
+  token), `status` BOUND then CREDITED with `purchaseId`; `notes` counts what the stores said
+  about it (notifications, catch-up reads), created by the first of them if it comes before
+  any redemption: a credit is conditioned on the count it read, so a refund that arrives while
+  a redemption is between reading the store and crediting makes it read the store again. A
+  Google purchase credited and not yet consumed carries `day` = "unconsumed#<n>": the byDay
+  index (sparse) then lists it under those 8 partitions until consumed.
+- "catchup#<store>": where the last complete catch-up read of a store's refunds ended.
 """
 
 from __future__ import annotations
@@ -25,6 +37,8 @@ from infra.dynamo import Dynamo, Item, counted
 
 TABLE = "purchases"
 DAY_PARTITIONS = 8
+BOUND, CREDITED = "BOUND", "CREDITED"
+UNCONSUMED = "unconsumed#"
 
 
 def day_key(purchase_id: str, created_at: str) -> str:
@@ -61,24 +75,9 @@ class PurchasesRepo:
 
     async def on_day(self, day: str) -> list[Item]:
         """Every purchase of a UTC day (YYYY-MM-DD): one Query per byDay partition, paged."""
-
-        async def partition(n: int) -> list[Item]:
-            found: list[Item] = []
-            start = None
-            while True:
-                page, start = await self.dynamo.query(
-                    TABLE,
-                    "#d = :d",
-                    names={"#d": "day"},
-                    values={":d": f"{day}#{n}"},
-                    index="byDay",
-                    start_key=start,
-                )
-                found += page
-                if not start:
-                    return found
-
-        pages = await asyncio.gather(*(partition(n) for n in range(DAY_PARTITIONS)))
+        pages = await asyncio.gather(
+            *(self._partition(f"{day}#{n}") for n in range(DAY_PARTITIONS))
+        )
         return [item for page in pages for item in page]
 
     # --- money after the payment (resolvers/money_back.py) ---------------------------------
@@ -223,3 +222,115 @@ class PurchasesRepo:
         """A purchase's live reversal records (for audits)."""
         keys = [{"id": self.record_id(purchase_id, n)} for n in range(count)]
         return sorted(await self.dynamo.batch_get(TABLE, keys), key=lambda i: i["id"])
+
+    # --- mobile store transactions (resolvers/store_purchases.py) ------------------------
+    @staticmethod
+    def binding_id(store_key: str, transaction_id: str) -> str:
+        return f"store#{store_key}#{transaction_id}"
+
+    async def binding(self, binding_id: str) -> Item | None:
+        return await self.dynamo.get(TABLE, {"id": binding_id}, consistent=True)
+
+    async def bind(self, binding_id: str, account_id: str, fields: dict[str, Any]) -> Item:
+        """Bind a store transaction to `account_id` with `fields` (status BOUND), unless an
+        account has it already: the binding as it now is, whoever it is bound to. One
+        conditional UpdateItem (it keeps a count of notes written before); + one GetItem when
+        bound already."""
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values: dict[str, Any] = {f":f{i}": v for i, v in enumerate(fields.values())}
+        sets = "".join(f", #f{i} = :f{i}" for i in range(len(fields)))
+        bound = await self.dynamo.update(
+            TABLE,
+            {"id": binding_id},
+            f"SET accountId = :a, #s = :bound{sets}",
+            condition="attribute_not_exists(accountId)",
+            names={"#s": "status", **names},
+            values={":a": account_id, ":bound": BOUND, **values},
+        )
+        if bound is not None:
+            return bound
+        found = await self.binding(binding_id)
+        if found is None:
+            raise RuntimeError(f"binding {binding_id} refused and absent")
+        return found
+
+    async def note(self, binding_id: str, at: str) -> Item:
+        """A store said something about this transaction (a notification, a catch-up read):
+        count it, creating the item if no account redeemed it yet; the binding as it now is."""
+        noted = await self.dynamo.update(
+            TABLE,
+            {"id": binding_id},
+            "ADD notes :one SET notedAt = :t",
+            values={":one": 1, ":t": at},
+        )
+        assert noted is not None  # unconditional
+        return noted
+
+    def credit_binding_action(
+        self, binding: Item, purchase_id: str, at: str, unconsumed: str | None
+    ) -> dict[str, Any]:
+        """BOUND -> CREDITED as `purchase_id`, conditioned on the account and on the store's
+        notes as read (a note since means the store may have refunded: read it again).
+        `unconsumed`: the byDay partition listing a Google purchase until it is consumed."""
+        expression = "SET #s = :credited, purchaseId = :p, creditedAt = :t"
+        values: dict[str, Any] = {
+            ":credited": CREDITED,
+            ":bound": BOUND,
+            ":p": purchase_id,
+            ":t": at,
+            ":a": binding["accountId"],
+            ":n": binding.get("notes", 0),
+        }
+        names = {"#s": "status"}
+        if unconsumed is not None:
+            expression += ", #d = :d"
+            names["#d"] = "day"
+            values[":d"] = unconsumed
+        return self.dynamo.update_action(
+            TABLE,
+            {"id": binding["id"]},
+            expression,
+            condition=f"accountId = :a AND #s = :bound AND {counted('notes', values[':n'], ':n')}",
+            names=names,
+            values=values,
+        )
+
+    async def consumed(self, binding_id: str, at: str) -> None:
+        """The store has the purchase consumed: off the unconsumed list."""
+        await self.dynamo.update(
+            TABLE,
+            {"id": binding_id},
+            "REMOVE #d SET consumedAt = :t",
+            condition="#s = :credited",
+            names={"#d": "day", "#s": "status"},
+            values={":t": at, ":credited": CREDITED},
+        )
+
+    async def unconsumed(self) -> list[Item]:
+        """Bindings credited and not yet consumed (the byDay index, eventually consistent)."""
+        pages = await asyncio.gather(
+            *(self._partition(f"{UNCONSUMED}{n}") for n in range(DAY_PARTITIONS))
+        )
+        return [item for page in pages for item in page]
+
+    async def _partition(self, day: str) -> list[Item]:
+        found: list[Item] = []
+        start = None
+        while True:
+            page, start = await self.dynamo.query(
+                TABLE,
+                "#d = :d",
+                names={"#d": "day"},
+                values={":d": day},
+                index="byDay",
+                start_key=start,
+            )
+            found += page
+            if not start:
+                return found
+
+    async def mark(self, name: str) -> Item | None:
+        return await self.dynamo.get(TABLE, {"id": name}, consistent=True)
+
+    async def set_mark(self, name: str, fields: dict[str, Any]) -> None:
+        await self.dynamo.put(TABLE, {"id": name, **fields})

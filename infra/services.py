@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from infra.accounts import AccountsRepo
 from infra.catalog import CatalogRepo
@@ -17,10 +18,15 @@ from infra.ledger import LedgerRepo
 from infra.payments import PaymentProvider, SandboxPaymentProvider, provider_for
 from infra.purchases import PurchasesRepo
 from infra.rankings import RankingsRepo
+from infra.stores import app_store_from, play_store_from
 from infra.streams import StreamsRepo
 from infra.transfers import TransfersRepo
 from infra.videos import VideosRepo
 from infra.withdrawals import WithdrawalsRepo
+
+if TYPE_CHECKING:
+    from infra.app_store import AppStore
+    from infra.play_store import PlayStore
 
 
 @dataclass
@@ -47,6 +53,30 @@ class Services:
         # Business counts since the last flush (CoinsPurchased, DiamondsWithdrawn, ...): the
         # Lambda handlers publish them as CloudWatch metrics after each invocation.
         self.metrics: Counter[str] = Counter()
+        self._stores: dict[str, Any] = {}
+
+    # The mobile stores, built on first use from the settings (None: not sold there): their
+    # libraries, and their secrets, stay out of every process that never redeems or follows a
+    # store purchase. Tests and the simulator set their own.
+    @property
+    def app_store(self) -> AppStore | None:
+        if "app" not in self._stores:
+            self._stores["app"] = app_store_from(self.settings)
+        return self._stores["app"]
+
+    @app_store.setter
+    def app_store(self, store: AppStore | None) -> None:
+        self._stores["app"] = store
+
+    @property
+    def play_store(self) -> PlayStore | None:
+        if "play" not in self._stores:
+            self._stores["play"] = play_store_from(self.settings)
+        return self._stores["play"]
+
+    @play_store.setter
+    def play_store(self, store: PlayStore | None) -> None:
+        self._stores["play"] = store
 
     @classmethod
     def build(

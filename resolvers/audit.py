@@ -16,7 +16,16 @@ path), and the payment processor's charges, refunds and disputes of a time windo
 - against the processor, every charge created, refunded or disputed in the window: amount,
   currency, status, refunds, disputes; a purchase that took back what the charge's state
   implies (`money_back.Truth`), with its status; charges never credited, purchases with no
-  charge.
+  charge;
+- store purchases (App Store, Google Play), from the tables alone: each credited as its store
+  transaction's binding says, and each credited binding by exactly one purchase;
+- against the stores, the store purchases the window touched: made in it, or named by the
+  stores' refund records of it (Apple's REFUND / REFUND_REVERSED notification history per
+  environment, Google's voided purchases), at most `store_reads` of them (the newest; the rest
+  are counted as not compared): each read from its store as it is now (Apple's transaction,
+  Google's purchase) for its product, quantity, price where the store says it, and the money
+  back it implies (`store_purchases.truth`) against what the purchase took back; a Google one
+  a day old and not consumed; one the store does not know.
 Then the platform's loss: diamonds owed and not repaid, spent coins nothing was left to reverse.
 Each difference is a `Finding`; the command exits 1 on any.
 """
@@ -26,16 +35,21 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infra.dynamo import Item
 from infra.earnings import shard_total
 from infra.ids import epoch
 from infra.services import Services
+from infra.stores import APP_STORE, PLAY_STORE, PURCHASED, ReceiptInvalid
+from resolvers.errors import TryAgain
 from resolvers.money_back import Truth
 
 MONEY_TABLES = ("accounts", "ledger", "earnings", "purchases", "transfers", "events", "withdrawals")
 MARK = "audit#processor"  # purchases item: where the last clean audit of the processor ended
+STORES_MARK = "audit#stores"  # and of the stores
+STORE_READS = 1000  # the most store purchases one audit reads from the stores
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,8 @@ class Report:
     lost_diamonds: int = 0  # owed by creators, not repaid
     lost_coins: int = 0  # spent coins whose creators' diamonds could not be reversed
     counts: Counter[str] = field(default_factory=Counter)
-    window: tuple[int, int] | None = None
+    window: tuple[int, int] | None = None  # the processor's
+    store_window: tuple[int, int] | None = None
 
     def add(self, kind: str, reference: str, detail: str) -> None:
         self.findings.append(Finding(kind, reference, detail))
@@ -64,9 +79,11 @@ async def audit(
     until: int | None = None,
     segments: int = 4,
     processor: bool = True,
+    store_reads: int = STORE_READS,
+    stores: bool = True,
 ) -> Report:
-    """Audit the tables, and the processor over [since, until) (epoch seconds; by default from
-    the last clean audit to now). A clean audit of the processor moves the mark forward."""
+    """Audit the tables, and the processor and the stores over [since, until) (epoch seconds;
+    by default from the last clean audit to now). A clean audit moves the mark forward."""
     report = Report()
     tables = dict(
         zip(
@@ -82,10 +99,25 @@ async def audit(
         start = since if since is not None else int((mark or {}).get("until", 0))
         end = until if until is not None else epoch()
         report.window = (start, end)
-        purchases = {p["chargeId"]: p for p in tables["purchases"] if p["id"].startswith("pur_")}
+        purchases = {
+            p["chargeId"]: p
+            for p in tables["purchases"]
+            if p["id"].startswith("pur_") and not p.get("store")
+        }
         await _processor(services, report, purchases, start, end)
         if not report.findings and until is None:
             await services.dynamo.put("purchases", {"id": MARK, "until": end})
+    _store_tables(report, tables["purchases"])
+    sold = [store for store in (services.app_store, services.play_store) if store is not None]
+    if stores and sold:
+        mark = await services.dynamo.get("purchases", {"id": STORES_MARK}, consistent=True)
+        start = since if since is not None else int((mark or {}).get("until", 0))
+        end = until if until is not None else epoch()
+        report.store_window = (start, end)
+        findings = len(report.findings)
+        await _stores(services, report, tables["purchases"], start, end, store_reads)
+        if len(report.findings) == findings and until is None:
+            await services.dynamo.put("purchases", {"id": STORES_MARK, "until": end})
     return report
 
 
@@ -310,9 +342,153 @@ async def _charge(provider: Any, charge_id: str) -> Any:
 
 
 def _epoch(stamp: str) -> float:
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(stamp).timestamp()
     except ValueError:
         return 0.0
+
+
+# --- the mobile stores -------------------------------------------------------------------------
+
+
+def _store_tables(report: Report, items: list[Item]) -> None:
+    """Store purchases against their bindings, from the tables alone."""
+    bindings = {b["id"]: b for b in items if b["id"].startswith("store#")}
+    credited: Counter[str] = Counter()
+    for purchase in items:
+        if not purchase["id"].startswith("pur_") or not purchase.get("store"):
+            continue
+        binding_id = f"store#{purchase['chargeId']}"
+        credited[binding_id] += 1
+        binding = bindings.get(binding_id, {})
+        if binding.get("status") != "CREDITED" or binding.get("purchaseId") != purchase["id"]:
+            report.add(
+                "store purchase unbound",
+                purchase["id"],
+                f"{binding_id} is {binding.get('status')} as {binding.get('purchaseId')}",
+            )
+        elif (binding["accountId"], binding["coins"]) != (purchase["accountId"], purchase["coins"]):
+            report.add(
+                "store purchase differs",
+                purchase["id"],
+                f"credited {purchase['coins']} coins to {purchase['accountId']}; bound "
+                f"{binding['coins']} to {binding['accountId']}",
+            )
+    for binding_id, binding in bindings.items():
+        if binding.get("status") == "CREDITED" and credited[binding_id] != 1:
+            report.add(
+                "store transaction credited",
+                binding_id,
+                f"{credited[binding_id]} purchases credit it",
+            )
+
+
+async def _stores(
+    services: Services, report: Report, items: list[Item], since: int, until: int, reads: int
+) -> None:
+    purchases = {p["chargeId"]: p for p in items if p["id"].startswith("pur_") and p.get("store")}
+    touched = {
+        charge for charge, p in purchases.items() if since <= _epoch(p.get("createdAt", "")) < until
+    }
+    start, end = (datetime.fromtimestamp(t, UTC) for t in (since, min(until, epoch())))
+    try:
+        touched |= await _refunded(services, start, end)
+    except TryAgain as error:
+        report.add("store not read", "stores", f"the stores' refunds of the window: {error}")
+    compared = sorted(
+        (purchases[c] for c in touched if c in purchases),
+        key=lambda p: p.get("createdAt", ""),
+        reverse=True,
+    )
+    report.counts["store purchases compared"] = min(len(compared), reads)
+    report.counts["store purchases not compared"] = max(0, len(compared) - reads)
+    for start_at in range(0, min(len(compared), reads), 10):  # 10 store reads at a time
+        chunk = compared[start_at : min(start_at + 10, reads)]
+        await asyncio.gather(*(_store_purchase(services, report, p) for p in chunk))
+
+
+async def _refunded(services: Services, start: datetime, end: datetime) -> set[str]:
+    """The store purchases (their `chargeId`) the stores' refund records of a window name."""
+    from resolvers.store_purchases import ask_store, charge_id
+
+    named: set[str] = set()
+    app, play = services.app_store, services.play_store
+    if app is not None:
+        since = max(start, end - timedelta(days=179))
+        for environment in app.environments if since < end else ():
+            for kind in ("REFUND", "REFUND_REVERSED"):
+                token: str | None = None
+                while True:
+                    page = await ask_store(
+                        services,
+                        lambda: app.notification_history(
+                            since,
+                            end,
+                            environment=environment,  # noqa: B023 - called at once
+                            notification_type=kind,  # noqa: B023
+                            pagination_token=token,  # noqa: B023
+                        ),
+                    )
+                    named |= {
+                        charge_id(
+                            APP_STORE, n.transaction.environment, n.transaction.transaction_id
+                        )
+                        for n in page.notifications
+                        if n.transaction is not None
+                    }
+                    if not page.has_more or not page.pagination_token:
+                        break
+                    token = page.pagination_token
+    if play is not None:
+        since = max(start, end - timedelta(days=29))
+        if since < end:
+            voided = await ask_store(services, lambda: play.voided_purchases(since, end))
+            named |= {f"{PLAY_STORE}#{v.transaction_id}" for v in voided}
+    return named
+
+
+async def _store_purchase(services: Services, report: Report, purchase: Item) -> None:
+    from resolvers import store_purchases
+
+    pid = purchase["id"]
+    try:
+        found = await store_purchases.store_now(services, purchase)
+    except ReceiptInvalid as error:
+        report.add("credited, no store purchase", pid, f"{purchase['chargeId']}: {error.reason}")
+        return
+    except TryAgain as error:
+        report.add("store not read", pid, str(error))
+        return
+    if (found.product_id, found.quantity) != (purchase["productId"], purchase["quantity"]):
+        report.add(
+            "store purchase differs",
+            pid,
+            f"the store says {found.quantity} x {found.product_id}, the purchase "
+            f"{purchase['quantity']} x {purchase['productId']}",
+        )
+    if purchase.get("priceSource") == "store" and (found.price, found.currency) != (
+        purchase["priceAmount"],
+        purchase["currency"],
+    ):
+        report.add(
+            "amount differs",
+            pid,
+            f"the store says {found.price} {found.currency}, the purchase "
+            f"{purchase['priceAmount']} {purchase['currency']}",
+        )
+    truth = store_purchases.truth(purchase, found)
+    expected = truth.coins(purchase)
+    if purchase.get("takenBack", 0) != expected or purchase.get("refunded", 0) != truth.money_back:
+        report.add(
+            "money back differs",
+            pid,
+            f"the store returned {truth.money_back} ({found.state}, {found.refunded_quantity} of "
+            f"{found.quantity}): {expected} coins; the purchase took back "
+            f"{purchase.get('takenBack', 0)} for {purchase.get('refunded', 0)}",
+        )
+    status = "REFUNDED" if truth.money_back >= truth.amount > 0 else "COMPLETED"
+    if purchase["status"] != status:
+        report.add("status differs", pid, f"{purchase['status']}, the store says {status}")
+    day_old = _epoch(purchase.get("createdAt", "")) < epoch() - 86_400
+    if found.consumed is False and found.state == PURCHASED and day_old:
+        report.add("not consumed", pid, "credited a day ago and Google still holds it unconsumed")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from infra.catalog import GIFT, PACKAGE, CatalogRepo
+from infra.catalog import GIFT, PACKAGE, CatalogRepo, PackageChanged, ProductTaken
 from infra.dynamo import Item
 from infra.ids import iso, now
 from resolvers import validation
 from resolvers.context import Context
-from resolvers.errors import BadUserInput, InvalidInput
+from resolvers.errors import BadUserInput, InvalidInput, TryAgain
 from resolvers.money import CURRENCIES
 
 DEFAULT_PACKAGES = [  # (coins, price in US cents)
@@ -37,6 +38,8 @@ DEFAULT_GIFTS = [  # (id, name, coins = diamonds)
 logger = logging.getLogger("livecoins")
 MAX_COINS = 10_000_000
 MAX_PRICE = 100_000_000
+# Apple: letters, digits, underscores and periods; Google: also hyphens, lower case first.
+PRODUCT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,149}")
 
 
 async def seed(catalog: CatalogRepo) -> int:
@@ -87,7 +90,14 @@ def _checked(check: Any, *args: Any) -> Any:
 
 
 async def upsert_package(
-    ctx: Context, package_id: str, coins: int, price_amount: int, currency: str, active: bool
+    ctx: Context,
+    package_id: str,
+    coins: int,
+    price_amount: int,
+    currency: str,
+    active: bool,
+    app_store_product_id: str | None = None,
+    play_store_product_id: str | None = None,
 ) -> Item:
     admin = ctx.require_admin()
     _checked(validation.identifier, package_id, "id")
@@ -95,6 +105,15 @@ async def upsert_package(
     _checked(validation.int_range, price_amount, "priceAmount", 1, MAX_PRICE)
     if currency not in CURRENCIES:
         raise BadUserInput(f"currency must be one of {', '.join(sorted(CURRENCIES))}", "currency")
+    products = {"appStoreProductId": app_store_product_id or None}
+    products["playStoreProductId"] = play_store_product_id or None
+    for field, product_id in products.items():
+        if product_id is not None and not PRODUCT_ID.fullmatch(product_id):
+            raise BadUserInput(
+                f"{field} must be 1 to 150 characters of A-Z a-z 0-9 . _ - (a letter or digit "
+                "first)",
+                field,
+            )
     item = {
         "id": package_id,
         "coins": coins,
@@ -103,8 +122,20 @@ async def upsert_package(
         "active": active,
         "updatedAt": iso(now()),
         "updatedBy": admin.sub,
+        **{field: product_id for field, product_id in products.items() if product_id},
     }
-    stored = await ctx.services.catalog.upsert(PACKAGE, item)
+    catalog = ctx.services.catalog
+    try:
+        stored = await catalog.put_package(item, await catalog.package(package_id))
+    except ProductTaken as taken:
+        field = "appStoreProductId" if taken.store == "APP_STORE" else "playStoreProductId"
+        raise BadUserInput(
+            f"{field} {taken.product_id} is already sold as package {taken.package_id}: remove it "
+            "there first",
+            field,
+        ) from taken
+    except PackageChanged as changed:
+        raise TryAgain("The package was edited meanwhile; read it and retry.") from changed
     logger.info("admin upserted a coin package", extra={"admin": admin.sub, "item": item})
     return stored
 

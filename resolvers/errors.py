@@ -105,6 +105,22 @@ class PaymentActionRequired(UserError):
 
 
 @dataclass
+class ReceiptInvalid(UserError):
+    """A store's proof that is not one to credit (forged, of another app, environment or
+    account, refunded, or of a product no package is sold as)."""
+
+
+@dataclass
+class ReceiptAlreadyRedeemed(UserError):
+    pass
+
+
+@dataclass
+class PaymentPending(UserError):
+    """Not an error: the store has not taken the payment yet; never remembered under a key."""
+
+
+@dataclass
 class InsufficientDiamonds(UserError):
     required: int = 0
     available: int = 0

@@ -17,6 +17,15 @@ CURRENCIES: dict[str, tuple[str, int]] = {
 }
 
 
+# Digits of the ISO 4217 currencies not listed above whose minor unit is not the cent: a store
+# purchase is recorded in the currency the store charged (Apple's storefronts use many more).
+_DIGITS = {
+    **dict.fromkeys("BIF CLP DJF GNF ISK KMF PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+    **dict.fromkeys("CLF UYW".split(), 4),
+}
+
+
 @dataclass(frozen=True)
 class MoneyValue:
     amount: int
@@ -24,7 +33,11 @@ class MoneyValue:
 
     @property
     def formatted(self) -> str:
-        symbol, digits = CURRENCIES[self.currency]
+        """E.g. "$0.99"; a currency without a symbol here by its code: "INR 99.00"."""
+        symbol, digits = CURRENCIES.get(self.currency) or (
+            f"{self.currency} ",
+            _DIGITS.get(self.currency, 2),
+        )
         sign = "-" if self.amount < 0 else ""
         units, minor = divmod(abs(self.amount), 10**digits)
         body = f"{units:,}" + (f".{minor:0{digits}d}" if digits else "")

@@ -382,6 +382,11 @@ async def refund_purchase(ctx: Context, purchase_id: str) -> Item:
     )
     if purchase is None:
         raise NotFound(f"No purchase {purchase_id[:64]}.")
+    if purchase.get("store"):  # the store holds the money: only the store refunds it
+        raise InvalidState(
+            "A store purchase is refunded by its store (the buyer asks Apple or Google); its "
+            "coins then follow the store's refund."
+        )
     buyer = purchase["accountId"]
     deadline, attempt = services.dynamo.deadline(), 0
     while purchase["status"] == "COMPLETED":

@@ -25,7 +25,7 @@ from schema.errors import ErrorPolicy
 from schema.events import EventMutations, EventQueries
 from schema.gifts import GiftMutations, GiftSubscriptions
 from schema.limits import CachedValidation, DocumentLimits
-from schema.purchases import PurchaseMutations, RefundMutations
+from schema.purchases import PurchaseMutations, RefundMutations, StorePurchaseMutations
 from schema.streams import StreamMutations, StreamQueries
 from schema.videos import VideoMutations, VideoQueries
 from schema.withdrawals import WithdrawalMutations, WithdrawalQueries
@@ -45,6 +45,7 @@ Mutation = merge_types(
     "Mutation",
     (
         AccountMutations,
+        StorePurchaseMutations,
         PurchaseMutations,
         GiftMutations,
         StreamMutations,

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import strawberry
 
+from infra.catalog import PRODUCT_FIELDS
 from infra.dynamo import Item
 from resolvers import catalog
 from schema.common import Info, Money, ctx
+
+
+@strawberry.enum(
+    description="Where a purchase was paid when it was not paid by card through the payment "
+    "provider."
+)
+class Store(Enum):
+    APP_STORE = "APP_STORE"
+    PLAY_STORE = "PLAY_STORE"
+
+
+@strawberry.type
+class StoreProduct:
+    store: Store
+    product_id: str
 
 
 @strawberry.type
@@ -14,6 +32,10 @@ class CoinPackage:
     id: strawberry.ID
     coins: int
     price: Money
+    store_products: list[StoreProduct] = strawberry.field(
+        description="The store product ids this package is sold as in the mobile apps' stores "
+        "(none: card only)."
+    )
 
     @classmethod
     def of(cls, item: Item) -> CoinPackage:
@@ -21,6 +43,11 @@ class CoinPackage:
             id=strawberry.ID(item["id"]),
             coins=item["coins"],
             price=Money.of(item["priceAmount"], item["currency"]),
+            store_products=[
+                StoreProduct(store=Store(store), product_id=item[field])
+                for store, field in PRODUCT_FIELDS.items()
+                if item.get(field)
+            ],
         )
 
 
@@ -48,6 +75,15 @@ class CoinPackageInput:
     price_amount: int
     currency: str = "USD"
     active: bool = True
+    app_store_product_id: str | None = strawberry.field(
+        default=None,
+        description="The product id of this package in the App Store (a consumable in-app "
+        "purchase).",
+    )
+    play_store_product_id: str | None = strawberry.field(
+        default=None,
+        description="The product id of this package in Google Play (a consumable in-app product).",
+    )
 
 
 @strawberry.input
@@ -81,6 +117,8 @@ class CatalogMutations:
             input.price_amount,
             input.currency,
             input.active,
+            input.app_store_product_id,
+            input.play_store_product_id,
         )
         return CoinPackage.of(item)
 

@@ -13,6 +13,7 @@ from strawberry.extensions import MaskErrors
 
 from infra.dynamo import Unavailable
 from infra.payments import ProviderUnavailable
+from infra.stores import StoreUnavailable
 from resolvers import errors
 from schema.common import Money
 
@@ -110,6 +111,28 @@ class PaymentActionRequired(UserError):
     purchase_id: strawberry.ID
 
 
+@strawberry.type(
+    description="The store's proof failed verification, belongs to another app or environment, "
+    "is refunded or revoked, or names a product no coin package is sold as."
+)
+class ReceiptInvalid(UserError):
+    pass
+
+
+@strawberry.type(description="This store purchase was already redeemed by another account.")
+class ReceiptAlreadyRedeemed(UserError):
+    pass
+
+
+@strawberry.type(
+    description="The store has not finished taking the payment (e.g. a pending payment "
+    "method); the coins are credited when it completes, and asking again with the same key "
+    "then answers CoinsPurchased."
+)
+class PaymentPending(UserError):
+    pass
+
+
 _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
     errors.NotFound: lambda e: NotFound(message=e.message),
     errors.InvalidInput: lambda e: InvalidInput(message=e.message, field=e.field),
@@ -136,6 +159,9 @@ _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
     errors.PaymentActionRequired: lambda e: PaymentActionRequired(
         message=e.message, client_secret=e.client_secret, purchase_id=strawberry.ID(e.purchase_id)
     ),
+    errors.ReceiptInvalid: lambda e: ReceiptInvalid(message=e.message),
+    errors.ReceiptAlreadyRedeemed: lambda e: ReceiptAlreadyRedeemed(message=e.message),
+    errors.PaymentPending: lambda e: PaymentPending(message=e.message),
 }
 
 P = ParamSpec("P")
@@ -163,9 +189,10 @@ _CODES: dict[type[Exception], str] = {
     errors.UnknownId: "NOT_FOUND",
     errors.PaymentsNotConfigured: "PAYMENTS_NOT_CONFIGURED",
 }
-# Transient failures the request could not absorb before its deadline: the caller retries
-# with the same idempotency key. Logged as warnings (they are expected), never masked.
-_TRANSIENT = (errors.TryAgain, Unavailable, ProviderUnavailable)
+# Transient failures the request could not absorb before its deadline (DynamoDB, the payment
+# provider, a mobile store): the caller retries with the same idempotency key. Logged as
+# warnings (they are expected), never masked.
+_TRANSIENT = (errors.TryAgain, Unavailable, ProviderUnavailable, StoreUnavailable)
 TRY_AGAIN_MESSAGE = "The service is busy; nothing was lost. Retry with the same idempotencyKey."
 
 

@@ -87,6 +87,7 @@ CATALOG_SIZE = 30
 LIST_SIZES: dict[tuple[str, str], int] = {
     ("Query", "coinPackages"): CATALOG_SIZE,
     ("Query", "gifts"): CATALOG_SIZE,
+    ("CoinPackage", "storeProducts"): 2,  # one product id per store at most
     ("TransactionConnection", "edges"): 1,
     ("WithdrawalConnection", "edges"): 1,
     ("LiveStreamConnection", "edges"): 1,

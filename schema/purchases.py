@@ -1,4 +1,5 @@
-"""Coin purchases: the Purchase type and the purchaseCoins mutation."""
+"""Coin purchases: the Purchase type, purchaseCoins (cards) and redeemStorePurchase (the mobile
+stores)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Annotated
 import strawberry
 
 from infra.dynamo import Item
-from resolvers import accounts, purchases
+from resolvers import accounts, purchases, store_purchases
 from schema.accounts import Wallet
-from schema.catalog import CoinPackage
+from schema.catalog import CoinPackage, Store, StoreProduct
 from schema.common import Info, Money, ctx, timestamp
 from schema.errors import (
     AccountRestricted,
@@ -23,6 +24,9 @@ from schema.errors import (
     NotFound,
     PaymentActionRequired,
     PaymentDeclined,
+    PaymentPending,
+    ReceiptAlreadyRedeemed,
+    ReceiptInvalid,
     returns_user_errors,
 )
 
@@ -48,14 +52,24 @@ class Purchase:
         description="Coins taken back for that money (in proportion, rounded up), whether from "
         "the wallet or, where they were spent, from what they paid for."
     )
+    store: Store | None = strawberry.field(
+        description="Null when paid by card through the payment provider."
+    )
     item: strawberry.Private[Item]
 
     @strawberry.field
     def package(self) -> CoinPackage:
-        # The package as it was sold: past purchases keep their price after a repricing.
+        # The package as it was sold: past purchases keep their price after a repricing; a
+        # store purchase names the product it was bought as (coins and price: its quantity's).
         item = self.item
+        sold_as = []
+        if self.store is not None:
+            sold_as = [StoreProduct(store=self.store, product_id=item["productId"])]
         return CoinPackage(
-            id=strawberry.ID(item["packageId"]), coins=item["coins"], price=self.price
+            id=strawberry.ID(item["packageId"]),
+            coins=item["coins"],
+            price=self.price,
+            store_products=sold_as,
         )
 
     @classmethod
@@ -69,6 +83,7 @@ class Purchase:
             created_at=timestamp(item["createdAt"]),
             refunded=Money.of(item.get("refunded", 0), item["currency"]),
             coins_taken_back=item.get("takenBack", 0),
+            store=Store(item["store"]) if item.get("store") else None,
             item=item,
         )
 
@@ -115,6 +130,54 @@ class PurchaseMutations:
     async def purchase_coins(self, info: Info, input: PurchaseCoinsInput) -> PurchaseCoinsResult:
         outcome = await purchases.purchase_coins(
             ctx(info), str(input.package_id), input.payment_token, input.idempotency_key
+        )
+        return CoinsPurchased(purchase=Purchase.of(outcome.purchase), account_id=outcome.account_id)
+
+
+@strawberry.input
+class RedeemStorePurchaseInput:
+    store: Store
+    receipt: str = strawberry.field(
+        description="App Store: the StoreKit 2 signed transaction (JWS) the app received. Google "
+        "Play: the purchase token."
+    )
+    product_id: str | None = strawberry.field(
+        default=None, description="Google Play only: the product id the purchase token belongs to."
+    )
+    idempotency_key: str = strawberry.field(description="1 to 64 characters of A-Z a-z 0-9 _ - : .")
+
+
+RedeemStorePurchaseResult = Annotated[
+    CoinsPurchased
+    | ReceiptInvalid
+    | ReceiptAlreadyRedeemed
+    | PaymentPending
+    | NotFound
+    | AgeRestricted
+    | AccountRestricted
+    | IdempotencyConflict
+    | InvalidInput,
+    strawberry.union("RedeemStorePurchaseResult"),
+]
+
+
+@strawberry.type
+class StorePurchaseMutations:
+    @strawberry.mutation(
+        description="Credit the coins of a purchase made in a mobile app's store (App Store or "
+        "Google Play), once: the store's proof is verified with the store, bound to the first "
+        "account that redeems it, and matched to a coin package by its product id. Adults only."
+    )
+    @returns_user_errors
+    async def redeem_store_purchase(
+        self, info: Info, input: RedeemStorePurchaseInput
+    ) -> RedeemStorePurchaseResult:
+        outcome = await store_purchases.redeem_store_purchase(
+            ctx(info),
+            input.store.value,
+            input.receipt,
+            input.product_id,
+            input.idempotency_key,
         )
         return CoinsPurchased(purchase=Purchase.of(outcome.purchase), account_id=outcome.account_id)
 

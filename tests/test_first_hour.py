@@ -98,7 +98,15 @@ def test_every_cli_option_has_help() -> None:
         return found
 
     every = options(parser(), "livecoins")
-    assert set(commands) == {"serve", "seed", "cloud", "token", "export-schema", "audit"}
+    assert set(commands) == {
+        "serve",
+        "seed",
+        "cloud",
+        "token",
+        "export-schema",
+        "audit",
+        "store-catch-up",
+    }
     assert all(sub.description for sub in commands.values())
     for name, action in every:
         assert action.help, f"livecoins {name} {action.option_strings or action.dest}: no help"

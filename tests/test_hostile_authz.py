@@ -58,6 +58,13 @@ MATRIX: dict[str, tuple[str, tuple[str, ...]]] = {
         f'idempotencyKey: "m1"}}) {T} }}',
         (U, AGE, "CoinsPurchased", "CoinsPurchased", "CoinsPurchased", "CoinsPurchased"),
     ),
+    # no store is configured here: every signed-in caller is told so before anything is
+    # written (tests/test_store_purchases.py: a minor's purchase is bound, then AgeRestricted)
+    "Mutation.redeemStorePurchase": (
+        'mutation { redeemStorePurchase(input: {store: APP_STORE, receipt: "a.b.c", '
+        f'idempotencyKey: "m5"}}) {T} }}',
+        (U,) + ("PAYMENTS_NOT_CONFIGURED",) * 5,
+    ),
     "Mutation.sendGift": (
         'mutation { sendGift(input: {giftId: "rose", streamId: $stream, '
         f'idempotencyKey: "m2"}}) {T} }}',

@@ -334,9 +334,10 @@ def test_the_functions_that_take_no_payment_never_read_the_secret_whatever_they_
             assert not _reads_the_secret(function, told, monkeypatch), function
 
 
-def _environment(function: str) -> dict[str, str]:
+def _environment(function: str, stores: bool = False) -> dict[str, str]:
     """The variables template.yaml gives `function`, resolved for an AWS deployment with
-    PaymentProvider=stripe and a secret (tables named rules-<Logical>)."""
+    PaymentProvider=stripe and a secret (tables named rules-<Logical>); with `stores`, selling
+    in both stores too, their keys in their own secrets."""
     variables = {
         **TEMPLATE["Globals"]["Function"]["Environment"]["Variables"],
         **RESOURCES[function]["Properties"].get("Environment", {}).get("Variables", {}),
@@ -346,6 +347,8 @@ def _environment(function: str) -> dict[str, str]:
         "StripeSecretArn": SECRET_ARN,
         "LocalCloudUrl": "",
     }
+    if stores:
+        parameters |= STORES
     return {name: _resolve(value, parameters) for name, value in variables.items()}
 
 
@@ -356,8 +359,10 @@ def _resolve(node: Any, parameters: dict[str, str]) -> str:
     if key == "Ref":
         return parameters.get(value, f"rules-{value}")
     if key == "If":
-        condition, _on_the_local_cloud, otherwise = value
-        assert condition == "InLocalCloud", condition  # the only one environments use
+        condition, then, otherwise = value
+        if condition == "SellsInAppStore":
+            return _resolve(then if parameters.get("AppStoreBundleId") else otherwise, parameters)
+        assert condition == "InLocalCloud", condition  # the only other one environments use
         return _resolve(otherwise, parameters)  # on AWS, LocalCloudUrl is empty
     if key == "Sub":  # URLs and ARNs: a well-formed stand-in is enough to build a client
         return re.sub(r"\$\{[^}]+\}", "x", value).replace("https://x", "https://rules")
@@ -418,6 +423,7 @@ _EVENTS: dict[str, Any] = {
     "PayoutsFunction": {"limit": 1},
     "GiftFeedSocketFunction": {"requestContext": {"routeKey": "$disconnect", "connectionId": "c"}},
     "GiftFeedFanOutFunction": {"Records": []},
+    "StoreCatchUpFunction": {},
 }
 
 
@@ -428,3 +434,142 @@ def _context(function: str) -> Any:
         invoked_function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{function}",
         aws_request_id="rules",
     )
+
+
+# --- The stores' secrets ------------------------------------------------------------------
+
+APP_STORE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:livecoins/app-store-AbC"
+PLAY_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:livecoins/play-AbC"
+STORES = {
+    "AppStoreBundleId": "com.livecoins.app",
+    "AppStoreAppAppleId": "1234567890",
+    "AppStoreSecretArn": APP_STORE_SECRET,
+    "PlayPackageName": "com.livecoins.app",
+    "PlaySecretArn": PLAY_SECRET,
+    "PlayPushAudience": "https://rules/webhooks/play",
+    "PlayPushServiceAccount": "push@rules.iam.gserviceaccount.com",
+}
+STORE_SECRETS = {"AppStoreSecretArn": APP_STORE_SECRET, "PlaySecretArn": PLAY_SECRET}
+# What makes each function use the stores: their webhooks, the catch-up's run.
+_STORE_EVENTS: dict[str, list[Any]] = {
+    "GraphQLFunction": [
+        {
+            "version": "2.0",
+            "rawPath": path,
+            "headers": {},
+            "body": '{"signedPayload": "a.b.c"}',
+            "requestContext": {"http": {"method": "POST"}},
+        }
+        for path in ("/webhooks/app-store", "/webhooks/play")
+    ],
+}
+
+
+def _may_read(function: str, parameter: str) -> bool:
+    return any(
+        s["Effect"] == "Allow"
+        and "secretsmanager:GetSecretValue" in _listed(s["Action"])
+        and parameter in _refs(s["Resource"])
+        for s in _statements(function)
+    )
+
+
+def test_each_store_secret_is_readable_by_exactly_the_functions_that_read_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The App Store key and the Google service account, each in its own secret: the GraphQL
+    function reads both (redeeming, the notifications), the scheduled catch-up both (the
+    refund reads); no other function may, nor is told their ARNs. Each function runs its
+    handler with the template's environment in a deployment selling in both stores, on an
+    event that makes it use them."""
+    for parameter, arn in STORE_SECRETS.items():
+        readers = {
+            f
+            for f in FUNCTIONS
+            if arn in _store_secrets_read(f, _environment(f, stores=True), monkeypatch, tmp_path)
+        }
+        allowed = {f for f in FUNCTIONS if _may_read(f, parameter)}
+        assert readers == allowed == {"GraphQLFunction", "StoreCatchUpFunction"}, parameter
+        variable = (
+            "LIVECOINS_APP_STORE_SECRET_ARN"
+            if "App" in parameter
+            else ("LIVECOINS_PLAY_SECRET_ARN")
+        )
+        named = {f for f in FUNCTIONS if _environment(f, stores=True).get(variable)}
+        assert named == {"GraphQLFunction", "StoreCatchUpFunction"}, variable
+
+
+def test_the_functions_that_sell_nothing_never_read_a_store_secret_whatever_they_are_told(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    told = _environment("GraphQLFunction", stores=True)
+    for function in ("PayoutsFunction", "GiftFeedSocketFunction", "GiftFeedFanOutFunction"):
+        environment = {**_environment(function), **told}
+        assert not _store_secrets_read(function, environment, monkeypatch, tmp_path), function
+
+
+def _store_secrets_read(
+    function: str, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> set[str]:
+    """Run the function's handler on the events that make it use the stores (in moto, the
+    stores' hosts unreachable) and say which store secrets it asked Secrets Manager for."""
+    from moto import mock_aws
+
+    import handlers.gift_feed
+    import handlers.lambda_api
+    import handlers.payouts
+    import handlers.store_catch_up
+    import infra.app_store
+    import infra.play_store
+    import infra.stripe_payments
+    from infra.config import Settings
+    from infra.dynamo import Dynamo
+    from infra.tables import ensure_tables
+    from tests.app_store_fake import AppStoreFake
+    from tests.play_store_fake import PlayStoreFake
+
+    reads: set[str] = set()
+    apple = AppStoreFake()
+    root = tmp_path / "AppleRootCA-G3.cer"
+    root.write_bytes(apple.chain.root_der)
+
+    def app_store_secret(arn: str, region: str) -> Any:
+        reads.add(arn)
+        return infra.app_store.AppStoreKey("KEY", "issuer", apple.private_key_pem)
+
+    def play_secret(arn: str, region: str) -> Any:
+        reads.add(arn)
+        return PlayStoreFake().service_account_info("http://127.0.0.1:9/token")
+
+    with monkeypatch.context() as patch, mock_aws():
+        patch.setattr(infra.stripe_payments, "_secret", lambda arn, region: ("sk_r", "whsec_r"))
+        patch.setattr(infra.app_store, "_secret", app_store_secret)
+        patch.setattr(infra.play_store, "_secret", play_secret)
+        for module, name in (
+            (handlers.lambda_api, "_default"),
+            (handlers.payouts, "_default"),
+            (handlers.gift_feed, "_socket"),
+            (handlers.gift_feed, "_fanout"),
+            (handlers.store_catch_up, "_default"),
+        ):
+            patch.setattr(module, name, None)
+        for name in [n for n in os.environ if n.startswith("LIVECOINS_")]:
+            patch.delenv(name)
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        if environment.get("LIVECOINS_APP_STORE_ROOT_CERTIFICATES"):
+            patch.setenv("LIVECOINS_APP_STORE_ROOT_CERTIFICATES", str(root))
+        # the stores' hosts refuse at once, and nothing is retried for long
+        patch.setenv("LIVECOINS_APP_STORE_API_BASE", "http://127.0.0.1:9")
+        patch.setenv("LIVECOINS_APP_STORE_SANDBOX_API_BASE", "http://127.0.0.1:9")
+        patch.setenv("LIVECOINS_PLAY_API_BASE", "http://127.0.0.1:9")
+        patch.setenv("LIVECOINS_PLAY_CERTS_URL", "http://127.0.0.1:9/certs")
+        patch.setenv("LIVECOINS_RETRY_BUDGET_SECONDS", "0.1")
+        settings = Settings.from_env()
+        ensure_tables(Dynamo(settings).client, settings)
+        module_name, handler_name = RESOURCES[function]["Properties"]["Handler"].rsplit(".", 1)
+        handler = getattr(importlib.import_module(module_name), handler_name)
+        for event in _STORE_EVENTS.get(function, [_EVENTS[function]]):
+            answer = handler(event, _context(function))
+            assert "errorMessage" not in json.dumps(answer), answer
+    return reads
