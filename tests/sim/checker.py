@@ -52,9 +52,11 @@ class Totals:
         clock: Any = None,
         hold: int = 0,
         daily_limit: int | None = None,
+        stores: Any = None,
     ) -> None:
         self.prefix = prefix
         self.provider = provider
+        self.stores = stores  # the App Store and Google Play (tests/sim/stores.py)
         self.clock = clock  # virtual time (when a bucket may leave an earnings item)
         self.hold = hold
         self.daily_limit = daily_limit
@@ -98,6 +100,7 @@ class Totals:
         self.cleared_at: dict[str, int] = {}
         self.withdrawals_seen: set[str] = set()
         self.touched_derived: dict[str, set[Any]] = {}
+        self.store_purchases: Counter[str] = Counter()
         self.history: dict[tuple[Any, ...], deque[tuple[float, int]]] = {}
         self.visible: Counter[tuple[Any, ...]] = Counter()  # what readers see, by key
         self.entry_ulids: dict[str, str] = {}  # membership -> its EVENT_ENTRY entry's ULID
@@ -289,7 +292,12 @@ class Totals:
             return
         if not item["id"].startswith("pur_"):  # charge aliases
             return
-        self.sums["purchases"] += sign
+        if item.get("store"):  # redeemed from a store: one purchase per store transaction
+            self.store_purchases[item["chargeId"]] += sign
+            if sign > 0 and self.store_purchases[item["chargeId"]] > 1:
+                self.negative.append(f"store transaction {item['chargeId']} credited twice")
+        else:
+            self.sums["purchases"] += sign
         self.sums["purchased_coins"] += sign * item["coins"]
         self.sums["taken_from_wallets"] += sign * item.get("fromWallet", 0)
         charge = item["chargeId"]
@@ -303,7 +311,7 @@ class Totals:
             self.touched_purchases.add(item["id"])
             if self.charge_ids[charge] > 1:
                 self.negative.append(f"charge {charge} credited {self.charge_ids[charge]} times")
-            if charge not in self.provider.charges:
+            if charge not in self.provider.charges and not self._store_paid(charge):
                 self.negative.append(f"purchase credited without an approved charge {charge}")
             taken, wallet, spent = (item.get(k, 0) for k in ("takenBack", "fromWallet", "spent"))
             if taken != wallet + spent or not 0 <= taken <= item["coins"]:
@@ -539,6 +547,15 @@ class Totals:
             found += self.settled()
         return found
 
+    def _store_paid(self, charge: str) -> bool:
+        if self.stores is None or not self.stores.owns(charge):
+            return False
+        try:
+            self.stores.paid(charge)
+        except (KeyError, StopIteration):
+            return False
+        return True
+
     def _unreversed(self, purchase: Item) -> list[str]:
         """The buyer's gifts and event entries made after the purchase and before its coins
         were found spent, not wholly reversed: what those coins could still have paid for."""
@@ -561,6 +578,7 @@ class Totals:
         exactly what its charge's state implies, and each charge is credited or refunded."""
         found: list[str] = []
         provider = self.provider
+        settled: list[tuple[str, Item | None, int, int]] = []  # charge, purchase, paid, back
         for charge, paid in provider.charges.items():
             purchase = self.by_charge.get(charge) if self.charge_ids[charge] else None
             back = provider.money_back(charge)
@@ -568,13 +586,22 @@ class Totals:
                 if back < paid.amount:
                     found.append(f"charge {charge} taken but never credited nor refunded")
                 continue
-            expected = -(-purchase["coins"] * back // paid.amount)
+            settled.append((charge, purchase, paid.amount, back))
+        for charge, count in self.charge_ids.items():  # store purchases redeemed
+            if count and self.stores is not None and self.stores.owns(charge):
+                amount, _ = self.stores.paid(charge)
+                settled.append(
+                    (charge, self.by_charge[charge], amount, self.stores.money_back(charge))
+                )
+        for charge, purchase, amount, back in settled:
+            assert purchase is not None
+            expected = -(-purchase["coins"] * back // amount)
             problems = []
             if purchase.get("takenBack", 0) != expected:
                 problems.append(f"took back {purchase.get('takenBack', 0)} coins, not {expected}")
             if purchase.get("refunded", 0) != back:
                 problems.append(f"refunded {purchase.get('refunded', 0)}, processor {back}")
-            status = "REFUNDED" if back >= paid.amount else "COMPLETED"
+            status = "REFUNDED" if back >= amount else "COMPLETED"
             if purchase["status"] != status or purchase.get("held", 0):
                 problems.append(f"status {purchase['status']} held {purchase.get('held', 0)}")
             if purchase.get("covered", 0) != purchase.get("spent", 0) and not purchase.get(

@@ -36,6 +36,7 @@ from resolvers.catalog import seed as seed_catalog
 from tests.sim.checker import Totals
 from tests.sim.scheduler import Scheduler, SimRuntime
 from tests.sim.store import Fidelity, MemoryDynamo
+from tests.sim.stores import SimStores
 from tests.sim.workload import LIMIT_CENTS, MINIMUM_CENTS, Workload
 from tests.sim.world import World
 
@@ -120,6 +121,7 @@ def simulate(
             earnings_hold_seconds=hold,
             daily_withdrawal_limit_cents=LIMIT_CENTS,  # limits the workload reaches
             minimum_withdrawal_cents=MINIMUM_CENTS,
+            store_test_accounts=SimStores.TESTERS,
         )
         store = MemoryDynamo(  # copy_results off: from_item copies
             clock=sim.time,
@@ -131,7 +133,7 @@ def simulate(
         asyncio.run(_seed(settings, store))
         store.settle()  # the catalog was there long before the run
         world = World(seed, store, settings, fault_rate, scheduler, entrypoint)
-        totals = Totals(PREFIX, world.provider, sim.time, hold, LIMIT_CENTS)
+        totals = Totals(PREFIX, world.provider, sim.time, hold, LIMIT_CENTS, world.stores)
         store.listeners.append(totals.listen)
         store.on_apply.append(totals.applied)
         workload = Workload(world, totals, seed, clients, operations, PREFIX)
@@ -181,7 +183,9 @@ def _direct(settings: Settings, store: Any, provider: Any = None) -> Services:
 
 
 async def _seed(settings: Settings, store: Any) -> None:
-    await seed_catalog(_direct(settings, store).catalog)
+    catalog = _direct(settings, store).catalog
+    await seed_catalog(catalog)
+    await SimStores.sell(catalog)  # packages sold in the App Store and Google Play too
 
 
 async def _audit(settings: Settings, store: Any, provider: Any) -> list[str]:

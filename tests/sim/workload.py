@@ -30,6 +30,7 @@ from infra import runtime
 from infra.dynamo import from_item, to_item
 from infra.earnings import ShardBalance
 from tests.sim.checker import Totals
+from tests.sim.stores import REDEEM, Delivery
 
 WALLET = "wallet { coins diamonds }"
 DOCS = {
@@ -60,6 +61,7 @@ DOCS = {
     "settleWithdrawal": """mutation T($i: SettleWithdrawalInput!) {
       r: settleWithdrawal(input: $i) { __typename
       ... on WithdrawalSettled { withdrawal { id status } } ... on UserError { message } } }""",
+    "redeemStorePurchase": REDEEM,
     "clearRestriction": """mutation X($i: ClearRestrictionInput!) {
       r: clearRestriction(input: $i) { __typename ... on RestrictionCleared { user { id } }
       ... on UserError { message } } }""",
@@ -214,7 +216,7 @@ class Workload:
         self.inputs: dict[tuple[str, str, str], Attempt] = {}
         self.variants: dict[tuple[str, str, str], list[Attempt]] = {}  # every input a key had
         self.after_each = True  # check the running invariants after every operation
-        self.queue: list[tuple[str, str]] = []  # webhook deliveries waiting for a deliverer
+        self.queue: list[Delivery] = []  # webhook deliveries waiting for a deliverer
         self.acting = True  # the processor still acts
         self.jump = 0.0  # seconds of time to pass at the processor's next turn
         self.pausing = False  # clients and deliverers wait while time passes
@@ -226,8 +228,8 @@ class Workload:
         self.lag = max(fidelity.read_lag, fidelity.index_lag) if fidelity else 0.0
         self.stop_on_violation = False
         self.authenticating: list[str] = []  # payments waiting for the buyer's 3-D Secure
-        self.delivered: list[tuple[str, str]] = []
-        self.undelivered: list[tuple[str, str]] = []
+        self.delivered: list[Delivery] = []
+        self.undelivered: list[Delivery] = []
         self.progress: Callable[[int], None] | None = None
         self._n = 0
         # linearizability of a refusal read before its write: the write sequence number at
@@ -314,6 +316,7 @@ class Workload:
             "buy-declined": 2,
             "buy-3ds": 2,
             "buy-minor": 1,
+            "redeem": 5,
             "start": 4,
             "end": 3,
             "publish": 2,
@@ -341,6 +344,10 @@ class Workload:
             package = rng.choice(PACKAGES)
             value = {"packageId": package, "paymentToken": token, "idempotencyKey": key}
             return Attempt(buyer, "purchaseCoins", key, value, kind)
+        if kind == "redeem":  # bought in a store, then redeemed (or shared, forged, pending)
+            others = [u for u in self.users if u is not user]
+            value = self.world.stores.buy(rng, user, others) | {"idempotencyKey": key}
+            return Attempt(user, "redeemStorePurchase", key, value, kind)
         if kind == "start":
             keyed = rng.random() < 0.8
             value = {"title": f"Live {key}"} | ({"idempotencyKey": key} if keyed else {})
@@ -458,6 +465,8 @@ class Workload:
             while self.started < min(mark + every, self.operations):
                 await self.world.scheduler.sleep(0.01)  # virtual time: the clients go on
             self._act(rng, provider)
+            if rng.random() < 0.05:  # the stores' hourly catch-up, as the scheduled function
+                await self.catch_up()
             if self.jump:
                 await self._time_passes(self.jump)
                 self.jump = 0
@@ -525,10 +534,23 @@ class Workload:
             payload, _ = provider.delivery(
                 "charge.refunded", {"id": "ch_1", "object": "charge", "amount": 1}
             )
-            self.queue.append((payload, "0" * 64))  # forged
+            self.queue.append(("/webhooks/stripe", {"Stripe-Signature": "0" * 64}, payload))
+        if rng.random() < 0.3:  # the stores act too: refunds, reversals, voids, pending ends
+            self.queue += self.world.stores.act(rng)
+
+    def _stripe(self, kind: str, obj: dict[str, Any]) -> Delivery:
+        """A signed Stripe delivery: (path, headers, body), as the stores' are."""
+        payload, signature = self.world.provider.delivery(kind, obj)
+        return ("/webhooks/stripe", {"Stripe-Signature": signature}, payload)
+
+    def _forged(self, delivery: Delivery) -> bool:
+        path, headers, _ = delivery
+        if path == "/webhooks/stripe":
+            return headers.get("Stripe-Signature") == "0" * 64
+        return bool(self.world.stores.is_forged(delivery))
 
     def _queue(self, kind: str, obj: dict[str, Any]) -> None:
-        delivery = self.world.provider.delivery(kind, obj)
+        delivery = self._stripe(kind, obj)
         self.queue.append(delivery)
         if self.rng.random() < 0.35:  # the same event, delivered twice at once
             self.queue.append(delivery)
@@ -555,7 +577,7 @@ class Workload:
                 await self.world.scheduler.sleep(0.02)
                 continue
             delivery = self.queue.pop(self.rng.randrange(len(self.queue)))
-            await self.deliver(delivery, forged=delivery[1] == "0" * 64)
+            await self.deliver(delivery)
 
     def _withdrawable(self, account_id: str) -> int:
         """Roughly what a creator could withdraw now (the checker's own read of the store)."""
@@ -579,24 +601,23 @@ class Workload:
         wallet = self.item("accounts", {"id": purchase["accountId"]}) or {}
         return int(wallet.get("coins", 0)) < int(purchase.get("coins", 0))
 
-    async def deliver(self, delivery: tuple[str, str], forged: bool = False) -> None:
-        payload, signature = delivery
+    async def deliver(self, delivery: Delivery) -> None:
+        path, headers, payload = delivery
+        forged = self._forged(delivery)
         self.inflight += 1
         try:
-            response = await self.world.request(
-                payload, None, "/webhooks/stripe", {"Stripe-Signature": signature}
-            )
+            response = await self.world.request(payload, None, path, headers)
         finally:
             self.inflight -= 1
         status = None if response is None else response["statusCode"]
         self.outcomes[f"webhook {status}"] += 1
-        self.log.append(f"webhook {json.loads(payload)['type']} forged={forged} -> {status}")
+        self.log.append(f"webhook {path} {payload[:60]} forged={forged} -> {status}")
         if forged:
-            if status not in (None, 400):
-                self.violations.append(f"a forged delivery answered {status}")
+            if status not in (None, 400, 401):
+                self.violations.append(f"a forged delivery to {path} answered {status}")
             return
-        if status == 400 or (status is not None and status not in (200, 503)):
-            self.violations.append(f"a delivery answered {status}: {response}")
+        if status is not None and status not in (200, 503):
+            self.violations.append(f"a delivery to {path} answered {status}: {response}")
         if status == 200:
             if delivery not in self.delivered:
                 self.delivered.append(delivery)
@@ -616,6 +637,21 @@ class Workload:
             if self.stop_on_violation:
                 self.started = self.operations
 
+    async def catch_up(self) -> Any:
+        """The scheduled function reading what the stores refunded (a lost notification's
+        only way in) and consuming what Google left unconsumed."""
+        from resolvers.store_purchases import catch_up
+
+        self.inflight += 1
+        try:
+            report = await self.world.scheduled(catch_up)
+        finally:
+            self.inflight -= 1
+        self.outcomes["store catch-up"] += 1
+        if self.after_each:
+            self.violations.extend(self.totals.check())
+        return report
+
     async def redeliver(self) -> None:
         """After the run: the buyers still authenticating finish, and everything the processor
         has not had a 2xx for is delivered again, as Stripe does for three days."""
@@ -623,6 +659,10 @@ class Workload:
         for _ in range(4):
             for delivery in list(self.undelivered):
                 await self.deliver(delivery)
+        for _ in range(3):  # then the catch-up, until a run of it fails nothing
+            report = await self.catch_up()
+            if report is not None and not report.failed:
+                break
 
     async def run(self, attempt: Attempt) -> None:
         if attempt.mutation in ("streamQuery", "me"):
@@ -714,6 +754,14 @@ class Workload:
             return typename
         if typename == "PaymentActionRequired":  # not definite: the buyer must authenticate
             return self._needs_action(attempt)
+        if typename == "PaymentPending":  # not definite: credited once the store completes it
+            problem = self.world.stores.justify(
+                typename, attempt.input, attempt.user["sub"], self.item
+            )
+            if problem:
+                return self._violation(attempt, f"PaymentPending: {problem}")
+            self._open(attempt)
+            return typename
         success = SUCCESS_ID.get(typename)
         found_id = payload[success[0]][success[1]] if success else None
         problem = (
@@ -772,6 +820,7 @@ class Workload:
             provider.authenticate(payment)
         self.authenticating = []
         self._drain()
+        self.undelivered += self.world.stores.settle()  # pending store purchases complete
 
     def _drain(self) -> None:
         """What Stripe sends of itself (payment_intent.succeeded for every payment that
@@ -782,7 +831,7 @@ class Workload:
             if self.acting:
                 self._queue(kind, obj)
             else:
-                self.undelivered.append(provider.delivery(kind, obj))
+                self.undelivered.append(self._stripe(kind, obj))
 
     def _read_answer(self, attempt: Attempt, data: dict[str, Any]) -> str | None:
         """A read's answer must be what the store held at some moment of the request (or, for
@@ -887,6 +936,8 @@ class Workload:
         if typename in ("ProfileUpdated", "RestrictionCleared"):
             return None
         # user errors: each only when the store shows its cause
+        if typename in ("ReceiptInvalid", "ReceiptAlreadyRedeemed", "PaymentPending"):
+            return self.world.stores.justify(typename, value, me, self.item)
         if typename == "AccountRestricted":
             account = self.item("accounts", {"id": me})
             if account and account.get("restrictedBy"):
@@ -961,6 +1012,8 @@ class Workload:
             return f"stored {stored and stored['status']}"
         if attempt.mutation == "refundPurchase":
             stored = self.item("purchases", {"id": value["purchaseId"]})
+            if stored and stored.get("store"):  # refunds of store purchases are the store's
+                return None
             provider = self.world.provider
             charge = (stored or {}).get("chargeId", "")
             refused = any(

@@ -38,6 +38,7 @@ from infra.services import Services
 from tests.clients import lambda_event
 from tests.faults import client_error
 from tests.sim.scheduler import Crash, Parked, Scheduler
+from tests.sim.stores import SimStores
 
 # How an injected fault is split between kinds (the total rate is `World.fault_rate`). With a
 # store that models contention (tests/sim/store.py, Fidelity) real conflicts come from
@@ -336,6 +337,7 @@ class World:
         self.fault_rate = fault_rate
         self.scheduler = scheduler
         self.provider = SimProvider()
+        self.stores = SimStores(random.Random(f"stores-{seed}"))  # the App Store, Google Play
         self.stats = Stats()
         self.idle: list[Container] = []
         self.containers: list[Container] = []
@@ -406,6 +408,22 @@ class World:
         self.scheduler.spawn("commit", commit)
         return answer
 
+    async def scheduled(self, job: Callable[[Services], Awaitable[Any]]) -> Any:
+        """A scheduled function's invocation (the stores' catch-up) in a container; None when
+        the container crashed before it finished."""
+        container = self.container()
+        task = asyncio.ensure_future(job(container.services))
+        container.inflight = task
+        try:
+            return await task
+        except (asyncio.CancelledError, Crash):
+            if not (task.cancelled() or isinstance(task.exception(), Crash)):
+                raise
+            return None
+        finally:
+            container.inflight = None
+            self.release(container)
+
     async def step(self, label: str, owner: Container, run: Callable[[Parked | None], Any]) -> Any:
         """One call out of the code under test: scheduled in a seeded run; on a real engine
         (no scheduler), run in a worker thread as the code would, with real concurrency."""
@@ -464,6 +482,7 @@ class Container:
         self.handle: Callable[[str, dict[str, Any] | None, str, dict[str, str]], Awaitable[Any]] = (
             handle
         )
+        world.stores.plug(self)
 
     async def invoke(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         world = self.world
