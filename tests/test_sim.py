@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections import Counter
 
 import pytest
 
@@ -47,7 +48,15 @@ def test_short_simulation_through_the_lambda_handler(seed: int, hold: int) -> No
     # GIVEN faults of every kind were injected, THEN they were absorbed or retried
     assert {"TransactionConflict", "timeout-after", "crash-before"} <= set(report.injected)
     assert report.outcomes["GiftSent"] > 0 and report.outcomes["CoinsPurchased"] > 0
-    # AND the store did what DynamoDB does beyond one serial engine, none of it injected
+
+
+def test_the_short_runs_meet_what_dynamodb_does_beyond_one_serial_engine() -> None:
+    """None of it injected: the store's own contention, mixed cancellations, retried tokens
+    in flight, unprocessed keys and stale reads, across the short seeds."""
+    seen = sum(
+        (short_run(seed, hold=hold).store for seed, hold in ((11, 0), (12, HOLD), (13, HOLD))),
+        Counter(),
+    )
     for kind in (
         "TransactionConflict",
         "TransactionConflict with ConditionalCheckFailed",
@@ -55,7 +64,7 @@ def test_short_simulation_through_the_lambda_handler(seed: int, hold: int) -> No
         "UnprocessedKeys",
         "stale read",
     ):
-        assert report.store[kind] > 0, (kind, report.store)
+        assert seen[kind] > 0, (kind, seen)
 
 
 def test_short_simulation_on_a_serial_store() -> None:
