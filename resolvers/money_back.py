@@ -446,9 +446,12 @@ def _reversed_action(services: Services, paid: Paid, before: int, after: int) ->
 async def _restore(services: Services, purchase: Item, coins: int) -> Step:
     """Give back the top reversal record's diamonds for up to `coins` spent coins."""
     n = purchase.get("records", 0) - 1
-    record = await services.purchases.record(purchase["id"], n) if n >= 0 else None
-    if record is None:
+    if n < 0:
         raise RuntimeError(f"purchase {purchase['id']} covers coins with no reversal record")
+    # written by the step that counted it: visible to reads a moment later at most
+    record = await services.dynamo.committed(
+        lambda: services.purchases.record(purchase["id"], n), "a reversal record"
+    )
     back = min(record["coins"], coins)
     keep = record["coins"] - back
     keep_diamonds = record["unitDiamonds"] * keep // record["unitCoins"]

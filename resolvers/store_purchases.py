@@ -483,10 +483,11 @@ async def _replay(services: Services, record: Item) -> PurchaseOutcome:
 
 
 async def _replay_purchase(services: Services, purchase_id: str) -> Item:
-    purchase = await services.purchases.get(purchase_id)
-    if purchase is None:
-        raise RuntimeError(f"a credited store purchase without its purchase {purchase_id}")
-    return purchase
+    """The purchase a binding or record names (written by one transaction with it, and
+    visible to reads a moment later at most: read again until then)."""
+    return await services.dynamo.committed(
+        lambda: services.purchases.get(purchase_id), "the purchase"
+    )
 
 
 async def _fail(services: Services, record: Item, error: UserError) -> PurchaseOutcome:
