@@ -565,6 +565,9 @@ class Workload:
         scheduler.jump(seconds)
         self.log.append(f"time jumps {seconds} s")
         self.pausing = False
+        # the scheduled catch-up ran hourly meanwhile: its windows (Google's voided purchases
+        # keep 30 days) never fall behind by more than a jump
+        await self.catch_up()
 
     async def _paused(self) -> None:
         while self.pausing:
