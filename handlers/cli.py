@@ -88,7 +88,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from infra.dynamo_http import serve_dynamodb_over_aiohttp
 
     os.environ.setdefault("LIVECOINS_PAYMENT_PROVIDER", "sandbox")  # local walkthroughs
+    os.environ.setdefault("LIVECOINS_PAYOUTS_PROVIDER", "sandbox")  # onboards at once
     settings = Settings.from_env()
+    if not settings.payout_origins:  # onboarding sends creators back to this server's app
+        own = tuple(f"http://{host}:{settings.port}" for host in ("127.0.0.1", "localhost"))
+        settings = dataclasses.replace(settings, payout_return_origins=own)
     timer = Timer()
     with local_services(settings) as (services, engine):
         added = _seed(services)
@@ -227,8 +231,16 @@ def cmd_audit(args: argparse.Namespace) -> None:
     with local_services(Settings.from_env()) as (services, _):
         # the sandbox keeps its payments in the memory of the process that took them
         compare = services.payments is not None and services.payments.name != "sandbox"
+        transfers = services.payouts is not None and services.payouts.name != "sandbox"
         report = asyncio.run(
-            audit(services, day(args.since), day(args.until), args.segments, processor=compare)
+            audit(
+                services,
+                day(args.since),
+                day(args.until),
+                args.segments,
+                processor=compare,
+                transfers=transfers,
+            )
         )
     for finding in report.findings:
         print(f"{finding.kind}\t{finding.reference}\t{finding.detail}")
@@ -245,6 +257,11 @@ def cmd_audit(args: argparse.Namespace) -> None:
     else:
         print(
             "the processor was not compared (no processor, or the local sandbox)", file=sys.stderr
+        )
+    if not transfers:
+        print(
+            "transfers were not compared (no payouts processor, or the local sandbox)",
+            file=sys.stderr,
         )
     print(
         f"platform's loss: {report.lost_diamonds} diamonds owed by creators, "

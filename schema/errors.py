@@ -15,6 +15,7 @@ from infra.dynamo import Unavailable
 from infra.payments import ProviderUnavailable
 from resolvers import errors
 from schema.common import Money
+from schema.payouts import PayoutAccountStatus
 
 logger = logging.getLogger("livecoins")
 
@@ -110,6 +111,20 @@ class PaymentActionRequired(UserError):
     purchase_id: strawberry.ID
 
 
+@strawberry.type(description="Withdrawals need a payout account whose payouts are enabled.")
+class PayoutAccountRequired(UserError):
+    status: PayoutAccountStatus
+
+
+@strawberry.type(
+    description="The processor refused the transfer for good (e.g. the creator's payouts were "
+    "disabled); the withdrawal stays PENDING until it is paid after the creator fixes it, or "
+    "REJECTED."
+)
+class PayoutRefused(UserError):
+    pass
+
+
 _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
     errors.NotFound: lambda e: NotFound(message=e.message),
     errors.InvalidInput: lambda e: InvalidInput(message=e.message, field=e.field),
@@ -136,6 +151,10 @@ _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
     errors.PaymentActionRequired: lambda e: PaymentActionRequired(
         message=e.message, client_secret=e.client_secret, purchase_id=strawberry.ID(e.purchase_id)
     ),
+    errors.PayoutAccountRequired: lambda e: PayoutAccountRequired(
+        message=e.message, status=PayoutAccountStatus(e.status)
+    ),
+    errors.PayoutRefused: lambda e: PayoutRefused(message=e.message),
 }
 
 P = ParamSpec("P")
@@ -162,6 +181,7 @@ _CODES: dict[type[Exception], str] = {
     errors.BadUserInput: "BAD_USER_INPUT",
     errors.UnknownId: "NOT_FOUND",
     errors.PaymentsNotConfigured: "PAYMENTS_NOT_CONFIGURED",
+    errors.PayoutsNotConfigured: "PAYOUTS_NOT_CONFIGURED",
 }
 # Transient failures the request could not absorb before its deadline: the caller retries
 # with the same idempotency key. Logged as warnings (they are expected), never masked.

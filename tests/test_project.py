@@ -34,19 +34,6 @@ NOT_YET_BUILT: set[str] = {
     "RedeemStorePurchaseResult was removed.",
     "Store was removed.",
     "StoreProduct was removed.",
-    # Creator payouts (Stripe Connect)
-    "Field Account.payoutAccount was removed.",
-    "Field Mutation.startPayoutOnboarding was removed.",
-    "Field Withdrawal.payoutReference was removed.",
-    "PayoutAccount was removed.",
-    "PayoutAccountRequired was removed from union type RequestWithdrawalResult.",
-    "PayoutAccountRequired was removed.",
-    "PayoutAccountStatus was removed.",
-    "PayoutOnboardingStarted was removed.",
-    "PayoutRefused was removed from union type SettleWithdrawalResult.",
-    "PayoutRefused was removed.",
-    "StartPayoutOnboardingInput was removed.",
-    "StartPayoutOnboardingResult was removed.",
 }
 
 
