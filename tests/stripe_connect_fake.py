@@ -29,11 +29,14 @@ suite points both providers at one fake.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -439,3 +442,31 @@ class StripeConnectFake(StripeFake):
 def _signature(payload: bytes, stamp: int, secret: str) -> str:
     mac = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256)
     return f"t={stamp},v1={mac.hexdigest()}"
+
+
+@contextlib.contextmanager
+def served_apart(fake: StripeFake, host: str = "127.0.0.1") -> Iterator[str]:
+    """`fake` on a free port, set up and run wholly on a thread of its own (callers that have an
+    event loop running, such as Playwright's sync API, cannot set it up on theirs): its URL."""
+    ready: queue.Queue[Any] = queue.Queue()
+    loop = asyncio.new_event_loop()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        runner = web.AppRunner(fake.app(), access_log=None)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, host, 0)
+        loop.run_until_complete(site.start())
+        ready.put(runner.addresses[0][1])
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="stripe-connect-fake", daemon=True)
+    thread.start()
+    port = ready.get(timeout=10)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
