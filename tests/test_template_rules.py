@@ -289,6 +289,18 @@ def test_roles_carry_no_managed_policy_beyond_what_docs_aws_md_states() -> None:
     assert "AWSLambdaBasicExecutionRole" in stated and "AWSXrayWriteOnlyAccess" in stated
 
 
+# --- Size -----------------------------------------------------------------------------------
+
+
+def test_the_template_fits_in_one_create_stack_request() -> None:
+    """CloudFormation takes at most 51,200 bytes of template in a request's TemplateBody;
+    larger ones must be uploaded to S3 first (TemplateURL). `sam deploy` does that, but the
+    local cloud deploys with TemplateBody, and AWS refuses it past the quota with the same
+    ValidationError ministack gives.
+    https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/cloudformation-limits.html"""
+    assert len(TEXT.encode()) <= 51_200, len(TEXT.encode())
+
+
 # --- Secrets ------------------------------------------------------------------------------
 
 
