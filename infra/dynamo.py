@@ -452,6 +452,20 @@ class Dynamo:
                     attempt += 1
         return found
 
+    async def committed(self, fetch: Callable[[], Awaitable[Item | None]], what: str) -> Item:
+        """An item a committed transaction wrote, read back (strongly consistent). Reads are
+        read-committed, not serializable: another item of the same transaction (the
+        idempotency record that names this one) can be visible a moment before it, so a miss
+        is read again until the request's deadline (then Unavailable: TRY_AGAIN)."""
+        deadline, attempt = self.deadline(), 0
+        while True:
+            found = await fetch()
+            if found is not None:
+                return found
+            self.faults["not yet visible"] += 1
+            await backoff(attempt, deadline, f"{what} not yet visible")
+            attempt += 1
+
     async def transact(self, actions: Sequence[Mapping[str, Any]]) -> None:
         """TransactWriteItems, applied at most once; raises TransactionCancelled when a
         condition failed. Contention and throttling are retried until the deadline."""

@@ -52,8 +52,12 @@ class PurchasesRepo:
         )
 
     async def by_charge(self, charge_id: str) -> Item | None:
+        """The purchase a charge paid for (both written by one transaction: the alias can be
+        visible a moment before the purchase, which is then read again)."""
         alias = await self.dynamo.get(TABLE, {"id": f"charge#{charge_id}"}, consistent=True)
-        return await self.get(alias["purchaseId"]) if alias else None
+        if alias is None:
+            return None
+        return await self.dynamo.committed(lambda: self.get(alias["purchaseId"]), "purchase")
 
     async def on_day(self, day: str) -> list[Item]:
         """Every purchase of a UTC day (YYYY-MM-DD): one Query per byDay partition, paged."""

@@ -34,7 +34,7 @@ class VideosRepo:
     async def get(self, video_id: str) -> Item | None:
         if "#" in video_id:
             return None
-        item = await self.dynamo.get(TABLE, {"id": video_id})
+        item = await self.dynamo.get(TABLE, {"id": video_id}, consistent=True)
         if item is not None:
             facts = {k: item[k] for k in ("creatorId", "shards", "creatorAdult")}
             facts["indexShards"] = item.get("indexShards", 1)

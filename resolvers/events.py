@@ -82,9 +82,9 @@ async def create_event(
                 return event
             raise
         record = await idempotency.earlier(ctx, attempt, cancelled, len(actions) - 1)
-        found = await services.events.get(record["eventId"], consistent=True)
-        if found is None:
-            raise RuntimeError("completed idempotency record without its event") from None
+        found = await services.dynamo.committed(
+            lambda: services.events.get(record["eventId"], consistent=True), "the event"
+        )
         return found
     return event
 
@@ -108,7 +108,7 @@ async def join_event(ctx: Context, event_id: str, idempotency_key: str) -> JoinO
     ctx.require_adult("join events")
     attempt = idempotency.begin(ctx, MUTATION, idempotency_key, {"eventId": event_id})
     services = ctx.services
-    found = await services.events.get(event_id)
+    found = await services.events.get(event_id, consistent=True)  # created a moment ago?
     if found is None:
         return await _replay(
             ctx, await idempotency.fail(ctx, attempt, NotFound(f"No event {event_id}."))

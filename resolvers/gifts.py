@@ -185,9 +185,10 @@ async def send_gift(
 
 
 async def _replay(ctx: Context, record: Item) -> GiftOutcome:
-    transfer = await ctx.services.transfers.get(record["transferId"])
-    if transfer is None:
-        raise RuntimeError("completed idempotency record without its transfer")
+    services = ctx.services
+    transfer = await services.dynamo.committed(
+        lambda: services.transfers.get(record["transferId"]), "the gift"
+    )
     return GiftOutcome(transfer, transfer["senderId"])
 
 

@@ -215,21 +215,33 @@ async def credit(services: Services, record: Item, payment_id: str, charge_id: s
         return purchase
     except TransactionCancelled:
         pass
-    # Another attempt with the same key completed (or failed) first: answer as it did.
-    latest = await services.idempotency.get(record["key"])
-    if latest and latest["status"] == COMPLETED:
-        found = await services.purchases.get(latest["purchaseId"])
-        if found is not None:
-            return found
-    if latest and latest["status"] == FAILED:
-        raise UserError.from_record(latest["error"])
-    raise RuntimeError("purchase credit was cancelled for an unknown reason")
+    # Another attempt with the same key completed (or failed) first: answer as it did. Its
+    # transaction may be committed and not yet visible to reads (read-committed): read again.
+    deadline, attempt = services.dynamo.deadline(), 0
+    while True:
+        latest = await services.idempotency.get(record["key"])
+        if latest and latest["status"] == COMPLETED:
+            return await _credited(services, str(latest["purchaseId"]))
+        if latest and latest["status"] == FAILED:
+            raise UserError.from_record(latest["error"])
+        try:
+            await backoff(attempt, deadline, "purchase credit")
+        except Unavailable as error:
+            raise TryAgain("The purchase is being credited; retry with the same key.") from error
+        attempt += 1
+
+
+async def _credited(services: Services, purchase_id: str) -> Item:
+    return await services.dynamo.committed(
+        lambda: services.purchases.get(purchase_id), "the purchase"
+    )
 
 
 async def _replay(ctx: Context, record: Item) -> PurchaseOutcome:
-    purchase = await ctx.services.purchases.get(record["purchaseId"])
-    if purchase is None:
-        raise RuntimeError("completed idempotency record without its purchase")
+    services = ctx.services
+    purchase = await services.dynamo.committed(
+        lambda: services.purchases.get(record["purchaseId"]), "the purchase"
+    )
     return PurchaseOutcome(purchase, purchase["accountId"])
 
 
@@ -297,6 +309,10 @@ async def settle_payment(services: Services, payment_id: str) -> None:
     payment = await ask_provider(services, lambda: provider.retrieve(payment_id))
     if payment.status != SUCCEEDED:
         return
+    if payment.charge_id:  # credited already (the record may be gone: keys live for a day)
+        credited = await services.purchases.by_charge(payment.charge_id)
+        if credited is not None and credited.get("paymentId") == payment.id:
+            return
     key = payment.meta("recordKey")
     record = await services.idempotency.get(key) if key else None
     package = (record or {}).get("package") or {}
@@ -313,15 +329,24 @@ async def settle_payment(services: Services, payment_id: str) -> None:
         except UserError:  # answered as failed meanwhile (the buyer's own attempt): refunded
             record = await services.idempotency.get(key or "")
     if matches and record is not None and record["status"] == COMPLETED:
-        purchase = await services.purchases.get(record["purchaseId"])
-        if purchase is not None and purchase.get("paymentId") == payment.id:
+        purchase_id = str(record["purchaseId"])
+        purchase = await services.dynamo.committed(
+            lambda: services.purchases.get(purchase_id), "the purchase"
+        )
+        if purchase.get("paymentId") == payment.id:
             return  # credited already
     state = await ask_provider(services, lambda: provider.charge(payment.charge_id or ""))
     left = state.amount - state.money_back
     if left > 0:
         # a refund that failed is asked again, under a new key
         key = f"unmatched-{payment.id}-{_failed(state)}"
-        await ask_provider(services, lambda: provider.refund(payment.id, key, left))
+        try:
+            await ask_provider(services, lambda: provider.refund(payment.id, key, left))
+        except RefundRefused:
+            # disputed: the bank decides; when the dispute closes its event brings the charge
+            # back here, and a dispute won is refunded then
+            logger.warning("cannot refund a disputed payment yet", extra={"payment": payment.id})
+            return
         logger.warning(
             "refunded a payment that no purchase awaits",
             extra={"payment": payment.id, "record": key, "status": (record or {}).get("status")},

@@ -148,9 +148,10 @@ def _ended(stream: Item) -> Item:
 
 
 async def _replay(ctx: Context, record: Item) -> Item:
-    stream = await ctx.services.streams.get(record["streamId"])
-    if stream is None:
-        raise RuntimeError("completed idempotency record without its stream")
+    services = ctx.services
+    stream = await services.dynamo.committed(
+        lambda: services.streams.get(record["streamId"]), "the stream"
+    )
     return stream
 
 

@@ -47,9 +47,9 @@ async def publish_video(ctx: Context, title: str, idempotency_key: str | None = 
                 return video
             raise
         record = await idempotency.earlier(ctx, attempt, cancelled, len(actions) - 1)
-        found = await services.videos.get(record["videoId"])
-        if found is None:
-            raise RuntimeError("completed idempotency record without its video") from None
+        found = await services.dynamo.committed(
+            lambda: services.videos.get(record["videoId"]), "the video"
+        )
         return found
     return video
 

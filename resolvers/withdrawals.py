@@ -315,9 +315,10 @@ async def _over_limit(ctx: Context, attempt: idempotency.Attempt, remaining: int
 
 
 async def _replay(ctx: Context, record: Item) -> Item:
-    found = await ctx.services.withdrawals.get(record["withdrawalId"])
-    if found is None:
-        raise RuntimeError("completed idempotency record without its withdrawal")
+    services = ctx.services
+    found = await services.dynamo.committed(
+        lambda: services.withdrawals.get(record["withdrawalId"]), "the withdrawal"
+    )
     return found
 
 

@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import os
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ from infra.config import TABLES, Settings
 from infra.dynamo import Dynamo, from_item
 from infra.tables import ensure_tables
 from tests.sim import expressions
-from tests.sim.store import MemoryDynamo
+from tests.sim.store import Fidelity, MemoryDynamo, Staged
 
 ENGINE = Path(__file__).resolve().parent.parent / ".venv-engine" / "bin" / "ministack"
 SETTINGS = Settings(table_prefix="sim-")
@@ -198,6 +199,8 @@ def test_a_page_reads_only_the_page_of_a_big_partition() -> None:
     for name in (ledger, rankings):
         table = store._tables[name]
         table.items = CountingDict(table.items)
+        for index in table.index_list:  # an index reads its own copy of the items
+            index.items = CountingDict(index.items)
     CountingDict.reads = 0
     page = store.query(
         TableName=ledger,
@@ -293,6 +296,405 @@ def test_client_request_tokens_expire_with_the_clock() -> None:
     now[0] += 1
     store.transact_write_items(TransactItems=[add], ClientRequestToken="t")
     assert coins() == "2"
+
+
+# --- DynamoDB's rules the engine cannot show -----------------------------------------------------
+# ministack is one serial engine: every read the latest, indexes updated inside the write,
+# transactions applied one at a time (never a conflict), no unprocessed keys, TTL deletion on
+# a 60-second sweep. With a Fidelity the store does what DynamoDB's developer guide says
+# (../shared/FACTS.md); each test names the rule it holds the store to.
+
+
+class Clock:
+    """A virtual clock the test moves."""
+
+    def __init__(self, now: float = 1_796_169_480.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def dynamodb_store(clock: Clock, seed: int = 0, **bounds: Any) -> MemoryDynamo:
+    fidelity = Fidelity(**{"unprocessed": 0.0, **bounds})
+    store = MemoryDynamo(clock=clock, fidelity=fidelity, rng=random.Random(seed))
+    ensure_tables(store, SETTINGS)
+    return store
+
+
+def coins_of(response: dict[str, Any]) -> int | None:
+    return int(response["Item"]["coins"]["N"]) if "Item" in response else None
+
+
+def test_reads_are_eventually_consistent_unless_consistent_read() -> None:
+    """Guide, "Read consistency": GetItem, Query and BatchGetItem are eventually consistent
+    unless ConsistentRead is true; such a read "might not reflect the results of a recently
+    completed write", and repeated "after a short time" it returns the latest data."""
+    clock = Clock()
+    store = dynamodb_store(clock, stale_reads=0.5, read_lag=1.0)
+    accounts, ledger = SETTINGS.table("accounts"), SETTINGS.table("ledger")
+    store.put_item(TableName=accounts, Item={"id": S("a"), "coins": N(1)})
+    store.put_item(TableName=ledger, Item={"accountId": S("a"), "entryId": S("old")})
+    clock.now += 2.0
+    store.put_item(TableName=accounts, Item={"id": S("a"), "coins": N(2)})
+    store.put_item(TableName=accounts, Item={"id": S("new"), "coins": N(3)})
+    store.delete_item(TableName=ledger, Key={"accountId": S("a"), "entryId": S("old")})
+    store.put_item(TableName=ledger, Item={"accountId": S("a"), "entryId": S("young")})
+    clock.now += 0.1
+    key = {"id": S("a")}
+    seen = Counter(coins_of(store.get_item(TableName=accounts, Key=key)) for _ in range(200))
+    assert set(seen) == {1, 2}  # the old value from a lagging replica, or the latest
+    assert seen[2] > seen[1]  # most reads reach an up-to-date replica
+    fresh = Counter(
+        coins_of(store.get_item(TableName=accounts, Key={"id": S("new")})) for _ in range(100)
+    )
+    assert set(fresh) == {None, 3}  # a new item may be absent
+    consistent = {
+        coins_of(store.get_item(TableName=accounts, Key=key, ConsistentRead=True))
+        for _ in range(100)
+    }
+    assert consistent == {2}
+    query = {
+        "TableName": ledger,
+        "KeyConditionExpression": "accountId = :a",
+        "ExpressionAttributeValues": {":a": S("a")},
+    }
+    views = Counter(
+        tuple(i["entryId"]["S"] for i in store.query(**query)["Items"]) for _ in range(200)
+    )
+    # one replica answers a Query: the partition as it was, or as it is
+    assert set(views) == {("old",), ("young",)}  # a deleted item may still be returned
+    assert {
+        tuple(i["entryId"]["S"] for i in store.query(**query, ConsistentRead=True)["Items"])
+        for _ in range(50)
+    } == {("young",)}
+    batch = Counter(
+        tuple(
+            sorted(
+                int(i["coins"]["N"])
+                for i in store.batch_get_item(
+                    RequestItems={accounts: {"Keys": [key, {"id": S("new")}]}}
+                )["Responses"][accounts]
+            )
+        )
+        for _ in range(200)
+    )
+    assert {(2, 3), (1,), (2,), (1, 3)} >= set(batch) and len(batch) > 2  # key by key
+    clock.now += 1.0  # past the lag bound: every replica has caught up
+    assert {coins_of(store.get_item(TableName=accounts, Key=key)) for _ in range(100)} == {2}
+    assert {len(store.query(**query)["Items"]) for _ in range(50)} == {1}
+    assert store.events["stale read"] > 0
+
+
+def test_a_global_secondary_index_lags_its_table() -> None:
+    """Guide, "Read consistency": reads from a GSI are always eventually consistent (and
+    ConsistentRead on one is a ValidationException, held to the engine in
+    test_queries_and_paging); a transaction's changes reach GSIs "eventually, after the
+    transaction completes". Each base write reaches the index within `index_lag`, in order."""
+    clock = Clock()
+    store = dynamodb_store(clock, index_lag=1.0)
+    transfers = SETTINGS.table("transfers")
+
+    def sent_by(sender: str) -> list[str]:
+        page = store.query(
+            TableName=transfers,
+            IndexName="bySender",
+            KeyConditionExpression="senderId = :s",
+            ExpressionAttributeValues={":s": S(sender)},
+        )
+        return [i["id"]["S"] for i in page["Items"]]
+
+    store.put_item(TableName=transfers, Item={"id": S("t1"), "senderId": S("u1"), "coins": N(5)})
+    assert sent_by("u1") == []  # not in the index yet
+    assert store.get_item(TableName=transfers, Key={"id": S("t1")}, ConsistentRead=True)
+    clock.now += 1.0
+    assert sent_by("u1") == ["t1"]
+    # moved to another sender, then deleted: the index catches up in order, by the bound
+    store.put_item(TableName=transfers, Item={"id": S("t1"), "senderId": S("u2"), "coins": N(6)})
+    clock.now += 0.01
+    store.delete_item(TableName=transfers, Key={"id": S("t1")})
+    views = []
+    for _ in range(120):
+        clock.now += 0.01
+        views.append((tuple(sent_by("u1")), tuple(sent_by("u2"))))
+    assert views[0] == (("t1",), ())  # the index entry outlives the base item for a while
+    assert views[-1] == ((), ())
+    order = [v for i, v in enumerate(views) if i == 0 or v != views[i - 1]]
+    assert order in (
+        [(("t1",), ()), ((), ())],
+        [(("t1",), ()), ((), ("t1",)), ((), ())],
+    )
+
+
+def test_a_transaction_holds_its_items_until_it_is_applied() -> None:
+    """Guide, "Transaction conflict handling": a PutItem, UpdateItem or DeleteItem on an item
+    of an ongoing TransactWriteItems fails with TransactionConflictException; a
+    TransactWriteItems or TransactGetItems touching one is cancelled (TransactionCanceled,
+    reason TransactionConflict for that action); a concurrent GetItem succeeds. "Error
+    handling": a retry with the ClientRequestToken of one in flight gets
+    TransactionInProgressException (the SDK's documented exception)."""
+    clock = Clock()
+    store = dynamodb_store(clock)
+    dynamo = Dynamo(SETTINGS, client=store)
+    accounts, ledger = SETTINGS.table("accounts"), SETTINGS.table("ledger")
+    store.put_item(TableName=accounts, Item={"id": S("a"), "coins": N(10)})
+    store.put_item(TableName=accounts, Item={"id": S("poor"), "coins": N(0)})
+    heard: list[Any] = []
+    store.listeners.append(lambda *event: heard.append(event))
+    debit = dynamo.update_action(
+        "accounts", {"id": "a"}, "SET coins = coins - :c", "coins >= :c", values={":c": 4}
+    )
+    entry = dynamo.put_action("ledger", {"accountId": "a", "entryId": "e1", "coins": -4})
+    staged = store.begin_transact_write_items(TransactItems=[debit, entry], ClientRequestToken="t1")
+    assert isinstance(staged, Staged) and not staged.done
+    # decided: committed for the listeners (all of it at once), not yet applied for readers
+    assert [event[3] for event in heard] == [
+        {"id": "a", "coins": 6},
+        {"accountId": "a", "entryId": "e1", "coins": -4},
+    ]
+    # a GetItem is serialized before it: the last committed value until the commit applies it
+    assert (
+        coins_of(store.get_item(TableName=accounts, Key={"id": S("a")}, ConsistentRead=True)) == 10
+    )
+    assert store.committed_item(accounts, {"id": S("a")}) == {"id": S("a"), "coins": N(10)}
+    applied: list[Any] = []
+    store.on_apply.append(lambda table, key, old, new: applied.append(key))
+
+    def code(call: Callable[[], Any]) -> tuple[str, list[str]]:
+        with pytest.raises(ClientError) as raised:
+            call()
+        response = raised.value.response
+        return response["Error"]["Code"], [
+            r["Code"] for r in response.get("CancellationReasons", [])
+        ]
+
+    poor = dynamo.update_action(
+        "accounts", {"id": "poor"}, "SET coins = coins - :c", "coins >= :c", values={":c": 1}
+    )
+    # another transaction: a conflict at the held item, a failed condition elsewhere (mixed)
+    assert code(lambda: store.transact_write_items(TransactItems=[debit, poor])) == (
+        "TransactionCanceledException",
+        ["TransactionConflict", "ConditionalCheckFailed"],
+    )
+    assert code(
+        lambda: store.update_item(
+            TableName=accounts,
+            Key={"id": S("a")},
+            UpdateExpression="SET coins = :c",
+            ExpressionAttributeValues={":c": N(0)},
+        )
+    ) == ("TransactionConflictException", [])
+    assert code(
+        lambda: store.delete_item(TableName=ledger, Key={"accountId": S("a"), "entryId": S("e1")})
+    ) == (
+        "TransactionConflictException",
+        [],
+    )
+    assert code(
+        lambda: store.transact_get_items(
+            TransactItems=[
+                {"Get": {"TableName": accounts, "Key": {"id": S("poor")}}},
+                {"Get": {"TableName": accounts, "Key": {"id": S("a")}}},
+            ]
+        )
+    ) == ("TransactionCanceledException", ["None", "TransactionConflict"])
+    assert code(
+        lambda: store.transact_write_items(TransactItems=[debit, entry], ClientRequestToken="t1")
+    ) == ("TransactionInProgressException", [])
+    assert code(
+        lambda: store.transact_write_items(TransactItems=[entry], ClientRequestToken="t1")
+    ) == ("IdempotentParameterMismatchException", [])
+    # two plain writes never conflict; nor does a write to an item the transaction lacks
+    for _ in range(2):
+        store.update_item(
+            TableName=accounts,
+            Key={"id": S("poor")},
+            UpdateExpression="ADD coins :c",
+            ExpressionAttributeValues={":c": N(1)},
+        )
+    applied.clear()
+    while not store.commit_step(staged):
+        pass
+    assert sorted(applied, key=repr) == [("a", "e1"), ("a", None)]  # item by item
+    assert (
+        coins_of(store.get_item(TableName=accounts, Key={"id": S("a")}, ConsistentRead=True)) == 6
+    )
+    store.transact_write_items(TransactItems=[debit, entry], ClientRequestToken="t1")  # a replay
+    assert (
+        coins_of(store.get_item(TableName=accounts, Key={"id": S("a")}, ConsistentRead=True)) == 6
+    )
+    store.update_item(  # released
+        TableName=accounts,
+        Key={"id": S("a")},
+        UpdateExpression="ADD coins :c",
+        ExpressionAttributeValues={":c": N(1)},
+    )
+    assert store.in_flight() == 0
+    assert (
+        store.events["TransactionConflict"] == 1
+        and store.events["TransactionInProgressException"] == 1
+    )
+
+
+def test_readers_can_see_a_transaction_half_applied() -> None:
+    """Guide, "Isolation levels": between a transaction and a Query, Scan or BatchGetItem
+    (as a unit) the isolation is read-committed, not serializable: the read may return some
+    of a transaction's items new and others old. Every item read is a committed value."""
+    partial = 0
+    for seed in range(10):
+        store = dynamodb_store(Clock(), seed=seed)
+        dynamo = Dynamo(SETTINGS, client=store)
+        ledger = SETTINGS.table("ledger")
+        rows = [
+            dynamo.put_action("ledger", {"accountId": "a", "entryId": f"e{i}", "coins": i})
+            for i in range(6)
+        ]
+        staged = store.begin_transact_write_items(TransactItems=rows)
+        seen: list[int] = []
+        while True:
+            query = store.query(
+                TableName=ledger,
+                KeyConditionExpression="accountId = :a",
+                ExpressionAttributeValues={":a": S("a")},
+                ConsistentRead=True,
+            )
+            seen.append(query["Count"])
+            if store.commit_step(staged):
+                break
+        final = store.query(
+            TableName=ledger,
+            KeyConditionExpression="accountId = :a",
+            ExpressionAttributeValues={":a": S("a")},
+            ConsistentRead=True,
+        )
+        assert seen[0] == 0 and final["Count"] == 6
+        assert seen == sorted(seen)  # applied item by item, never undone
+        partial += any(0 < n < 6 for n in seen)
+    assert partial >= 5  # most transactions were seen half applied
+
+
+def test_unprocessed_keys_come_back_in_the_shape_of_the_request() -> None:
+    """API reference, BatchGetItem: a partial result when the answer would pass 16 MB or
+    throughput runs short, the rest in UnprocessedKeys, "in the same form as RequestItems"
+    (Keys with the table's ProjectionExpression, ExpressionAttributeNames and ConsistentRead);
+    BatchWriteItem likewise hands back UnprocessedItems. The product's batch_get retries them."""
+    import asyncio
+
+    clock = Clock()
+    store = dynamodb_store(clock, unprocessed=1.0)
+    accounts = SETTINGS.table("accounts")
+    for i in range(5):
+        store.put_item(TableName=accounts, Item={"id": S(f"a{i}"), "coins": N(i)})
+    clock.now += 2.0  # every replica has them
+    request = {
+        "Keys": [{"id": S(f"a{i}")} for i in range(5)],
+        "ProjectionExpression": "#c, id",
+        "ExpressionAttributeNames": {"#c": "coins"},
+        "ConsistentRead": True,
+    }
+    answer = store.batch_get_item(RequestItems={accounts: request})
+    left = answer["UnprocessedKeys"][accounts]
+    assert {k: v for k, v in left.items() if k != "Keys"} == {
+        k: v for k, v in request.items() if k != "Keys"
+    }
+    got = {i["id"]["S"] for i in answer["Responses"][accounts]}
+    assert 1 <= len(left["Keys"]) <= 4 and got | {k["id"]["S"] for k in left["Keys"]} == {
+        f"a{i}" for i in range(5)
+    }
+    assert not got & {k["id"]["S"] for k in left["Keys"]}
+    written = store.batch_write_item(
+        RequestItems={accounts: [{"PutRequest": {"Item": {"id": S(f"w{i}")}}} for i in range(4)]}
+    )
+    assert 1 <= len(written["UnprocessedItems"][accounts]) <= 3
+
+    dynamo = Dynamo(SETTINGS, client=store)
+    found = asyncio.run(dynamo.batch_get("accounts", [{"id": f"a{i}"} for i in range(5)]))
+    assert sorted(i["coins"] for i in found) == [0, 1, 2, 3, 4]
+    assert dynamo.faults["UnprocessedKeys"] > 0
+
+
+def test_a_batch_get_answers_at_most_16_mb() -> None:
+    """API reference, BatchGetItem: "A single operation can retrieve up to 16 MB of data";
+    past that it returns a partial result and the rest as UnprocessedKeys (ministack returns
+    everything)."""
+    store = memory_store()
+    accounts = SETTINGS.table("accounts")
+    for i in range(50):
+        store.put_item(TableName=accounts, Item={"id": S(f"big{i}"), "blob": S("x" * 390_000)})
+    keys = [{"id": S(f"big{i}")} for i in range(50)]
+    answer = store.batch_get_item(RequestItems={accounts: {"Keys": keys}})
+    returned = len(answer["Responses"][accounts])
+    assert returned == 16 * 1024 * 1024 // 390_010
+    assert answer["UnprocessedKeys"] == {accounts: {"Keys": keys[returned:]}}
+
+
+def test_ttl_deletes_expired_items_some_time_after_they_expire() -> None:
+    """Guide, "How it works: TTL": an item whose TTL attribute is a Number of epoch seconds
+    older than now (but not five years older) is deleted by a background process, typically
+    within 48 hours; until then it "still appears in reads", and an update that moves or
+    removes its expiry is honoured. The deletion reaches indexes and the stream like a
+    DeleteItem (here: the listeners, with `expiring` set, as a system delete)."""
+    clock = Clock()
+    store = dynamodb_store(clock, ttl_delay=100.0)
+    records = SETTINGS.table("idempotency")
+    now = int(clock.now)
+    heard: list[tuple[str, bool]] = []
+    store.listeners.append(
+        lambda table, key, old, new: heard.append((key[0], store.expiring)) if new is None else None
+    )
+    items = {
+        "soon": N(now + 10),
+        "moved": N(now + 10),
+        "text": S(str(now + 10)),  # not a Number: TTL ignores it
+        "ancient": N(now - 6 * 365 * 86_400),  # malformed-looking: five years or more
+        "later": N(now + 10_000),
+    }
+    for name, expires in items.items():
+        store.put_item(TableName=records, Item={"key": S(name), "expiresAt": expires})
+
+    def present() -> set[str]:
+        return {
+            n
+            for n in items
+            if "Item" in store.get_item(TableName=records, Key={"key": S(n)}, ConsistentRead=True)
+        }
+
+    clock.now += 11  # expired, not yet deleted: still readable
+    assert present() == set(items)
+    store.update_item(
+        TableName=records,
+        Key={"key": S("moved")},
+        UpdateExpression="SET expiresAt = :x",
+        ExpressionAttributeValues={":x": N(now + 5_000)},
+    )
+    clock.now += 100
+    assert present() == set(items) - {"soon"}
+    assert heard == [("soon", True)]
+    clock.now += 5_100
+    assert present() == {"text", "ancient", "later"}
+    assert store.events["TTL deletion"] == 2
+
+
+def test_a_transaction_holds_at_most_4_mb_of_items() -> None:
+    """Guide, "TransactWriteItems API": "The aggregate size of the items in the transaction
+    cannot exceed 4 MB" (held to the engine in test_transaction_limits)."""
+    store = memory_store()
+    big = [
+        {
+            "Put": {
+                "TableName": SETTINGS.table("accounts"),
+                "Item": {"id": S(f"b{i}"), "x": S("y" * 390_000)},
+            }
+        }
+        for i in range(11)
+    ]
+    with pytest.raises(ClientError) as raised:
+        store.transact_write_items(TransactItems=big)
+    assert raised.value.response["Error"] == {
+        "Code": "ValidationException",
+        "Message": "Transaction request exceeds the 4MB transaction size limit",
+    }
+    store.transact_write_items(TransactItems=big[:10])
 
 
 # --- against ministack -----------------------------------------------------------------------
@@ -1429,6 +1831,41 @@ def test_scan_and_batch_get(pair: Pair) -> None:
     )
 
 
+@engine_test
+def test_transaction_limits(pair: Pair) -> None:
+    """100 actions and 4 MB of items per transaction (the guide; ministack enforces both)."""
+    accounts = pair.t("accounts")
+    puts = [
+        {"Put": {"TableName": accounts, "Item": {"id": S(f"b{i}"), "x": S("y" * 390_000)}}}
+        for i in range(11)
+    ]
+    pair.same("transact_write_items", "ValidationException", TransactItems=puts)
+    pair.same("transact_write_items", "ok", TransactItems=puts[:10])
+    pair.same(
+        "transact_write_items",
+        "ValidationException",
+        messages=False,
+        TransactItems=[
+            pair.dynamo.put_action("ledger", {"accountId": f"a{i}", "entryId": "e"})
+            for i in range(101)
+        ],
+    )
+    pair.same_tables()
+
+
+@engine_test
+def test_ttl_settings_and_expired_items(pair: Pair) -> None:
+    """The tables' TTL attributes as the engine reports them, and an item past its expiry is
+    still read until TTL deletes it (the guide; ministack sweeps once a minute)."""
+    for name in TABLES:
+        pair.same("describe_time_to_live", "ok", TableName=pair.t(name))
+    records = pair.t("idempotency")
+    an_hour_ago = int(time.time()) - 3600
+    expired = {"key": S("k"), "expiresAt": N(an_hour_ago), "status": S("COMPLETED")}
+    pair.same("put_item", "ok", TableName=records, Item=expired)
+    pair.same("get_item", "ok", TableName=records, Key={"key": S("k")}, ConsistentRead=True)
+
+
 # Where ministack departs from DynamoDB, the store follows DynamoDB: (request, ministack's
 # outcome, the store's outcome, the source for DynamoDB's behaviour). "Alternator" is the
 # ScyllaDB Alternator test suite (test/alternator), which its authors run against DynamoDB.
@@ -2169,14 +2606,26 @@ class Traffic:
 
 
 @engine_test
-@pytest.mark.parametrize("seed", [11, 22, 33])
+@pytest.mark.parametrize("seed", [11, 22, 33, 44])
 def test_random_operations(pair: Pair, seed: int) -> None:
     rng = random.Random(seed)
+    clock = Clock()
+    if seed == 44:
+        # The DynamoDB-like store at rest (every replica and index caught up, each transaction
+        # applied in its steps before the next call) answers exactly as the engine does.
+        pair.memory = MemoryDynamo(
+            clock=clock,
+            fidelity=Fidelity(stale_reads=1.0, read_lag=0.01, index_lag=0.01, unprocessed=0.0),
+            rng=random.Random(seed),
+        )
+        pair.dynamo = Dynamo(pair.settings, client=pair.memory)
+        ensure_tables(pair.memory, pair.settings)
     traffic = Traffic(rng, pair)
     outcomes: Counter[str] = Counter()
     for step in range(500):
         op, kwargs = traffic.transaction() if rng.random() < 0.55 else traffic.single()
         for _page in range(3):
+            clock.now += 0.02
             result = pair.same(op, **kwargs)
             outcomes[
                 result.get("Error", {}).get("Code", "ok") if isinstance(result, dict) else "?"

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
+from infra.dynamo import from_item
 from infra.earnings import BUCKET_PREFIX, bucket_seconds, shard_total
 from infra.rankings import PREFIX_BITS, rank_base
 
@@ -98,12 +99,15 @@ class Totals:
         self.withdrawals_seen: set[str] = set()
         self.touched_derived: dict[str, set[Any]] = {}
         self.history: dict[tuple[Any, ...], deque[tuple[float, int]]] = {}
+        self.visible: Counter[tuple[Any, ...]] = Counter()  # what readers see, by key
         self.entry_ulids: dict[str, str] = {}  # membership -> its EVENT_ENTRY entry's ULID
         self.reached: Counter[str] = Counter()
 
     def listen(self, table: str, key: Any, old: Item | None, new: Item | None) -> None:
         self.writes += 1
         name = table.removeprefix(self.prefix)
+        if name == "idempotency" and new is None:
+            return  # a record's TTL expired (nothing else deletes one): what it did stays done
         self._transition(name, old, new)
         if old is None and new is not None:  # what the run reached: new items by kind
             if name == "ledger":
@@ -124,7 +128,6 @@ class Totals:
             handler(old, -1)
         if new is not None:
             handler(new, +1)
-        self._record(name, new or old)
 
     # --- what reads may answer: each value's recent history -----------------------------
     def now(self) -> float:
@@ -140,22 +143,44 @@ class Totals:
         while len(history) > 2 and history[1][0] < now - HISTORY_SECONDS:
             history.popleft()
 
-    def _record(self, name: str, item: Item | None) -> None:
-        if item is None:
+    def applied(self, table: str, key: Any, old: Any, new: Any) -> None:
+        """A write became visible to readers (the store's `on_apply`, wire form): the values
+        reads may answer change now, not when its transaction was decided."""
+        name = table.removeprefix(self.prefix)
+        if name not in ("accounts", "earnings", "streams", "rankings"):
             return
+        before = from_item(old) if old is not None else {}
+        after = from_item(new) if new is not None else {}
+        item = after or before
         if name == "accounts":
             owner = item["id"]
-            self._held(("coins", owner), self.wallet_coins[owner])
-            self._held(("diamonds", owner), self.wallet_diamonds[owner])
+            coins = lambda i: i.get("coins", 0) + i.get("heldCoins", 0)  # noqa: E731
+            self._shift(("coins", owner), coins(after) - coins(before))
+            self._shift(("diamonds", owner), after.get("diamonds", 0) - before.get("diamonds", 0))
         elif name == "earnings":
-            owner = item["accountId"]
-            self._held(("diamonds", owner), self.wallet_diamonds[owner])
+            change = (shard_total(after) if after else 0) - (shard_total(before) if before else 0)
+            self._shift(("diamonds", item["accountId"]), change)
         elif name == "streams" and "#" in item["id"]:
-            stream = item["id"].split("#")[0]
-            self._held(("stream", stream), self.stream_coins[stream])
+            change = after.get("coins", 0) - before.get("coins", 0)
+            self._shift(("stream", item["id"].split("#")[0]), change)
         elif name == "rankings":
             stream, sender = item["id"].split("#", 1)
-            self._held(("rank", stream, sender), self.ranking[(stream, sender)])
+            self._shift(("rank", stream, sender), after.get("coins", 0) - before.get("coins", 0))
+
+    def _shift(self, key: tuple[Any, ...], change: int) -> None:
+        if change:
+            self.visible[key] += change
+            self._held(key, self.visible[key])
+
+    def between(self, key: tuple[Any, ...], value: int, since: float) -> bool:
+        """For a counter that only grows, read from several items each at its own moment:
+        whether `value` lies between what it held at `since` and what it holds now."""
+        history = self.history.get(key)
+        if not history:
+            return value == 0
+        before = [v for t, v in history if t <= since]
+        low = before[-1] if before else 0
+        return low <= value <= history[-1][1]
 
     def was(self, key: tuple[Any, ...], value: int, since: float) -> bool:
         """Whether `key` held `value` at some moment from `since` on."""

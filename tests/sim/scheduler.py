@@ -33,7 +33,7 @@ class _Parked:
     label: str = field(compare=False)
     owner: Any = field(compare=False)  # the container (a simulated process) making the call
     run: Callable[[Parked], Any] = field(compare=False)
-    future: asyncio.Future[Any] = field(compare=False)
+    future: asyncio.Future[Any] | None = field(compare=False)  # None: the store's own work
 
 
 Parked = _Parked
@@ -49,6 +49,7 @@ class Scheduler:
         self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
         self.trace: list[str] = []  # what ran, in order: the replay evidence
         self.steps = 0
+        self.background = 0  # parked work no task awaits (a transaction's commit steps)
 
     # --- what tasks await -------------------------------------------------------------
     async def call(self, label: str, owner: Any, run: Callable[[Parked], Any]) -> Any:
@@ -57,6 +58,14 @@ class Scheduler:
         self._seq += 1
         self._parked.append(Parked(self._seq, label, owner, run, future))
         return await future
+
+    def spawn(self, label: str, run: Callable[[Parked], Any]) -> None:
+        """Park work that no task awaits and no crash cancels: the store's own (a decided
+        transaction commits whatever becomes of the process that sent it). It runs when the
+        scheduler picks it, like any call; an error in it stops the run."""
+        self._seq += 1
+        self.background += 1
+        self._parked.append(Parked(self._seq, label, None, run, None))
 
     async def sleep(self, seconds: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -93,18 +102,24 @@ class Scheduler:
                 index = self.rng.randrange(len(self._parked))
                 self._parked[index], self._parked[-1] = self._parked[-1], self._parked[index]
                 parked = self._parked.pop()
-                if parked.future.done():  # its task was cancelled meanwhile
+                future = parked.future
+                if future is None:
+                    self.background -= 1
+                elif future.done():  # its task was cancelled meanwhile
                     continue
                 self.steps += 1
                 self.trace.append(f"{parked.seq}:{parked.label}")
-                try:
-                    result = parked.run(parked)
-                except BaseException as error:  # noqa: BLE001 - handed to the caller
-                    if not parked.future.done():
-                        parked.future.set_exception(error)
+                if future is None:
+                    parked.run(parked)
                 else:
-                    if not parked.future.done():
-                        parked.future.set_result(result)
+                    try:
+                        result = parked.run(parked)
+                    except BaseException as error:  # noqa: BLE001 - handed to the caller
+                        if not future.done():
+                            future.set_exception(error)
+                    else:
+                        if not future.done():
+                            future.set_result(result)
                 self.now += self.rng.uniform(*self.latency)
             elif self._timers:
                 self.now = max(self.now, self._timers[0][0])

@@ -13,26 +13,70 @@ deep-copied but the items handed back to the caller. Every call is atomic, also 
 threads (a re-entrant lock per store). tests/test_sim_store.py holds it to
 ministack, the project's local engine, operation by operation.
 
+Without `fidelity` the store is one serial engine, as ministack is: every read sees the latest
+write, indexes change inside the write, a transaction is applied inside its call. With a
+`Fidelity` (the simulator's) it also does what DynamoDB does beyond that, each from a seeded
+random generator and within the documented bounds (`Fidelity`'s fields):
+- Eventually consistent reads: GetItem, Query on a table and BatchGetItem without
+  `ConsistentRead` may be served by a lagging replica: the item as it was up to `read_lag`
+  seconds ago (a deleted item may still be there, a new one not yet). GSIs are always
+  eventually consistent (ConsistentRead on one is a ValidationException): each base write
+  reaches the index `index_lag` seconds later at most, in order per item.
+- Transactions as two phases (`begin_transact_write_items`, then `commit_step` until it says
+  done; `transact_write_items` does both at once). Prepare checks every condition and holds
+  every item; meanwhile another transaction touching a held item is cancelled with reason
+  TransactionConflict at that action (the other reasons as usual, so a cancellation can mix
+  ConditionalCheckFailed and TransactionConflict), a PutItem/UpdateItem/DeleteItem on one
+  fails with TransactionConflictException, a TransactGetItems touching one is cancelled, the
+  same ClientRequestToken gets TransactionInProgressException; a GetItem reads the committed
+  value. Commit applies the items over two steps (some, then the rest), so a Query, a
+  BatchGetItem or a series of GetItems can see a transaction half applied (DynamoDB's
+  read-committed).
+- Unprocessed keys (BatchGetItem) and items (BatchWriteItem), at random.
+- TTL deletion: an item whose TTL attribute (a Number of epoch seconds, past but less than
+  five years past) has expired is deleted at most `ttl_delay` seconds after it expired; it is
+  readable until then, and its deletion is a write like any other (listeners see it, with
+  `expiring` set, as a stream sees a system delete).
+Always: at most 100 actions and 4 MB of items per transaction, 16 MB per BatchGetItem answer.
+
 Hooks for the simulator:
-- `listeners`: callables run after every applied write, once per item written, with
+- `listeners`: callables run once per item written, when the write is committed, with
   (table_name, (hash, range or None), old item or None, new item or None), items in plain
-  Python form (`infra.dynamo.from_item`: numbers as int). A transaction's writes are all applied
-  before its listeners run. The plain items are shared: do not mutate them.
-- `items(table_name)`: the table's items in plain form, for audits.
-- `clock`: the time source (seconds) for ClientRequestToken expiry; a virtual clock fits.
+  Python form (`infra.dynamo.from_item`: numbers as int). A single-item write (and a TTL
+  deletion) is committed when it is applied; a transaction is committed when it is decided
+  (its prepare found no conflict and every condition true): its listeners run then, all of
+  them, in action order, though readers see its items applied later, one commit step at a
+  time. The plain items are shared: do not mutate them.
+- `on_apply`: callables run when a write becomes visible to readers, with (table_name, key,
+  old item or None, new item or None) in wire form (shared: do not mutate): a single-item
+  write right when it is applied, a transaction's writes one by one as its commit steps apply
+  them. A strongly consistent GetItem of the item returns the new item from then on (until
+  then it returns the old: a GetItem is serialized before the transaction), so a check of
+  what such a read could have seen times it by these, not by `listeners`.
+- `committed_item(table_name, key)`: what a strongly consistent GetItem returns now, without
+  the call (no count, no lag): the item's last committed value for readers (a transaction in
+  flight counts item by item, as `on_apply` sees it). What a checker reads to judge what the
+  code under test could have read; never a lagging replica's view.
+- `items(table_name)`: the table's items in plain form, for audits (no transaction in flight).
+- `events`: what the fidelity did, by kind (stale reads, conflicts, unprocessed keys, ...).
+- `clock`: the time source (seconds) for ClientRequestToken expiry, lags and TTL; a virtual
+  clock fits.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import operator
+import random
 import threading
 import time
 import uuid
 from bisect import bisect_left, bisect_right, insort
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -62,11 +106,42 @@ Key = tuple[Any, Any]  # (hash value, range value or None): str, int/Decimal or 
 Listener = Callable[[str, Key, dict[str, Any] | None, dict[str, Any] | None], None]
 
 PAGE_BYTES = 1024 * 1024
+BATCH_GET_BYTES = 16 * 1024 * 1024
+TRANSACTION_BYTES = 4 * 1024 * 1024
 TOKEN_SECONDS = 600
+TTL_HORIZON = 5 * 365 * 86_400  # TTL ignores expiry times this far in the past (malformed)
 SCHEMA_MISMATCH = "The provided key element does not match the schema"
 CONDITION_FAILED = "The conditional request failed"
 ITEM_TOO_BIG = "Item size has exceeded the maximum allowed size"
 UPDATE_TOO_BIG = "Item size to update has exceeded the maximum allowed size"
+ONGOING = "Transaction is ongoing for the item"
+IN_PROGRESS = "The transaction with the given request token is already in progress"
+TOO_BIG_TRANSACTION = "Transaction request exceeds the 4MB transaction size limit"
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How far the store departs from one serial engine, as DynamoDB does (module docstring).
+    Times are seconds of the store's clock. The defaults are the simulator's:
+
+    - `stale_reads`: the chance that an eventually consistent read is served by a replica
+      that has not caught up (DynamoDB keeps three; a write is acknowledged by two).
+    - `read_lag`: how far behind such a replica is at most (the guide: consistency across all
+      copies is usually reached within a second); uniform in [0, read_lag].
+    - `index_lag`: how long a base write takes to reach a GSI at most; uniform, in order per
+      item ("propagated eventually", typically within a fraction of a second to a second).
+    - `unprocessed`: the chance that a BatchGetItem or BatchWriteItem leaves some of its keys
+      or items unprocessed (throttling, partition limits): a random non-empty strict subset.
+    - `ttl_delay`: how long after expiry TTL deletes an item at most (the guide: typically
+      within 48 hours); uniform. None: TTL never deletes.
+    """
+
+    stale_reads: float = 1 / 3
+    read_lag: float = 1.0
+    index_lag: float = 1.0
+    unprocessed: float = 0.05
+    ttl_delay: float | None = 48 * 3600.0
+
 
 # Error shapes whose botocore model has a lowercase `message` member: botocore copies the error
 # body's `message` to the top of the response for these (ValidationException is unmodelled).
@@ -89,6 +164,7 @@ _CODES = (
     "ResourceNotFoundException",
     "ResourceInUseException",
     "TransactionConflictException",
+    "TransactionInProgressException",
     "ProvisionedThroughputExceededException",
     "RequestLimitExceeded",
     "InternalServerError",
@@ -346,7 +422,17 @@ def _jsonable(value: Any) -> Any:
 
 
 class _Index:
-    __slots__ = ("hash", "keep", "key_names", "name", "parts", "projection", "range")
+    __slots__ = (
+        "hash",
+        "items",
+        "keep",
+        "key_names",
+        "name",
+        "parts",
+        "projection",
+        "range",
+        "sizes",
+    )
 
     def __init__(self, spec: dict[str, Any], table: _Table) -> None:
         self.name: str = spec["IndexName"]
@@ -363,6 +449,9 @@ class _Index:
         self.key_names = tuple(n for n in (self.hash, self.range) if n)
         # index hash value -> sorted [(range value or 0, table hash, table range)]
         self.parts: dict[Any, list[tuple[Any, Any, Any]]] = {}
+        # The version of each indexed item the index holds (it may lag the table's), by key.
+        self.items: dict[Key, Item] = {}
+        self.sizes: dict[Key, int] = {}
 
     def entry(self, item: Item, key: Key) -> tuple[Any, tuple[Any, Any, Any]] | None:
         hashed = item.get(self.hash)
@@ -410,6 +499,13 @@ class _Table:
             if name not in self.key_names
         ]
         self.ttl: dict[str, Any] | None = None
+        self.ttl_name: str | None = None  # the TTL attribute while TTL is enabled
+        # Eventually consistent reads (with fidelity): the versions each key had until
+        # `read_lag` ago, as [(replaced at, item or None, size)], oldest first; and, per
+        # partition, the sorted range keys of deleted items that still have such versions.
+        self.history: dict[Key, list[tuple[float, Item | None, int]]] = {}
+        self.ghosts: dict[Any, list[Any]] = {}
+        self.index_due: dict[Key, float] = {}  # when the key's last write reaches the GSIs
         arn = f"arn:aws:dynamodb:us-east-1:{account}:table/{self.name}"
         billing = kwargs.get("BillingMode", "PROVISIONED")
         throughput = kwargs.get("ProvisionedThroughput") or {}
@@ -662,6 +758,17 @@ def _bounds(part: list[Any], op: str | None, args: list[Any], keyed: bool) -> tu
     return low, high
 
 
+def _discard(ghosts: dict[Any, list[Any]], key: Key) -> None:
+    found = ghosts.get(key[0])
+    if found is None:
+        return
+    at = bisect_left(found, key[1])
+    if at < len(found) and found[at] == key[1]:
+        del found[at]
+        if not found:
+            del ghosts[key[0]]
+
+
 def _successor(prefix: str | bytes) -> str | bytes | None:
     """The least value greater than every value that begins with `prefix`."""
     if isinstance(prefix, bytes):
@@ -710,6 +817,26 @@ class _Action:
         self.failed_update: str | None = None
 
 
+class Staged:
+    """A TransactWriteItems that was decided (no conflict, every condition true) and holds its
+    items until `MemoryDynamo.commit_step` has applied all of its writes."""
+
+    __slots__ = ("done", "held", "signature", "started", "token", "writes")
+
+    def __init__(
+        self, writes: list[_Action], held: list[tuple[str, Key]], token: str | None, signature: str
+    ) -> None:
+        self.writes = writes  # what is left to apply
+        self.held = held
+        self.token = token
+        self.signature = signature
+        self.started = False
+        self.done = not held
+
+
+_REPLAYED = Staged([], [], None, "")  # a token's replay: nothing to do
+
+
 # --- the client ---------------------------------------------------------------------------------
 
 
@@ -724,22 +851,43 @@ class MemoryDynamo:
         *,
         copy_results: bool = True,
         account_id: str = "000000000000",
+        fidelity: Fidelity | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.clock = clock
         self.copy_results = copy_results
         self.account_id = account_id
         self.listeners: list[Listener] = []
+        self.on_apply: list[Listener] = []
         self.call_counts: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self.expiring = False  # true while listeners hear a TTL deletion
+        self.fidelity = fidelity
+        self._rng = (rng or random.Random(0)) if fidelity is not None else None
+        self._history = fidelity is not None and fidelity.stale_reads > 0 and fidelity.read_lag > 0
+        self._index_lag = fidelity.index_lag if fidelity is not None else 0.0
+        self._ttl_delay = fidelity.ttl_delay if fidelity is not None else None
         self._tables: dict[str, _Table] = {}
         self._tokens: dict[str, tuple[str, float]] = {}
         self._requests = itertools.count(1)
+        # In-flight transactions: the items they hold, their tokens.
+        self._held: dict[tuple[str, Key], Staged] = {}
+        self._flying: dict[str, Staged] = {}
+        # Work the store does in its own time (fidelity): GSI propagation and TTL deletion
+        # queues (due time, sequence, ...) and the versions kept for lagging reads.
+        self._index_queue: list[tuple[float, int, _Table, Key, Item | None, int]] = []
+        self._ttl_queue: list[tuple[float, int, _Table, Key]] = []
+        self._versions: deque[tuple[float, _Table, Key]] = deque()
+        self._seq = itertools.count()
         # Calls are atomic even from threads (infra.dynamo.Dynamo calls its client through
         # asyncio.to_thread); re-entrant, so a listener may read the store.
         self._lock = threading.RLock()
 
     # hooks
     def items(self, table_name: str) -> Iterator[dict[str, Any]]:
-        """Every item of the table in plain form (`from_item`), in no particular order."""
+        """Every item of the table in plain form (`from_item`), in no particular order. Only
+        while no transaction is in flight (its items would be half applied)."""
+        assert not self._held, "items() of a store with a transaction in flight"
         table = self._tables[table_name]
         cache = table.plain
         for key, item in list(table.items.items()):
@@ -750,6 +898,34 @@ class MemoryDynamo:
 
     def table_names(self) -> list[str]:
         return sorted(self._tables)
+
+    def committed_item(self, table_name: str, key: dict[str, Any]) -> Item | None:
+        """The item (wire form, a copy) as a strongly consistent GetItem would return it now."""
+        with self._lock:
+            table = self._tables[table_name]
+            item = table.items.get(table.key_of(key))
+            return copy_item(item) if item is not None else None
+
+    def settle(self) -> None:
+        """Let every replica and index catch up, as if time had passed with no traffic: what
+        was written before the run (a seeded catalog) is not news to any reader. TTL
+        deletions that have come due are made; transactions in flight are not touched."""
+        with self._lock:
+            if self.fidelity is None:
+                return
+            self._tick()
+            while self._index_queue:
+                _, _, table, key, new, size = heapq.heappop(self._index_queue)
+                self._propagate(table, key, new, size)
+            self._versions.clear()
+            for table in self._tables.values():
+                table.history.clear()
+                table.ghosts.clear()
+                table.index_due.clear()
+
+    def in_flight(self) -> int:
+        """How many transactions are decided but not yet applied everywhere."""
+        return len({id(s) for s in self._held.values()})
 
     # plumbing
     def _meta(self, status: int = 200) -> dict[str, Any]:
@@ -771,18 +947,19 @@ class MemoryDynamo:
         kind: type[ClientError] = getattr(exceptions, code, ClientError)
         return kind(response, op)
 
-    def _run(
-        self, op: str, handler: Callable[[dict[str, Any]], dict[str, Any]], kwargs: Any
-    ) -> Any:
+    def _run(self, op: str, handler: Callable[[dict[str, Any]], Any], kwargs: Any) -> Any:
         self.call_counts[op] += 1
         try:
             with self._lock:
+                if self.fidelity is not None:
+                    self._tick()
                 result = handler(kwargs)
         except Invalid as error:
             raise self._error("ValidationException", error.args[0], op, {}) from None
         except _Failure as failure:
             raise self._error(failure.code, failure.message, op, failure.extra) from None
-        result["ResponseMetadata"] = self._meta()
+        if type(result) is dict:
+            result["ResponseMetadata"] = self._meta()
         return result
 
     def _table(self, name: Any) -> _Table:
@@ -801,6 +978,8 @@ class MemoryDynamo:
     ) -> None:
         """Store `new` (None deletes), keeping the sorted partitions and indexes in step."""
         items = table.items
+        if self._history:
+            self._keep_version(table, key, old, new)
         if new is None:
             del items[key]
             del table.sizes[key]
@@ -821,22 +1000,155 @@ class MemoryDynamo:
                     else:
                         insort(ranges, key[1])
                 table.order = None
+        if table.index_list:
+            if self._index_lag > 0:
+                self._queue_index(table, key, new, size)
+            else:
+                self._propagate(table, key, new, size)
+        if new is not None and table.ttl_name is not None and self._ttl_delay is not None:
+            self._queue_expiry(table, key, old, new)
+        for hook in self.on_apply:
+            hook(table.name, key, old, new)
+
+    def _propagate(self, table: _Table, key: Key, new: Item | None, size: int) -> None:
+        """Bring every GSI of the table to version `new` of the item at `key`."""
         for index in table.index_list:
-            before = index.entry(old, key) if old is not None else None
+            held = index.items.get(key)
+            before = index.entry(held, key) if held is not None else None
             after = index.entry(new, key) if new is not None else None
-            if before == after:
-                continue
-            if before is not None:
-                entries = index.parts[before[0]]
-                del entries[bisect_left(entries, before[1])]
-                if not entries:
-                    del index.parts[before[0]]
-            if after is not None:
-                found = index.parts.get(after[0])
-                if found is None:
-                    index.parts[after[0]] = [after[1]]
-                else:
-                    insort(found, after[1])
+            if before != after:
+                if before is not None:
+                    entries = index.parts[before[0]]
+                    del entries[bisect_left(entries, before[1])]
+                    if not entries:
+                        del index.parts[before[0]]
+                if after is not None:
+                    found = index.parts.get(after[0])
+                    if found is None:
+                        index.parts[after[0]] = [after[1]]
+                    else:
+                        insort(found, after[1])
+            if after is None:
+                if held is not None:
+                    del index.items[key]
+                    del index.sizes[key]
+            else:
+                index.items[key] = new  # type: ignore[assignment]
+                index.sizes[key] = size
+
+    def _queue_index(self, table: _Table, key: Key, new: Item | None, size: int) -> None:
+        now = self.clock()
+        due = now + self._rng.uniform(0, self._index_lag)  # type: ignore[union-attr]
+        last = table.index_due.get(key)
+        if last is not None and last > due:
+            due = last  # a later write never overtakes an earlier one
+        table.index_due[key] = due
+        heapq.heappush(self._index_queue, (due, next(self._seq), table, key, new, size))
+
+    def _keep_version(self, table: _Table, key: Key, old: Item | None, new: Item | None) -> None:
+        """Remember what `key` held until now, for reads served by a lagging replica."""
+        now = self.clock()
+        entry = (now, old, table.sizes[key] if old is not None else 0)
+        past = table.history.get(key)
+        if past is None:
+            table.history[key] = [entry]
+        else:
+            past.append(entry)
+        self._versions.append((now, table, key))
+        if table.range is None or (old is None) == (new is None):
+            return
+        ghosts = table.ghosts.get(key[0])
+        if new is None:  # deleted: a lagging replica may still have it
+            if ghosts is None:
+                table.ghosts[key[0]] = [key[1]]
+            else:
+                at = bisect_left(ghosts, key[1])
+                if at == len(ghosts) or ghosts[at] != key[1]:
+                    ghosts.insert(at, key[1])
+        elif ghosts is not None:  # back in its partition
+            _discard(table.ghosts, key)
+
+    def _queue_expiry(self, table: _Table, key: Key, old: Item | None, new: Item) -> None:
+        name = table.ttl_name
+        value = new.get(name)  # type: ignore[arg-type]
+        if value is None or "N" not in value:
+            return  # TTL reads only a Number
+        if old is not None and old.get(name) == value:  # type: ignore[arg-type]
+            return  # queued already
+        due = float(value["N"]) + self._rng.uniform(0, self._ttl_delay)  # type: ignore[union-attr, arg-type]
+        heapq.heappush(self._ttl_queue, (due, next(self._seq), table, key))
+
+    def _tick(self) -> None:
+        """What has come due in the store's own time: GSI propagation, TTL deletions, and
+        forgetting versions no lagging read can reach any more."""
+        now = self.clock()
+        queue = self._index_queue
+        while queue and queue[0][0] <= now:
+            due, _, table, key, new, size = heapq.heappop(queue)
+            self._propagate(table, key, new, size)
+            if table.index_due.get(key) == due:
+                del table.index_due[key]
+        expiring = self._ttl_queue
+        while expiring and expiring[0][0] <= now:
+            _, _, table, key = heapq.heappop(expiring)
+            self._expire(table, key, now)
+        versions = self._versions
+        if versions:
+            horizon = now - self.fidelity.read_lag  # type: ignore[union-attr]
+            while versions and versions[0][0] < horizon:
+                _, table, key = versions.popleft()
+                past = table.history.get(key)
+                if not past:
+                    continue
+                while past and past[0][0] < horizon:
+                    del past[0]
+                if not past:
+                    del table.history[key]
+                    if table.range is not None and key not in table.items:
+                        _discard(table.ghosts, key)
+
+    def _expire(self, table: _Table, key: Key, now: float) -> None:
+        """TTL's deletion of an item, if it is still expired (an update may have moved its
+        expiry time or removed it)."""
+        item = table.items.get(key)
+        name = table.ttl_name
+        if item is None or name is None:
+            return
+        value = item.get(name)
+        if value is None or "N" not in value:
+            return
+        expires = float(value["N"])
+        if not now - TTL_HORIZON < expires <= now:
+            return
+        if (table.name, key) in self._held:  # a transaction holds it: try again later
+            heapq.heappush(self._ttl_queue, (now + 1.0, next(self._seq), table, key))
+            return
+        self.events["TTL deletion"] += 1
+        self._write(table, key, item, None, 0)
+        self.expiring = True
+        try:
+            self._notify(table, key, item, None)
+        finally:
+            self.expiring = False
+
+    def _read_time(self) -> float | None:
+        """When an eventually consistent read's replica stands: None for the latest."""
+        rng = self._rng
+        fidelity = self.fidelity
+        if rng is None or not self._history or rng.random() >= fidelity.stale_reads:  # type: ignore[union-attr]
+            return None
+        return self.clock() - rng.uniform(0, fidelity.read_lag)  # type: ignore[union-attr]
+
+    def _version(self, table: _Table, key: Key, at: float) -> tuple[Item | None, int]:
+        """The item at `key` as a replica that stands at time `at` has it, and its size."""
+        past = table.history.get(key)
+        if past:
+            for replaced, item, size in past:
+                if replaced > at:
+                    self.events["stale read"] += 1
+                    return item, size
+        item = table.items.get(key)
+        return item, (table.sizes[key] if item is not None else 0)
 
     def _notify(self, table: _Table, key: Key, old: Item | None, new: Item | None) -> None:
         cache = table.plain
@@ -946,6 +1258,7 @@ class MemoryDynamo:
         table = self._table(kw.get("TableName"))
         spec = dict(kw["TimeToLiveSpecification"])
         table.ttl = spec
+        table.ttl_name = spec.get("AttributeName") if spec.get("Enabled") else None
         return {"TimeToLiveSpecification": spec}
 
     def describe_time_to_live(self, **kwargs: Any) -> dict[str, Any]:
@@ -983,7 +1296,9 @@ class MemoryDynamo:
         _check_params(kw, "GetItem", ("TableName", "Key"))
         table = self._table(kw["TableName"])
         projection = self._projection(kw)
-        item = table.items.get(table.key_of(kw["Key"]))
+        key = table.key_of(kw["Key"])
+        at = None if kw.get("ConsistentRead") or not table.history else self._read_time()
+        item = table.items.get(key) if at is None else self._version(table, key, at)[0]
         if item is None:
             return {}
         if projection is not None:
@@ -1029,6 +1344,7 @@ class MemoryDynamo:
         if problem:
             raise Invalid(problem)
         assert key is not None
+        self._not_held(table, key)
         old = table.items.get(key)
         if condition is not None and not condition.evaluate(old or {}, vals):
             raise self._condition_failed(old, on_failure)
@@ -1036,6 +1352,12 @@ class MemoryDynamo:
         if returns == "ALL_OLD" and old is not None:
             return {"Attributes": self._out(old)}
         return {}
+
+    def _not_held(self, table: _Table, key: Key) -> None:
+        """A single-item write meeting a transaction in flight on its item is refused."""
+        if self._held and (table.name, key) in self._held:
+            self.events["TransactionConflictException"] += 1
+            raise _Failure("TransactionConflictException", ONGOING)
 
     def _condition_failed(self, old: Item | None, on_failure: bool) -> _Failure:
         extra = {"Item": copy_item(old)} if on_failure and old is not None else None
@@ -1066,6 +1388,7 @@ class MemoryDynamo:
         key = table.key_of(kw["Key"])
         if update is not None and not update.top.isdisjoint(table.key_names):
             raise Invalid(_key_update(sorted(update.top & table.key_names)[0]))
+        self._not_held(table, key)
         old = table.items.get(key)
         if condition is not None and not condition.evaluate(old or {}, vals):
             raise self._condition_failed(old, on_failure)
@@ -1110,6 +1433,7 @@ class MemoryDynamo:
         )
         vals = _bind(names, kw.get("ExpressionAttributeValues"), condition)
         key = table.key_of(kw["Key"])
+        self._not_held(table, key)
         old = table.items.get(key)
         if condition is not None and not condition.evaluate(old or {}, vals):
             raise self._condition_failed(old, on_failure)
@@ -1161,6 +1485,10 @@ class MemoryDynamo:
         if start is not None and range_name is not None:
             self._check_start(start, keys, vals, hash_name, range_name)
 
+        at = None
+        if index is None and table.history and not kw.get("ConsistentRead"):
+            at = self._read_time()
+        fetch = self._fetch(table, index, at)
         if index is not None:
             part: list[Any] = index.parts.get(hash_value, [])
             low, high = _bounds(part, range_op, range_args, keyed=True)
@@ -1177,23 +1505,41 @@ class MemoryDynamo:
             keys_in_order = _walk(part, low, high, forward)
             to_key: Callable[[Any], Key] = _entry_key
         elif table.range is not None:
+            since = key_value(start[table.range]) if start is not None else None
             part = table.parts.get(hash_value, [])
-            low, high = _bounds(part, range_op, range_args, keyed=False)
-            if start is not None:
-                cursor = key_value(start[table.range])
-                if forward:
-                    low = max(low, bisect_right(part, cursor))
-                else:
-                    high = min(high, bisect_left(part, cursor))
-            keys_in_order = _walk(part, low, high, forward)
+            keys_in_order = _walk(
+                part, *_slice(part, range_op, range_args, since, forward), forward
+            )
+            ghosts = table.ghosts.get(hash_value) if at is not None else None
+            if ghosts:  # deleted items a lagging replica still has, in key order
+                also = _walk(ghosts, *_slice(ghosts, range_op, range_args, since, forward), forward)
+                keys_in_order = heapq.merge(keys_in_order, also, reverse=not forward)
             to_key = _range_key(hash_value)
         else:
-            found = (hash_value, None) in table.items and start is None
+            found = start is None and fetch((hash_value, None))[0] is not None
             keys_in_order = iter([(hash_value, None)] if found else [])
             to_key = _same
         return self._page(
-            table, index, keys_in_order, to_key, limit, filtering, projection, vals, counting
+            table, index, keys_in_order, to_key, fetch, limit, filtering, projection, vals, counting
         )
+
+    def _fetch(
+        self, table: _Table, index: _Index | None, at: float | None
+    ) -> Callable[[Key], tuple[Item | None, int]]:
+        """How a read finds an item and its size: in the index's own (lagging) copy, in the
+        table as a replica standing at `at` has it, or the latest."""
+        if index is not None:
+            items, sizes = index.items, index.sizes
+        elif at is not None:
+            return lambda key: self._version(table, key, at)
+        else:
+            items, sizes = table.items, table.sizes
+
+        def latest(key: Key) -> tuple[Item | None, int]:
+            item = items.get(key)
+            return item, (sizes[key] if item is not None else 0)
+
+        return latest
 
     def _key_condition(
         self,
@@ -1268,6 +1614,7 @@ class MemoryDynamo:
         index: _Index | None,
         keys_in_order: Iterator[Any],
         to_key: Callable[[Any], Key],
+        fetch: Callable[[Key], tuple[Item | None, int]],
         limit: int | None,
         filtering: Condition | None,
         projection: Projection | None,
@@ -1275,18 +1622,18 @@ class MemoryDynamo:
         counting: bool,
     ) -> dict[str, Any]:
         """One Query/Scan page: up to Limit items or 1 MB read, then filter and project."""
-        items = table.items
-        sizes = table.sizes
         evaluated: list[Item] = []
         last: Item | None = None
         read = 0
         stopped = False
         partial_view = index is not None and index.projection != "ALL"
         for position in keys_in_order:
-            key = to_key(position)
-            item = items[key]
+            item, size = fetch(to_key(position))
+            if item is None:  # not there yet on a lagging replica
+                continue
             view = index.view(item) if partial_view else item  # type: ignore[union-attr]
-            size = item_bytes(view) if partial_view else sizes[key]
+            if partial_view:
+                size = item_bytes(view)
             if evaluated and read + size > PAGE_BYTES:
                 stopped = True
                 break
@@ -1344,6 +1691,7 @@ class MemoryDynamo:
             None,
             _walk(order, start, len(order), True),
             _same,
+            self._fetch(table, None, None),
             limit,
             filtering,
             projection,
@@ -1379,16 +1727,48 @@ class MemoryDynamo:
             if len(set(keys)) != len(keys):
                 raise Invalid("Provided list of item keys contains duplicates")
             plans.append((name, table, keys, self._projection(request)))
+        held_back = self._held_back(sum(len(plan[2]) for plan in plans))
         responses: dict[str, list[Item]] = {}
+        unprocessed: dict[str, dict[str, Any]] = {}
+        answered = 0  # bytes: an answer holds at most 16 MB, the rest is left unprocessed
+        full = False
+        position = 0
         for name, table, keys, projection in plans:
+            request = requests[name]
+            consistent = bool(request.get("ConsistentRead")) or not table.history
             found = responses[name] = []
-            for key in keys:
-                item = table.items.get(key)
-                if item is not None:
-                    found.append(
-                        copy_item(projection.project(item)) if projection else self._out(item)
-                    )
-        return {"Responses": responses, "UnprocessedKeys": {}}
+            left: list[Any] = []
+            for key, wire in zip(keys, request["Keys"], strict=True):
+                position += 1
+                if full or position in held_back:
+                    left.append(wire)
+                    continue
+                at = None if consistent else self._read_time()
+                if at is None:
+                    item, size = table.items.get(key), table.sizes.get(key, 0)
+                else:
+                    item, size = self._version(table, key, at)
+                if item is None:
+                    continue
+                if answered and answered + size > BATCH_GET_BYTES:
+                    full = True
+                    left.append(wire)
+                    continue
+                answered += size
+                found.append(copy_item(projection.project(item)) if projection else self._out(item))
+            if left:  # the same shape as the request's entry for the table
+                unprocessed[name] = {**request, "Keys": left}
+        if unprocessed:
+            self.events["UnprocessedKeys"] += 1
+        return {"Responses": responses, "UnprocessedKeys": unprocessed}
+
+    def _held_back(self, count: int) -> frozenset[int]:
+        """Which of `count` keys or items (1-based) a batch call leaves unprocessed this time:
+        none, or a random non-empty strict subset."""
+        rng, fidelity = self._rng, self.fidelity
+        if rng is None or count < 2 or rng.random() >= fidelity.unprocessed:  # type: ignore[union-attr]
+            return frozenset()
+        return frozenset(rng.sample(range(1, count + 1), rng.randint(1, count - 1)))
 
     def batch_write_item(self, **kwargs: Any) -> dict[str, Any]:
         return self._run("BatchWriteItem", self._batch_write_item, kwargs)
@@ -1417,13 +1797,23 @@ class MemoryDynamo:
                 if key in seen:
                     raise Invalid("Provided list of item keys contains duplicates")
                 seen.add(key)
-                writes.append((table, key, item))
-        for table, key, item in writes:
+                writes.append((name, member, table, key, item))
+        held_back = self._held_back(len(writes))
+        unprocessed: dict[str, list[Any]] = {}
+        for position, (name, member, table, key, item) in enumerate(writes, 1):
+            # Each write is a single-item write: one meeting a transaction on its item is not
+            # made, and is handed back like a throttled one (an assumption: the guide only
+            # says a BatchWriteItem is not serializable as a unit with transactions).
+            if position in held_back or (self._held and (table.name, key) in self._held):
+                unprocessed.setdefault(name, []).append(member)
+                continue
             old = table.items.get(key)  # type: ignore[arg-type]
             if item is not None or old is not None:
                 size = item_bytes(item) if item is not None else 0
                 self._commit(table, key, old, item, size)  # type: ignore[arg-type]
-        return {"UnprocessedItems": {}}
+        if unprocessed:
+            self.events["UnprocessedItems"] += 1
+        return {"UnprocessedItems": unprocessed}
 
     def transact_get_items(self, **kwargs: Any) -> dict[str, Any]:
         return self._run("TransactGetItems", self._transact_get_items, kwargs)
@@ -1441,6 +1831,15 @@ class MemoryDynamo:
             plans.append((table, table.key_of(body["Key"]), self._projection(body)))
         if len({(t.name, k) for t, k, _ in plans}) != len(plans):
             raise Invalid("Transaction request cannot include multiple operations on one item")
+        if self._held:
+            ongoing = [(t.name, k) in self._held for t, k, _ in plans]
+            if any(ongoing):
+                self.events["TransactGetItems conflict"] += 1
+                listed = [
+                    {"Code": "TransactionConflict", "Message": ONGOING} if o else {"Code": "None"}
+                    for o in ongoing
+                ]
+                raise _cancellation(listed)
         responses: list[dict[str, Any]] = []
         for table, key, projection in plans:
             item = table.items.get(key)
@@ -1456,6 +1855,48 @@ class MemoryDynamo:
         return self._run("TransactWriteItems", self._transact_write_items, kwargs)
 
     def _transact_write_items(self, kw: dict[str, Any]) -> dict[str, Any]:
+        staged = self._begin(kw)
+        if not staged.done:
+            self._apply(staged, everything=True)
+        return {}
+
+    def begin_transact_write_items(self, **kwargs: Any) -> Staged:
+        """TransactWriteItems's first phase: what rejects or cancels it is raised here, as
+        `transact_write_items` raises it; otherwise it is decided and holds its items until
+        `commit_step` has applied them (at once when the answer is `done`: a token's replay)."""
+        staged: Staged = self._run("TransactWriteItems", self._begin, kwargs)
+        return staged
+
+    def commit_step(self, staged: Staged) -> bool:
+        """Apply a decided transaction's writes: the first step some of them (at random, at
+        least one, not all), the second the rest; whether it is now done (its items released,
+        its token remembered)."""
+        with self._lock:
+            if self.fidelity is not None:
+                self._tick()
+            if not staged.done:
+                self._apply(staged, everything=False)
+            return staged.done
+
+    def _apply(self, staged: Staged, everything: bool) -> None:
+        writes = staged.writes
+        count = len(writes)
+        if not everything and count > 1 and self._rng is not None and not staged.started:
+            count = self._rng.randint(1, count - 1)  # the first step leaves it half applied
+        staged.started = True
+        for action in writes[:count]:
+            self._write(action.table, action.key, action.old, action.new, action.size)  # type: ignore[arg-type]
+        del writes[:count]
+        if writes:
+            return
+        for held in staged.held:
+            del self._held[held]
+        if staged.token is not None:
+            del self._flying[staged.token]
+            self._remember(staged.token, staged.signature)
+        staged.done = True
+
+    def _begin(self, kw: dict[str, Any]) -> Staged:
         _check_params(kw, "TransactWriteItems", ("TransactItems",))
         members = kw["TransactItems"]
         if type(members) is not list:
@@ -1476,13 +1917,22 @@ class MemoryDynamo:
                 "constraint: Member must have length less than or equal to 36"
             )
         actions = [self._action(i, member) for i, member in enumerate(members)]
-        signature = None
+        signature = ""
         if token is not None:
             signature = _signature(kw)
+            flying = self._flying.get(token)
+            if flying is not None:
+                if flying.signature != signature:
+                    raise _Failure(
+                        "IdempotentParameterMismatchException",
+                        "Request token already in use for another request with a different payload",
+                    )
+                self.events["TransactionInProgressException"] += 1
+                raise _Failure("TransactionInProgressException", IN_PROGRESS)
             prior = self._tokens.get(token)
             if prior is not None and self.clock() - prior[1] < TOKEN_SECONDS:
                 if prior[0] == signature:
-                    return {}
+                    return _REPLAYED
                 raise _Failure(
                     "IdempotentParameterMismatchException",
                     "Request token already in use for another request with a different payload",
@@ -1509,14 +1959,22 @@ class MemoryDynamo:
             targets.add(target)
             if action.reason is not None:
                 reasons[action.index] = ("ValidationError", action.reason)
+        # The items a transaction writes (what a Put or an Update leaves) count to 4 MB.
+        if sum(a.size for a in actions if a.kind in ("Put", "Update")) > TRANSACTION_BYTES:
+            raise Invalid(TOO_BIG_TRANSACTION)
         if unknown:
             raise _Failure("ResourceNotFoundException", "Requested resource not found")
         if reasons:
             raise self._cancelled(len(actions), reasons, {})
 
-        # Every condition is read; a failed condition wins over the update's own error.
+        # An item held by a transaction in flight conflicts; every other condition is read,
+        # and a failed condition wins over the update's own error.
+        held = self._held
         failed: dict[int, Item | None] = {}
         for action in actions:
+            if held and (action.table_name, action.key) in held:
+                reasons[action.index] = ("TransactionConflict", ONGOING)
+                continue
             condition = action.condition
             if condition is not None and not condition.evaluate(
                 action.old or _EMPTY, action.values
@@ -1525,19 +1983,30 @@ class MemoryDynamo:
             elif action.failed_update is not None:
                 reasons[action.index] = ("ValidationError", action.failed_update)
         if failed or reasons:
+            if any(code == "TransactionConflict" for code, _ in reasons.values()):
+                self.events["TransactionConflict"] += 1
+                if failed:
+                    self.events["TransactionConflict with ConditionalCheckFailed"] += 1
             raise self._cancelled(len(actions), reasons, failed)
 
-        written = []
-        for action in actions:
-            if action.kind == "ConditionCheck" or (action.new is None and action.old is None):
-                continue
-            self._write(action.table, action.key, action.old, action.new, action.size)  # type: ignore[arg-type]
-            written.append(action)
-        for action in written:
+        # Decided: it holds its items until every write is applied, and is committed now.
+        writes = [
+            action
+            for action in actions
+            if action.kind != "ConditionCheck"
+            and (action.new is not None or action.old is not None)
+        ]
+        targets_held: list[tuple[str, Key]] = [(a.table_name, a.key) for a in actions]  # type: ignore[misc]
+        staged = Staged(list(writes), targets_held, token, signature)
+        if self._rng is not None:
+            self._rng.shuffle(staged.writes)
+        for target in targets_held:
+            held[target] = staged
+        if token is not None:
+            self._flying[token] = staged
+        for action in writes:
             self._notify(action.table, action.key, action.old, action.new)  # type: ignore[arg-type]
-        if token is not None and signature is not None:
-            self._remember(token, signature)
-        return {}
+        return staged
 
     def _action(self, index: int, member: Any) -> _Action:
         """Parse one TransactItems member: its expressions and values (errors reject all)."""
@@ -1629,13 +2098,7 @@ class MemoryDynamo:
                 listed.append(reason)
             else:
                 listed.append({"Code": "None"})
-        codes = ", ".join(r["Code"] for r in listed)
-        return _Failure(
-            "TransactionCanceledException",
-            "Transaction cancelled, please refer cancellation reasons for specific reasons "
-            f"[{codes}]",
-            {"CancellationReasons": listed},
-        )
+        return _cancellation(listed)
 
     def _remember(self, token: str, signature: str) -> None:
         """Remember a token for TOKEN_SECONDS. Tokens are kept in the order they came (the
@@ -1649,6 +2112,15 @@ class MemoryDynamo:
             del tokens[oldest]
         tokens.pop(token, None)
         tokens[token] = (signature, now)
+
+
+def _cancellation(listed: list[dict[str, Any]]) -> _Failure:
+    codes = ", ".join(r["Code"] for r in listed)
+    return _Failure(
+        "TransactionCanceledException",
+        f"Transaction cancelled, please refer cancellation reasons for specific reasons [{codes}]",
+        {"CancellationReasons": listed},
+    )
 
 
 def _limit(kw: dict[str, Any]) -> int | None:
@@ -1718,6 +2190,20 @@ def _matches(value: Any, op: str, args: list[Any]) -> bool:
         return bool(value.startswith(args[0]))
     except (TypeError, AttributeError):
         return False
+
+
+def _slice(
+    part: list[Any], op: str | None, args: list[Any], cursor: Any, forward: bool
+) -> tuple[int, int]:
+    """The slice of a sorted partition (range values) that a range-key condition and an
+    ExclusiveStartKey's range value (`cursor`, or None) select."""
+    low, high = _bounds(part, op, args, keyed=False)
+    if cursor is not None:
+        if forward:
+            low = max(low, bisect_right(part, cursor))
+        else:
+            high = min(high, bisect_left(part, cursor))
+    return low, high
 
 
 def _walk(part: list[Any], low: int, high: int, forward: bool) -> Iterator[Any]:

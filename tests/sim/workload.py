@@ -217,7 +217,9 @@ class Workload:
         self.acting = True  # the processor still acts
         self.detected_at: int | None = None  # operations completed when a violation showed
         self.read_started: dict[int, float] = {}  # a read's start, virtual seconds
-        self.lag = 0.0  # the store's bound on a stale read, virtual seconds
+        fidelity = getattr(world.store, "fidelity", None)
+        # the store's bound on a stale read (a replica, or an index, behind), virtual seconds
+        self.lag = max(fidelity.read_lag, fidelity.index_lag) if fidelity else 0.0
         self.stop_on_violation = False
         self.authenticating: list[str] = []  # payments waiting for the buyer's 3-D Secure
         self.delivered: list[tuple[str, str]] = []
@@ -228,18 +230,26 @@ class Workload:
         # which each key was first tried, and at which each account was last freed
         self._writes = 0
         self.first_tried: dict[tuple[str, str, str], int] = {}
+        self.first_tried_at: dict[tuple[str, str, str], float] = {}  # virtual seconds
         self.freed: dict[str, int] = {}
         if hasattr(world.store, "listeners"):
             world.store.listeners.append(self._remembered)
+            world.store.on_apply.append(self._applied)
+
+    def _applied(self, table: str, key: Any, old: Any, new: Any) -> None:
+        """When an account's restriction is lifted for readers: a transaction that lifts it
+        is committed before a GetItem of the account stops seeing it (tests/sim/store.py)."""
+        if table != self.prefix + "accounts" or old is None or "restrictedBy" not in old:
+            return
+        was, now = from_item(old), from_item(new) if new is not None else None
+        if was.get("restrictedBy") and not (now and now.get("restrictedBy")):
+            self._writes += 1
+            self.freed[was["id"]] = self._writes
 
     def _remembered(self, table: str, key: Any, old: Any, new: Any) -> None:
         """Every user error remembered under a key is checked the moment it is written: a
         fault must never be remembered as one."""
         self._writes += 1
-        if table == self.prefix + "accounts":
-            if old and old.get("restrictedBy") and not (new and new.get("restrictedBy")):
-                self.freed[old["id"]] = self._writes
-            return
         if table != self.prefix + "idempotency" or new is None or new["status"] != "FAILED":
             return
         if old is not None and old["status"] == "FAILED":
@@ -256,8 +266,15 @@ class Workload:
 
     # --- the store, read by the checker (outside the system: no faults, no scheduling) ---
     def item(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        found = self.world.store.get_item(TableName=self.prefix + table, Key=to_item(key))
-        return from_item(found["Item"]) if "Item" in found else None
+        """The item as last committed: never a lagging replica's or a half-applied view."""
+        store, name = self.world.store, self.prefix + table
+        if hasattr(store, "committed_item"):
+            found = store.committed_item(name, to_item(key))
+        else:  # the real engine
+            found = store.get_item(TableName=name, Key=to_item(key), ConsistentRead=True).get(
+                "Item"
+            )
+        return from_item(found) if found else None
 
     # --- choosing what to do ----------------------------------------------------------
     def new_key(self) -> str:
@@ -271,6 +288,8 @@ class Workload:
         roll = rng.random()
         if recent and roll < 0.12:  # a retry with the same key, now or later
             past = rng.choice(list(recent))
+            if self._forgotten(past):  # older than the key's 24 hours: a client gives up
+                return self._new(user), 1
             if rng.random() < 0.1 and past.key is not None:  # same key, other input
                 changed = _conflicting(past.input, rng)
                 if changed is not None:
@@ -436,6 +455,7 @@ class Workload:
         await asyncio.gather(*workers)
 
     def _act(self, rng: random.Random, provider: Any) -> None:
+        self._drain()
         hold = self.world.settings.earnings_hold_seconds
         if hold and rng.random() < 0.06:  # time passes: hours, or past the hold
             jump = rng.choice([3600, 6 * 3600, hold // 2, hold + 8 * 3600, 2 * hold])
@@ -484,17 +504,13 @@ class Workload:
                     self._queue("charge.dispute.funds_withdrawn", obj)
         elif roll < 0.80 and self.authenticating:
             payment = self.authenticating.pop(rng.randrange(len(self.authenticating)))
-            obj = provider.authenticate(payment)
-            if obj is not None:
-                self._queue("payment_intent.succeeded", obj)
+            provider.authenticate(payment)  # its payment_intent.succeeded: the outbox
         elif roll < 0.84:
             declined = [
                 p for p, v in list(provider.payments.items())[-40:] if v.status == "declined"
             ]
             if declined:  # the buyer paid a declined intent again, outside the app
-                obj = provider.authenticate(rng.choice(declined))
-                if obj is not None:
-                    self._queue("payment_intent.succeeded", obj)
+                provider.authenticate(rng.choice(declined))
         elif roll < 0.94 and self.delivered:
             self.queue.append(rng.choice(self.delivered))  # a duplicate, later
         else:
@@ -533,8 +549,10 @@ class Workload:
     def _spent(self, charge: str) -> bool:
         """Whether the buyer's wallet holds less than the purchase's coins."""
         alias = self.item("purchases", {"id": f"charge#{charge}"}) or {}
-        purchase = self.item("purchases", {"id": alias.get("purchaseId")}) or {}
-        wallet = self.item("accounts", {"id": purchase.get("accountId")}) or {}
+        purchase = self.item("purchases", {"id": alias.get("purchaseId", "")}) or {}
+        if not purchase:  # the credit's transaction is applied halfway
+            return False
+        wallet = self.item("accounts", {"id": purchase["accountId"]}) or {}
         return int(wallet.get("coins", 0)) < int(purchase.get("coins", 0))
 
     async def deliver(self, delivery: tuple[str, str], forged: bool = False) -> None:
@@ -589,6 +607,9 @@ class Workload:
             )
             history.digests.add(attempt.digest)
             self.inputs.setdefault((attempt.user["sub"], attempt.mutation, attempt.key), attempt)
+            self.first_tried_at.setdefault(
+                (attempt.user["sub"], attempt.mutation, attempt.key), self.totals.now()
+            )
             self.first_tried.setdefault(
                 (attempt.user["sub"], attempt.mutation, attempt.key), self._writes
             )
@@ -647,6 +668,13 @@ class Workload:
             return self._violation(attempt, problem) if problem else "read"
         payload = body["data"]["r"]
         typename = payload["__typename"]
+        if self._forgotten(attempt):
+            # answered more than a day after the key's first try (time jumped meanwhile): the
+            # store may have forgotten the key, and the request was a new one; what it did is
+            # held to the invariants, not to the key's first answer
+            self.keys[(attempt.user["sub"], attempt.mutation, attempt.key or "")].open = None
+            self._learn(attempt, typename, None)
+            return typename
         if typename == "PaymentActionRequired":  # not definite: the buyer must authenticate
             return self._needs_action(attempt)
         success = SUCCESS_ID.get(typename)
@@ -676,9 +704,21 @@ class Workload:
         self._learn(attempt, typename, found_id)
         return typename
 
+    def _forgotten(self, attempt: Attempt) -> bool:
+        """Whether the attempt's key is older than the idempotency records' TTL (less an hour):
+        the store may have forgotten it, and a retry would be a new request."""
+        if attempt.key is None:
+            return False
+        first = self.first_tried_at.get((attempt.user["sub"], attempt.mutation, attempt.key))
+        ttl = self.world.settings.idempotency_ttl_seconds
+        return first is not None and self.totals.now() - first > ttl - 3600
+
     def _needs_action(self, attempt: Attempt) -> str:
         me = attempt.user["sub"]
         record = self.item("idempotency", {"key": f"{me}#purchaseCoins#{attempt.key}"}) or {}
+        if not record:  # expired: nothing to say about a key that old
+            self._open(attempt)
+            return "PaymentActionRequired"
         payment = self.world.provider.payments.get(record.get("paymentId", ""))
         if attempt.input.get("paymentToken") != "tok_threeDSecure" or payment is None:
             return self._violation(attempt, "PaymentActionRequired for a card that needs none")
@@ -692,10 +732,20 @@ class Workload:
         at the processor, and its payment_intent.succeeded is to be delivered."""
         provider = self.world.provider
         for payment in self.authenticating:
-            obj = provider.authenticate(payment)
-            if obj is not None:
-                self.undelivered.append(provider.delivery("payment_intent.succeeded", obj))
+            provider.authenticate(payment)
         self.authenticating = []
+        self._drain()
+
+    def _drain(self) -> None:
+        """What Stripe sends of itself (payment_intent.succeeded for every payment that
+        succeeds, however it succeeded) joins the deliveries."""
+        provider = self.world.provider
+        while provider.outbox:
+            kind, obj = provider.outbox.pop(0)
+            if self.acting:
+                self._queue(kind, obj)
+            else:
+                self.undelivered.append(provider.delivery(kind, obj))
 
     def _read_answer(self, attempt: Attempt, data: dict[str, Any]) -> str | None:
         """A read's answer must be what the store held at some moment of the request (or, for
@@ -709,14 +759,17 @@ class Workload:
             wallet = data["me"]["wallet"]
             if not totals.was(("coins", me), wallet["coins"], since):
                 return f"me.wallet.coins {wallet['coins']} never held since the request began"
-            if not totals.was(("diamonds", me), wallet["diamonds"], since):
+            account = self.item("accounts", {"id": me}) or {}
+            if not account.get("shards") and not totals.was(
+                ("diamonds", me), wallet["diamonds"], since
+            ):  # (a creator's shards are read each at its own moment: their sum may never be)
                 return f"me.wallet.diamonds {wallet['diamonds']} never held"
             return None
         stream = data.get("liveStream")
         if stream is None:
             return None
         sid = attempt.input["id"]
-        if not totals.was(("stream", sid), stream["coinsReceived"], since):
+        if not totals.between(("stream", sid), stream["coinsReceived"], since):
             return f"coinsReceived {stream['coinsReceived']} of {sid} never held"
         for entry in stream["topGifters"]:
             if not totals.was(("rank", sid, entry["user"]["id"]), entry["coins"], since):
@@ -889,6 +942,9 @@ class Workload:
         retried = 0
         for _ in range(3):
             self.finish_authentication()  # buyers asked to authenticate do so
+            for history in self.keys.values():  # keys older than their TTL: never retried
+                if history.open is not None and self._forgotten(history.open):
+                    history.open = None
             pending = [h.open for h in self.keys.values() if h.open is not None]
             pending += self.open_keyless
             self.open_keyless = []
@@ -897,7 +953,7 @@ class Workload:
                 for (sub, mutation, key), h in self.keys.items()
                 if h.open is None and h.outcome is not None
                 for a in [self._replay_of(sub, mutation, key)]
-                if a is not None and self.rng.random() < 0.1
+                if a is not None and not self._forgotten(a) and self.rng.random() < 0.1
             ]
             if not pending and retried:
                 break

@@ -39,9 +39,11 @@ from tests.clients import lambda_event
 from tests.faults import client_error
 from tests.sim.scheduler import Crash, Parked, Scheduler
 
-# How an injected fault is split between kinds (the total rate is `World.fault_rate`).
+# How an injected fault is split between kinds (the total rate is `World.fault_rate`). With a
+# store that models contention (tests/sim/store.py, Fidelity) real conflicts come from
+# overlapping transactions; the die roll keeps a few more on transactions.
 STORE_FAULTS = {
-    "TransactionConflict": 25,
+    "TransactionConflict": 10,
     "ThrottlingException": 12,
     "ProvisionedThroughputExceededException": 8,
     "InternalServerError": 12,
@@ -79,6 +81,7 @@ class SimProvider:
         self.charges: dict[str, Payment] = {}  # approved charges: the money that really moved
         self.refunds: dict[str, dict[str, Any]] = {}  # refund id -> Stripe's refund object
         self.disputes: dict[str, dict[str, Any]] = {}  # dispute id -> Stripe's dispute object
+        self.outbox: list[tuple[str, dict[str, Any]]] = []  # events Stripe sends of itself
         self._n = 0
 
     def _next(self, prefix: str) -> str:
@@ -110,6 +113,8 @@ class SimProvider:
     def _succeed(self, payment: Payment) -> Payment:
         charged = replace(payment, status=SUCCEEDED, charge_id=self._next("ch"), client_secret=None)
         self.charges[charged.charge_id or ""] = charged
+        self.payments[payment.id] = charged
+        self.outbox.append(("payment_intent.succeeded", self.intent_object(payment.id)))
         return charged
 
     def retrieve(self, payment_id: str) -> Payment:
@@ -138,6 +143,7 @@ class SimProvider:
             raise RefundRefused("charge_already_refunded")
         refund = self._refund(charge, wanted, "succeeded")
         self.refund_by_key[key] = refund["id"]
+        self.outbox.append(("charge.refunded", self.charge_object(charge)))  # as Stripe sends
         return refund["id"]
 
     def charge(self, charge_id: str) -> ChargeState:
@@ -334,6 +340,8 @@ class World:
         self.idle: list[Container] = []
         self.containers: list[Container] = []
         self.faults_on = True
+        # Transactions in two phases over scheduler steps (a store that models contention).
+        self.staged = scheduler is not None and getattr(store, "fidelity", None) is not None
 
     def container(self) -> Container:
         if self.idle:
@@ -378,6 +386,26 @@ class World:
             self.release(container)
         return response
 
+    def begin_transaction(self, **kwargs: Any) -> asyncio.Future[dict[str, Any]]:
+        """Decide a TransactWriteItems (what cancels or rejects it is raised now) and schedule
+        its commit steps as the store's own work; the future is its answer once applied."""
+        staged = self.store.begin_transact_write_items(**kwargs)
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if staged.done:  # a replay of a finished token
+            answer.set_result({})
+            return answer
+        assert self.scheduler is not None
+
+        def commit(parked: Parked) -> None:
+            if self.store.commit_step(staged):
+                if not answer.done():  # its caller may have crashed (cancelled) meanwhile
+                    answer.set_result({})
+            else:
+                self.scheduler.spawn("commit", commit)  # type: ignore[union-attr]
+
+        self.scheduler.spawn("commit", commit)
+        return answer
+
     async def step(self, label: str, owner: Container, run: Callable[[Parked | None], Any]) -> Any:
         """One call out of the code under test: scheduled in a seeded run; on a real engine
         (no scheduler), run in a worker thread as the code would, with real concurrency."""
@@ -402,7 +430,8 @@ class World:
         if container in self.idle:
             self.idle.remove(container)
         for parked in self.scheduler.drop(container) if self.scheduler else ():
-            parked.future.cancel()
+            if parked.future is not None:
+                parked.future.cancel()
         if container.inflight is not None:
             if self.scheduler is not None:
                 container.inflight.cancel()
@@ -437,7 +466,16 @@ class Container:
         )
 
     async def invoke(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return await self.world.step(  # type: ignore[no-any-return]
+        world = self.world
+        if operation == "transact_write_items" and world.staged:
+            # Two phases, as DynamoDB runs it: the call decides it (or raises), then the store
+            # applies it over later steps of its own while it holds its items; the answer
+            # comes when it is applied.
+            committed = await world.step(
+                operation, self, lambda parked: self._store_call(operation, kwargs)
+            )
+            return await committed  # type: ignore[no-any-return]
+        return await world.step(  # type: ignore[no-any-return]
             operation, self, lambda parked: self._store_call(operation, kwargs)
         )
 
@@ -452,6 +490,8 @@ class Container:
 
         fault = world.pick(STORE_FAULTS, allowed)
         method = getattr(world.store, operation)
+        if operation == "transact_write_items" and world.staged:
+            method = world.begin_transaction
         if fault is None:
             return method(**kwargs)
         if fault == "TransactionConflict":
