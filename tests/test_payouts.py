@@ -211,6 +211,35 @@ async def test_onboarding_is_for_adults_not_restricted(
     assert connect.accounts == {}
 
 
+async def test_concurrent_onboarding_makes_one_account(
+    api: Client, connect: StripeConnectFake
+) -> None:
+    await api.data(PAYOUT, user=CORA)
+    started = await asyncio.gather(*(onboard(api, CORA) for _ in range(4)))
+    assert {s["__typename"] for s in started} == {"PayoutOnboardingStarted"}
+    assert len(connect.accounts) == 1
+
+
+@pytest.mark.short_budget
+async def test_a_lost_link_write_resumes_the_same_connected_account(
+    api: Client, connect: StripeConnectFake, services: Services
+) -> None:
+    # GIVEN Stripe created the account but DynamoDB would not record it in time
+    await api.data(PAYOUT, user=CORA)
+    faults = Faults(services.dynamo)
+    link = lambda kwargs: "payoutLinkedAt" in kwargs.get("UpdateExpression", "")  # noqa: E731
+    faults.on("update_item", error("ThrottlingException"), times=10_000, when=link)
+    variables = {"i": {"returnUrl": RETURN, "refreshUrl": REFRESH}}
+    failed = await api.gql(ONBOARD, variables, CORA)
+    assert failed["errors"][0]["extensions"]["code"] == "TRY_AGAIN"
+    assert len(connect.accounts) == 1
+    # WHEN she tries again THEN the same account (Stripe's key is per creator), linked once
+    faults.clear()
+    assert (await onboard(api, CORA))["__typename"] == "PayoutOnboardingStarted"
+    assert len(connect.accounts) == 1
+    assert (await status_of(api, CORA))["status"] == "ONBOARDING"
+
+
 async def test_no_payouts_processor_pays_by_hand(api: Client, services: Services) -> None:
     services.payouts = None
     result = await api.gql(ONBOARD, {"i": {"returnUrl": RETURN, "refreshUrl": REFRESH}}, CORA)
@@ -492,18 +521,28 @@ async def test_stripe_down_is_try_again_then_the_retry_finishes_the_same_transfe
     assert done["withdrawal"]["payoutReference"] == transfer
 
 
+async def died(real: Any, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The process dies at this call: nothing after it in the request happens."""
+    raise RuntimeError("the Lambda container was killed")
+
+
 @pytest.mark.short_budget
+@pytest.mark.parametrize("crash", ["busy past the budget", "the process died"])
 async def test_a_crash_between_the_transfer_and_the_status_write(
-    api: Client, connect: StripeConnectFake, admin: dict[str, Any], services: Services
+    api: Client, connect: StripeConnectFake, admin: dict[str, Any], services: Services, crash: str
 ) -> None:
     withdrawal = await pending(api, connect)
-    # GIVEN DynamoDB refuses the PAID write past the request's budget (the process as good as
-    # dead between the transfer and the status write)
+    # GIVEN the PAID write never happens after the transfer: DynamoDB refuses it past the
+    # request's budget, or the process dies there
     faults = Faults(services.dynamo)
     paid_write = lambda kwargs: "payoutReference" in kwargs.get("UpdateExpression", "")  # noqa: E731
-    faults.on("update_item", error("ThrottlingException"), times=10_000, when=paid_write)
+    if crash == "the process died":
+        faults.on("update_item", died, times=1, when=paid_write)
+    else:
+        faults.on("update_item", error("ThrottlingException"), times=10_000, when=paid_write)
     result = await settle(api, withdrawal, "PAID", admin)
-    assert result["errors"][0]["extensions"]["code"] == "TRY_AGAIN"
+    code = "INTERNAL_SERVER_ERROR" if crash == "the process died" else "TRY_AGAIN"
+    assert result["errors"][0]["extensions"]["code"] == code
     (transfer,) = connect.transfers
     faults.clear()
     # WHEN Stripe's transfer.created arrives first THEN it finishes the settlement
@@ -764,3 +803,36 @@ def test_the_connect_secret_comes_from_secrets_manager_on_aws() -> None:
         provider = StripeConnectProvider.from_settings(settings)
     assert provider.webhook_secret == "whsec_c"
     assert provider.client._requestor.api_key == "sk_live_x"
+
+
+# --- what each costs ---------------------------------------------------------------------------
+
+
+async def test_onboarding_and_notifications_cost_what_docs_architecture_says(
+    api: Client, connect: StripeConnectFake, admin: dict[str, Any], calls: CallCounter
+) -> None:
+    await api.data(PAYOUT, user=CORA)  # the account exists
+    calls.reset()
+    assert (await onboard(api, CORA))["__typename"] == "PayoutOnboardingStarted"
+    # the account read, the link recorded, the state stored; Stripe: create, link
+    assert calls.counts() == {"GetItem": 1, "UpdateItem": 2}
+    calls.reset()
+    await onboard(api, CORA)  # later: the account read, its state stored; Stripe: read, link
+    assert calls.counts() == {"GetItem": 1, "UpdateItem": 1}
+    account = account_of(connect, "cora")
+    connect.complete_onboarding(account)
+    calls.reset()
+    updated = connect.thin_event("v2.core.account[requirements].updated", account)
+    assert (await deliver(api, updated))[0] == 200
+    # the event seen?, the account (consistent), its state, the event remembered
+    assert calls.counts() == {"GetItem": 2, "UpdateItem": 1, "PutItem": 1}
+    await earn(api, CORA, [("galaxy", 2)], "coins-3500")
+    withdrawal = (await request(api, CORA, 2000, "w"))["withdrawal"]["id"]
+    transfer = settled(await settle(api, withdrawal, "PAID", admin))["withdrawal"][
+        "payoutReference"
+    ]
+    connect.reverse(transfer, 500)
+    calls.reset()
+    assert (await deliver(api, connect.thin_event("v1.transfer.reversed", transfer)))[0] == 200
+    # the event seen?, the withdrawal, one reversal step, the event remembered
+    assert calls.counts() == {"GetItem": 2, "TransactWriteItems": 1, "PutItem": 1}
