@@ -354,11 +354,12 @@ async def _paid(services: Services, withdrawal: Item, transfer: Transfer, admin:
     paid = await services.withdrawals.mark_paid(wid, transfer.id, iso(now()), admin)
     if paid is None:
         found = await services.withdrawals.get(wid)
-        if (
-            found is not None
-            and found["status"] == PAID
-            and found.get("payoutReference") == transfer.id
-        ):
+        if found is not None and found["status"] == PAID:
+            if found.get("payoutReference") != transfer.id:  # the audit reports it too
+                logger.error(
+                    "a withdrawal PAID by another transfer",
+                    extra={"withdrawalId": wid, "transfer": transfer.id},
+                )
             return found
         raise RuntimeError(
             f"withdrawal {wid} was not PENDING while its transfer {transfer.id} exists"
