@@ -27,6 +27,7 @@ from infra.dynamo import Dynamo, Item, counted
 
 TABLE = "withdrawals"
 PENDING = "PENDING"
+IS_PENDING = "#s = :pending"
 
 
 def daily_key(account_id: str, day: str) -> dict[str, str]:
@@ -74,14 +75,16 @@ class WithdrawalsRepo:
         values = {":to": status, ":t": settled_at, ":pending": PENDING}
         values.update({":by": admin} if admin else {})
         by = ", settledBy = :by" if admin else ""
-        return self.dynamo.update_action(
+        action = self.dynamo.update_action(
             TABLE,
             {"id": withdrawal_id},
             f"SET #s = :to, settledAt = :t{by} REMOVE pendingIndex, pendingSort",
-            condition="#s = :pending AND attribute_not_exists(payoutStartedAt)",
+            condition="#s = :pending",
             names={"#s": "status"},
             values=values,
         )
+        action["Update"]["ConditionExpression"] += " AND attribute_not_exists(payoutStartedAt)"
+        return action
 
     # --- paid through the payouts processor ----------------------------------------------
     async def start_payout(
@@ -98,7 +101,7 @@ class WithdrawalsRepo:
             "payoutStartedAt = if_not_exists(payoutStartedAt, :at)",
             names={"#s": "status"},
             values={":by": admin, ":dest": destination, ":one": 1, ":at": at, ":pending": PENDING},
-            condition="#s = :pending",
+            condition=IS_PENDING,
         )
 
     async def refuse_payout(
