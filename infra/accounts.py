@@ -237,13 +237,20 @@ class AccountsRepo:
         return self.dynamo.condition_action(TABLE, {"id": account_id}, condition, values=values)
 
     async def clear_restriction(self, account_id: str, admin: str, at: str) -> Item | None:
-        """An admin lifts every restriction; None when there is no such account."""
+        """An admin lifts the restrictions the account has now (those read: a retry of the
+        same request, or one that lands late, never lifts a restriction set after it); None
+        when there is no such account."""
+        account = await self.get(account_id, consistent=True)
+        if account is None:
+            return None
+        holding = set(account.get("restrictedBy") or ())
+        expression = "SET restrictionClearedBy = :a, restrictionClearedAt = :t"
+        values: dict[str, Any] = {":a": admin, ":t": at}
+        if holding:
+            expression += " DELETE restrictedBy :r"
+            values[":r"] = holding
         return await self.dynamo.update(
-            TABLE,
-            {"id": account_id},
-            "REMOVE restrictedBy SET restrictionClearedBy = :a, restrictionClearedAt = :t",
-            values={":a": admin, ":t": at},
-            condition="attribute_exists(id)",
+            TABLE, {"id": account_id}, expression, values=values, condition="attribute_exists(id)"
         )
 
     def add_diamonds_action(self, account_id: str, diamonds: int) -> dict[str, Any]:

@@ -508,3 +508,22 @@ async def test_an_admin_refund_that_fails_at_the_processor_gives_the_coins_back(
     assert (await send(api, alice, "g", gift="rainbow-puke", stream=stream))["__typename"] == (
         "GiftSent"  # the coins are spendable again
     )
+
+
+async def test_a_clear_lifts_only_the_restrictions_it_read(services: Services) -> None:
+    """An admin's clear retried after a new restriction landed (its first write timed out
+    after applying) lifts what it read, never the new one."""
+    await services.accounts.create("fan", "Fan", "1990-01-01")
+    await services.dynamo.transact([services.accounts.take_back_action("fan", 0, 0, "pur_a")])
+    read = services.accounts.get
+
+    async def stale(account_id: str, consistent: bool = False) -> Any:
+        found = await read(account_id, consistent)
+        return {**found, "restrictedBy": {"pur_a"}}  # as the first try read it
+
+    await services.accounts.clear_restriction("fan", "root", "t1")
+    await services.dynamo.transact([services.accounts.take_back_action("fan", 0, 0, "pur_b")])
+    services.accounts.get = stale  # type: ignore[method-assign]
+    await services.accounts.clear_restriction("fan", "root", "t1")  # the retry
+    services.accounts.get = read  # type: ignore[method-assign]
+    assert (await read("fan", True) or {})["restrictedBy"] == {"pur_b"}

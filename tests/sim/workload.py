@@ -212,9 +212,13 @@ class Workload:
         self.log: deque[str] = deque(maxlen=40)
         self.outcomes: Counter[str] = Counter()
         self.inputs: dict[tuple[str, str, str], Attempt] = {}
+        self.variants: dict[tuple[str, str, str], list[Attempt]] = {}  # every input a key had
         self.after_each = True  # check the running invariants after every operation
         self.queue: list[tuple[str, str]] = []  # webhook deliveries waiting for a deliverer
         self.acting = True  # the processor still acts
+        self.jump = 0.0  # seconds of time to pass at the processor's next turn
+        self.pausing = False  # clients and deliverers wait while time passes
+        self.inflight = 0  # requests sent and not answered
         self.detected_at: int | None = None  # operations completed when a violation showed
         self.read_started: dict[int, float] = {}  # a read's start, virtual seconds
         fidelity = getattr(world.store, "fidelity", None)
@@ -255,14 +259,16 @@ class Workload:
         if old is not None and old["status"] == "FAILED":
             return
         sub, mutation, idempotency_key = new["key"].split("#", 2)
-        attempt = self.inputs[(sub, mutation, idempotency_key)]
         error = dict(new["error"])
         typename = error.pop("type")
         if "remaining" in error:
             error["remaining"] = {"amount": error["remaining"]}
-        problem = self._justify(attempt, typename, error, None)
-        if problem:
-            self._violation(attempt, f"remembered {typename}: {problem}")
+        # whichever input the key was sent with first claimed it (one may be a conflicting
+        # variant whose first try was lost): the error must be justified for one of them
+        tried = self.variants[(sub, mutation, idempotency_key)]
+        problems = [self._justify(attempt, typename, error, None) for attempt in tried]
+        if all(problems):
+            self._violation(tried[0], f"remembered {typename}: {problems[0]}")
 
     # --- the store, read by the checker (outside the system: no faults, no scheduling) ---
     def item(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -418,6 +424,7 @@ class Workload:
     async def client(self, number: int) -> None:
         user = self.users[number]
         while self.started < self.operations:
+            await self._paused()
             self.started += 1
             attempt, copies = self.choose(user)
             if copies == 1:
@@ -451,6 +458,9 @@ class Workload:
             while self.started < min(mark + every, self.operations):
                 await self.world.scheduler.sleep(0.01)  # virtual time: the clients go on
             self._act(rng, provider)
+            if self.jump:
+                await self._time_passes(self.jump)
+                self.jump = 0
         self.acting = False
         await asyncio.gather(*workers)
 
@@ -458,9 +468,7 @@ class Workload:
         self._drain()
         hold = self.world.settings.earnings_hold_seconds
         if hold and rng.random() < 0.06:  # time passes: hours, or past the hold
-            jump = rng.choice([3600, 6 * 3600, hold // 2, hold + 8 * 3600, 2 * hold])
-            self.world.scheduler.jump(jump)
-            self.log.append(f"time jumps {jump} s")
+            self.jump = rng.choice([3600, 6 * 3600, hold // 2, hold + 8 * 3600, 2 * hold])
             return
         credited = [c for c in list(provider.charges)[-60:] if self._credited(c)]
         if credited and rng.random() < 0.6:  # most often a buyer who spent the coins
@@ -525,8 +533,24 @@ class Workload:
         if self.rng.random() < 0.25:  # the same event, delivered twice at once
             self.queue.append(delivery)
 
+    async def _time_passes(self, seconds: float) -> None:
+        """Hours or days pass between two bursts of activity: no request is in flight while
+        they do (a request does not take a day), then the clock jumps."""
+        scheduler = self.world.scheduler
+        self.pausing = True
+        while self.inflight or scheduler.background:
+            await scheduler.sleep(0.01)
+        scheduler.jump(seconds)
+        self.log.append(f"time jumps {seconds} s")
+        self.pausing = False
+
+    async def _paused(self) -> None:
+        while self.pausing:
+            await self.world.scheduler.sleep(0.01)
+
     async def _deliverer(self) -> None:
         while self.acting or self.queue:
+            await self._paused()
             if not self.queue:
                 await self.world.scheduler.sleep(0.02)
                 continue
@@ -557,9 +581,13 @@ class Workload:
 
     async def deliver(self, delivery: tuple[str, str], forged: bool = False) -> None:
         payload, signature = delivery
-        response = await self.world.request(
-            payload, None, "/webhooks/stripe", {"Stripe-Signature": signature}
-        )
+        self.inflight += 1
+        try:
+            response = await self.world.request(
+                payload, None, "/webhooks/stripe", {"Stripe-Signature": signature}
+            )
+        finally:
+            self.inflight -= 1
         status = None if response is None else response["statusCode"]
         self.outcomes[f"webhook {status}"] += 1
         self.log.append(f"webhook {json.loads(payload)['type']} forged={forged} -> {status}")
@@ -607,6 +635,11 @@ class Workload:
             )
             history.digests.add(attempt.digest)
             self.inputs.setdefault((attempt.user["sub"], attempt.mutation, attempt.key), attempt)
+            variants = self.variants.setdefault(
+                (attempt.user["sub"], attempt.mutation, attempt.key), []
+            )
+            if all(v.digest != attempt.digest for v in variants):
+                variants.append(attempt)
             self.first_tried_at.setdefault(
                 (attempt.user["sub"], attempt.mutation, attempt.key), self.totals.now()
             )
@@ -617,7 +650,11 @@ class Workload:
                 self.recent[attempt.user["sub"]].append(attempt)
         if attempt.mutation in ("streamQuery", "me"):
             self.read_started[id(attempt)] = self.totals.now()
-        response = await self.world.request(body, attempt.user)
+        self.inflight += 1
+        try:
+            response = await self.world.request(body, attempt.user)
+        finally:
+            self.inflight -= 1
         self.completed += 1
         if self.progress is not None and self.completed % 10_000 == 0:
             self.progress(self.completed)
@@ -751,7 +788,7 @@ class Workload:
         """A read's answer must be what the store held at some moment of the request (or, for
         an eventually consistent read, up to the store's lag before it)."""
         since = attempt_started = self.read_started.pop(id(attempt), None)
-        if attempt_started is None:
+        if attempt_started is None or self.totals.clock is None:  # no history (real engine)
             return None
         since -= self.lag
         totals, me = self.totals, attempt.user["sub"]
