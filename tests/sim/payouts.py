@@ -32,9 +32,7 @@ How to plug it into the simulator for good (tests/sim/*.py belong to the simulat
    - `_new`: one attempt in twenty is a creator starting or resuming onboarding (creators
      who never onboard keep meeting PayoutAccountRequired), and one of an admin's in ten pays
      a withdrawal still waiting for review (so that transfers meet every fault);
-   - `run`: note when each attempt is sent, and the latest input sent under each key, for
-     the justifications below; `_remembered` justifies a remembered user error against that
-     latest input (a fix of the workload's own check, found by these runs: see its docstring);
+   - `run`: note when each attempt is sent, for the justifications below;
    - `_act`: about one act in three is the Connect processor's (`connect_act`): an onboarding
      completes or stalls, an enabled account is restricted mid-review or reinstated, a
      transfer is reversed in part or in full; new transfers get their `transfer.created`;
@@ -516,7 +514,6 @@ class PayoutsWorkload:
         self.world.store.listeners.append(self.checks.listen)
         self.connect_deliveries: set[str] = set()
         self.sent_at: dict[int, int] = {}
-        self.latest: dict[tuple[str, str, str], Any] = {}
 
     # choosing what to do
     def _new(self, user: dict[str, Any]) -> Any:
@@ -540,22 +537,7 @@ class PayoutsWorkload:
     async def run(self, attempt: Any) -> None:
         now = self._writes  # type: ignore[attr-defined]
         self.sent_at[id(attempt)] = min(now, self.sent_at.get(id(attempt), now))
-        if attempt.key is not None:
-            self.latest[(attempt.user["sub"], attempt.mutation, attempt.key)] = attempt
         await super().run(attempt)  # type: ignore[misc]
-
-    def _remembered(self, table: str, key: Any, old: Any, new: Any) -> None:
-        """A user error remembered under a key is justified against the input that wrote it:
-        the latest sent with that key, which is not the first when the first left no record
-        (TRY_AGAIN, a crash) and a conflicting input came next. (The workload justified it
-        against the first: a conflicting withdrawal of 2,400 diamonds, over the daily limit on
-        its own, was held to the first's 400.)"""
-        if table == self.prefix + "idempotency" and new is not None and new["status"] == "FAILED":
-            sub, mutation, idempotency_key = new["key"].split("#", 2)
-            latest = self.latest.get((sub, mutation, idempotency_key))
-            if latest is not None:
-                self.inputs[(sub, mutation, idempotency_key)] = latest  # type: ignore[attr-defined]
-        super()._remembered(table, key, old, new)  # type: ignore[misc]
 
     # the processor's acts
     def _act(self, rng: random.Random, provider: Any) -> None:
@@ -620,9 +602,13 @@ class PayoutsWorkload:
             await super().deliver(delivery, forged)  # type: ignore[misc]
             return
         payload, signature = delivery
-        response = await self.world.request(
-            payload, None, CONNECT_PATH, {"Stripe-Signature": signature}
-        )
+        self.inflight += 1  # type: ignore[attr-defined]  # time does not jump meanwhile
+        try:
+            response = await self.world.request(
+                payload, None, CONNECT_PATH, {"Stripe-Signature": signature}
+            )
+        finally:
+            self.inflight -= 1  # type: ignore[attr-defined]
         status = None if response is None else response["statusCode"]
         self.outcomes[f"connect webhook {status}"] += 1
         self.log.append(
