@@ -144,15 +144,6 @@ async def store_state(
     return account
 
 
-async def refresh(services: Services, account: Item, touch: bool = True) -> Item:
-    """Read the account's connected account from the processor and store its state."""
-    started = _millis()
-    connected = account["payoutAccountId"]
-    provider = _provider(services)
-    state = await _ask(services, lambda: provider.account(connected))
-    return await store_state(services, account, state, started, touch)
-
-
 async def payout_account(ctx: Context, account: Item) -> PayoutView:
     """`Account.payoutAccount`: the stored state; one not enabled and older than
     payout_refresh_seconds is read again first (the creator back from onboarding sees it before
@@ -161,12 +152,16 @@ async def payout_account(ctx: Context, account: Item) -> PayoutView:
     current = view(account)
     if services.payouts is None or current.status in (NOT_CONNECTED, ENABLED):
         return current
-    age = _millis() - account.get("payoutCheckedAt", 0)
-    if age < services.settings.payout_refresh_seconds * 1000:
+    started = _millis()
+    if (
+        started - account.get("payoutCheckedAt", 0)
+        < services.settings.payout_refresh_seconds * 1000
+    ):
         return current
-    try:
-        return view(await refresh(services, account))
-    except (TryAgain, Unavailable, LookupError) as error:
+    try:  # one try: a look at the account does not wait out the processor's troubles
+        state = await services.payouts.account(account["payoutAccountId"])
+        return view(await store_state(services, account, state, started))
+    except (ProviderUnavailable, Unavailable, LookupError) as error:
         logger.warning("payout account not refreshed: %r", error, extra={"account": account["id"]})
         return current
 
