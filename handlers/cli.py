@@ -88,7 +88,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from infra.dynamo_http import serve_dynamodb_over_aiohttp
 
     os.environ.setdefault("LIVECOINS_PAYMENT_PROVIDER", "sandbox")  # local walkthroughs
+    os.environ.setdefault("LIVECOINS_PAYOUTS_PROVIDER", "sandbox")  # onboards at once
     settings = Settings.from_env()
+    if not settings.payout_origins:  # onboarding sends creators back to this server's app
+        own = tuple(f"http://{host}:{settings.port}" for host in ("127.0.0.1", "localhost"))
+        settings = dataclasses.replace(settings, payout_return_origins=own)
     timer = Timer()
     with local_services(settings) as (services, engine):
         added = _seed(services)
@@ -227,6 +231,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
     with local_services(Settings.from_env()) as (services, _):
         # the sandbox keeps its payments in the memory of the process that took them
         compare = services.payments is not None and services.payments.name != "sandbox"
+        transfers = services.payouts is not None and services.payouts.name != "sandbox"
         report = asyncio.run(
             audit(
                 services,
@@ -235,6 +240,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
                 args.segments,
                 processor=compare,
                 store_reads=args.store_reads,
+                transfers=transfers,
             )
         )
     for finding in report.findings:
@@ -260,6 +266,11 @@ def cmd_audit(args: argparse.Namespace) -> None:
         print(
             f"the stores' purchases and refunds from {since} to {until}: {compared} store "
             f"purchases compared, {skipped} not (--store-reads)",
+            file=sys.stderr,
+        )
+    if not transfers:
+        print(
+            "transfers were not compared (no payouts processor, or the local sandbox)",
             file=sys.stderr,
         )
     print(

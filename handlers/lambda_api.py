@@ -253,6 +253,29 @@ async def _webhook(
     }
 
 
+async def _connect_webhook(services: Services, event: Event) -> LambdaResponse:
+    """The payouts processor's webhook (Stripe Connect, its own signing secret)."""
+    from handlers.webhooks import body, connect_webhook
+
+    if _method(event) != "POST":
+        return _error(405, "Method not allowed")
+    raw = event.get("body") or ""
+    try:
+        payload = (
+            base64.b64decode(raw, validate=True)
+            if event.get("isBase64Encoded")
+            else raw.encode("utf-8", "surrogatepass")
+        )
+    except (binascii.Error, ValueError):
+        return _error(400, "The body is not valid base64")
+    answer = await connect_webhook(services, payload, _headers(event).get("stripe-signature"))
+    return {
+        "statusCode": answer[0],
+        "headers": {"Content-Type": "application/json"},
+        "body": body(answer),
+    }
+
+
 def make_async_handler(services: Services) -> Callable[[Event], Awaitable[LambdaResponse]]:
     """The GraphQL handler as a coroutine function (one API Gateway v2 event -> response);
     `make_handler` runs it on the function's event loop, the fault simulator on its own."""
@@ -266,6 +289,8 @@ def make_async_handler(services: Services) -> Callable[[Event], Awaitable[Lambda
         method = _method(event)
         origin = headers.get("origin")
         raw_path = event.get("rawPath")
+        if isinstance(raw_path, str) and raw_path.rstrip("/").endswith("/webhooks/stripe-connect"):
+            return await _connect_webhook(services, event)
         if isinstance(raw_path, str):
             for path in WEBHOOKS:
                 if raw_path.rstrip("/").endswith(path):

@@ -2,8 +2,9 @@
 
 Invoke with {"limit": 50, "cursor": "<from the last page>"}; returns
 {"withdrawals": [...], "cursor": "<next page>" | null}. Reads the sparse `pending` index
-oldest first: never a scan. Paying out happens elsewhere; admins then settle each one with the
-settleWithdrawal mutation.
+oldest first: never a scan. Admins settle each one with the settleWithdrawal mutation: where a
+payouts processor is configured PAID is the transfer to the creator's connected account
+(resolvers/payouts.py); without one they pay by hand and PAID records it.
 """
 
 from __future__ import annotations

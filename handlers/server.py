@@ -281,4 +281,14 @@ def make_app(
 
     app.router.add_post("/webhooks/app-store", app_store_webhook)
     app.router.add_post("/webhooks/play", play_webhook)
+
+    async def connect_webhook(request: web.Request) -> web.Response:
+        from handlers.webhooks import connect_webhook as apply
+
+        status, answer = await apply(
+            services, await request.read(), request.headers.get("Stripe-Signature")
+        )
+        return web.json_response(answer, status=status)
+
+    app.router.add_post("/webhooks/stripe-connect", connect_webhook)
     return app

@@ -150,5 +150,40 @@ async def _apply(services: Services, note: stores.StoreNotification) -> Answer:
     return 200, {"received": True}
 
 
+async def connect_webhook(services: Services, payload: bytes, signature: str | None) -> Answer:
+    """The payouts endpoint (`POST /webhooks/stripe-connect`): Stripe Connect's notifications,
+    signed with a secret of their own (not the card payments endpoint's). With Stripe's event
+    destinations one endpoint gets both the connected accounts' events (`v2.core.account[...]`,
+    or a classic Connect endpoint's `account.updated`) and the platform's transfer events
+    (`v1.transfer.reversed`, ...). Same rules as `stripe_webhook`: verified or 400; an event
+    applied before answers 200 at once; 2xx only once the account or the withdrawal has
+    converged to a state read after the event (resolvers/payouts.py); 503 on a transient
+    failure, 500 on an unexpected one, and Stripe delivers both again."""
+    from resolvers import payouts
+
+    verify = getattr(services.payouts, "event", None)
+    if verify is None:
+        return 404, {"error": "this deployment pays no creators through Stripe"}
+    try:
+        event = verify(payload, signature)
+    except ValueError as error:
+        logger.warning("refused a payouts webhook delivery: %s", error)
+        return 400, {"error": "the delivery is not a valid, signed Stripe event"}
+    start_request(services.settings.retry_budget_seconds)
+    try:
+        if await services.idempotency.seen_event(event.id):
+            return 200, {"received": True, "duplicate": True}
+        await payouts.route(services, event)
+        await services.idempotency.remember_event(event.id)
+    except (TryAgain, Unavailable, ProviderUnavailable) as error:
+        logger.warning("a payouts delivery to be retried: %r", error, extra={"event": event.id})
+        return 503, {"error": "busy; deliver this event again"}
+    except Exception:
+        logger.exception("a payouts delivery failed", extra={"event": event.id})
+        return 500, {"error": "Internal error."}
+    logger.info("applied a payouts event", extra={"event": event.id, "type": event.type})
+    return 200, {"received": True}
+
+
 def body(answer: Answer) -> str:
     return json.dumps(answer[1])

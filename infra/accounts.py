@@ -29,6 +29,22 @@ def is_restricted(account: Item | None) -> bool:
 
 NEW_ACCOUNT_DAYS = 7  # a review signal: gifts from accounts younger than this
 
+# The payout account (resolvers/payouts.py) lives on the account item, so every read that
+# already loads an account (me, the review queue's batched creators, a withdrawal request)
+# has it for free: payoutAccountId (the processor's connected account), payoutStatus and
+# payoutDue (its state and what the creator still owes it, as last read from the processor),
+# payoutCheckedAt (when that read started, ms: a later read's state wins), payoutEnabledAt
+# (first seen enabled: an account that was enabled and is no longer is RESTRICTED).
+NOT_CONNECTED, ONBOARDING = "NOT_CONNECTED", "ONBOARDING"
+
+
+def payout_status(account: Item | None) -> str:
+    """The payout account's status as last read from the processor."""
+    found = account or {}
+    if not found.get("payoutAccountId"):
+        return NOT_CONNECTED
+    return str(found.get("payoutStatus") or ONBOARDING)
+
 
 class AccountsRepo:
     def __init__(self, dynamo: Dynamo) -> None:
@@ -273,4 +289,44 @@ class AccountsRepo:
             "SET heldCoins = heldCoins - :c",
             condition="heldCoins >= :c",
             values={":c": coins},
+        )
+
+    # --- the payout account ------------------------------------------------------------
+    async def link_payout_account(self, account_id: str, connected_id: str, at: str) -> Item | None:
+        """Record the creator's connected account, once: the item after (whose
+        payoutAccountId is the one recorded first), or None when there is no such account."""
+        return await self.dynamo.update(
+            TABLE,
+            {"id": account_id},
+            "SET payoutAccountId = if_not_exists(payoutAccountId, :c), "
+            "payoutStatus = if_not_exists(payoutStatus, :onboarding), "
+            "payoutLinkedAt = if_not_exists(payoutLinkedAt, :t)",
+            condition="attribute_exists(id)",
+            values={":c": connected_id, ":onboarding": ONBOARDING, ":t": at},
+        )
+
+    async def set_payout_state(
+        self,
+        account_id: str,
+        connected_id: str,
+        status: str,
+        due: list[str],
+        checked_at: int,
+        was_enabled: bool,
+    ) -> Item | None:
+        """The processor's view of the connected account as read from `checked_at` (ms); None
+        when a read that started later was stored first (it wins), when the account has another
+        connected account, or when it was enabled since `was_enabled` was decided."""
+        expression = "SET payoutStatus = :s, payoutDue = :d, payoutCheckedAt = :t"
+        values: dict[str, Any] = {":s": status, ":d": due, ":t": checked_at, ":c": connected_id}
+        condition = (
+            "payoutAccountId = :c AND (attribute_not_exists(payoutCheckedAt) "
+            "OR payoutCheckedAt < :t)"
+        )
+        if status == "ENABLED":
+            expression += ", payoutEnabledAt = if_not_exists(payoutEnabledAt, :t)"
+        if not was_enabled:
+            condition += " AND attribute_not_exists(payoutEnabledAt)"
+        return await self.dynamo.update(
+            TABLE, {"id": account_id}, expression, condition=condition, values=values
         )

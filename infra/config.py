@@ -94,6 +94,20 @@ class Settings:
     stripe_webhook_secret: str | None = field(default=None, repr=False)
     stripe_secret_arn: str | None = None
     stripe_api_base: str | None = None
+    # Payouts (creators paid by transfer, README "Paying creators"): "sandbox" (onboards at
+    # once: local and test stacks only), "stripe" (Stripe Connect) or "none" (withdrawals are
+    # paid by hand outside LiveCoins). The API key is the platform's Stripe key unless the
+    # Connect secret names its own; the payouts webhook endpoint has a signing secret of its
+    # own. Onboarding sends creators back only to these origins (none: the CORS origins); a
+    # not-enabled account is read again from the processor when its state is older than
+    # payout_refresh_seconds.
+    payouts_provider: str = "none"
+    stripe_connect_secret_key: str | None = field(default=None, repr=False)
+    stripe_connect_webhook_secret: str | None = field(default=None, repr=False)
+    stripe_connect_secret_arn: str | None = None
+    payout_return_origins: tuple[str, ...] = ()
+    payout_country: str = "US"
+    payout_refresh_seconds: float = 15.0
     # The mobile stores (infra/stores.py). App Store: on when the bundle id is set; the app's
     # Apple id (required in production); "production" accepts Production and Sandbox
     # transactions (Sandbox ones only for store_test_accounts), "sandbox" Sandbox only (a test
@@ -141,6 +155,12 @@ class Settings:
     port: int = 8000
     data_dir: str = ".livecoins-data"
     engine_command: str = ".venv-engine/bin/ministack"
+
+    @property
+    def payout_origins(self) -> tuple[str, ...]:
+        """Where payout onboarding may send a creator back: the configured origins, else the
+        browsers' (CORS) origins."""
+        return self.payout_return_origins or self.cors_origins
 
     def table(self, name: str) -> str:
         """The physical table name for a logical one (template.yaml resource without 'Table')."""
@@ -199,6 +219,16 @@ class Settings:
             stripe_webhook_secret=read.text("LIVECOINS_STRIPE_WEBHOOK_SECRET", "") or None,
             stripe_secret_arn=read.text("LIVECOINS_STRIPE_SECRET_ARN", "") or None,
             stripe_api_base=read.url("LIVECOINS_STRIPE_API_BASE"),
+            payouts_provider=read.choice(
+                "LIVECOINS_PAYOUTS_PROVIDER", "none", _payouts_providers()
+            ),
+            stripe_connect_secret_key=read.text("LIVECOINS_STRIPE_CONNECT_SECRET_KEY", "") or None,
+            stripe_connect_webhook_secret=read.text("LIVECOINS_STRIPE_CONNECT_WEBHOOK_SECRET", "")
+            or None,
+            stripe_connect_secret_arn=read.text("LIVECOINS_STRIPE_CONNECT_SECRET_ARN", "") or None,
+            payout_return_origins=read.origins("LIVECOINS_PAYOUT_RETURN_ORIGINS"),
+            payout_country=read.text("LIVECOINS_PAYOUT_COUNTRY", "US", pattern=_COUNTRY),
+            payout_refresh_seconds=read.number("LIVECOINS_PAYOUT_REFRESH_SECONDS", 15.0),
             app_store_bundle_id=read.text("LIVECOINS_APP_STORE_BUNDLE_ID", "") or None,
             app_store_app_apple_id=read.integer("LIVECOINS_APP_STORE_APP_APPLE_ID", 0, low=1)
             or None,
@@ -233,6 +263,7 @@ class Settings:
             engine_command=read.text("LIVECOINS_ENGINE_COMMAND", ".venv-engine/bin/ministack"),
         )
         read.stores(settings)
+        read.payouts(settings)
         if read.problems:
             raise ConfigError(read.problems)
         return settings
@@ -260,6 +291,38 @@ def _payment_providers() -> tuple[str, ...]:
     from infra.payments import PROVIDERS
 
     return PROVIDERS
+
+
+def _payouts_providers() -> tuple[str, ...]:
+    from infra.payouts import PROVIDERS
+
+    return PROVIDERS
+
+
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+def origin_of(url: str) -> str | None:
+    """The origin (scheme://host[:port], lower case) of an absolute http(s) URL that a
+    browser may be sent to: https, or http on a loopback host (a local server); None for
+    anything else (other schemes, credentials in the URL, no host, spaces or controls)."""
+    from urllib.parse import urlsplit
+
+    if not url or any(c.isspace() or ord(c) < 32 or c == "\\" for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host or parts.username or parts.password:
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    if parts.scheme == "http" and shown not in _LOOPBACK:
+        return None
+    return f"{parts.scheme}://{shown}" + (f":{port}" if port is not None else "")
 
 
 class _Reader:
@@ -341,6 +404,22 @@ class _Reader:
             return None
         return value
 
+    def origins(self, name: str) -> tuple[str, ...]:
+        """Browser origins: https://host[:port], or http:// on a loopback host."""
+        found = []
+        for value in self.names(name):
+            origin = origin_of(value)
+            if origin is None or origin != value.rstrip("/").lower():
+                self._bad(
+                    name,
+                    value,
+                    "must be origins such as https://app.example.com (http only for "
+                    "127.0.0.1 or localhost), comma-separated",
+                )
+                return ()
+            found.append(origin)
+        return tuple(found)
+
     def names(self, name: str) -> tuple[str, ...]:
         value = self._raw(name)
         return tuple(n.strip() for n in value.split(",") if n.strip()) if value else ()
@@ -380,6 +459,27 @@ class _Reader:
             self.problems.append(
                 "LIVECOINS_PLAY_PUSH_AUDIENCE and LIVECOINS_PLAY_PUSH_SERVICE_ACCOUNT: set both "
                 "or neither (the push subscription's audience and service account)"
+            )
+
+    def payouts(self, settings: Settings) -> None:
+        """What Stripe payouts need: the platform's key and the payouts endpoint's secret."""
+        if settings.payouts_provider != "stripe":
+            return
+        if not (
+            settings.stripe_connect_secret_key
+            or settings.stripe_secret_key
+            or settings.stripe_connect_secret_arn
+            or settings.stripe_secret_arn
+        ):
+            self.problems.append(
+                "LIVECOINS_STRIPE_SECRET_KEY (or LIVECOINS_STRIPE_CONNECT_SECRET_KEY, or their "
+                "_ARN forms on AWS): required with LIVECOINS_PAYOUTS_PROVIDER=stripe"
+            )
+        if not (settings.stripe_connect_webhook_secret or settings.stripe_connect_secret_arn):
+            self.problems.append(
+                "LIVECOINS_STRIPE_CONNECT_WEBHOOK_SECRET (or LIVECOINS_STRIPE_CONNECT_SECRET_ARN "
+                "on AWS): required with LIVECOINS_PAYOUTS_PROVIDER=stripe (the payouts webhook "
+                "endpoint's signing secret)"
             )
 
     def text(self, name: str, default: str, pattern: re.Pattern[str] | None = None) -> str:

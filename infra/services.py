@@ -16,6 +16,7 @@ from infra.feed import GiftFeed
 from infra.idempotency import IdempotencyRepo
 from infra.ledger import LedgerRepo
 from infra.payments import PaymentProvider, SandboxPaymentProvider, provider_for
+from infra.payouts import PayoutProvider, payout_provider_for
 from infra.purchases import PurchasesRepo
 from infra.rankings import RankingsRepo
 from infra.stores import app_store_from, play_store_from
@@ -54,6 +55,7 @@ class Services:
         # Lambda handlers publish them as CloudWatch metrics after each invocation.
         self.metrics: Counter[str] = Counter()
         self._stores: dict[str, Any] = {}
+        self._payouts: list[PayoutProvider | None] = []  # built on first use
 
     # The mobile stores, built on first use from the settings (None: not sold there): their
     # libraries, and their secrets, stay out of every process that never redeems or follows a
@@ -78,6 +80,19 @@ class Services:
     def play_store(self, store: PlayStore | None) -> None:
         self._stores["play"] = store
 
+    # The payouts processor (infra/payouts.py), built on first use from the settings; None:
+    # withdrawals are paid by hand. Its library and secret stay out of processes that never
+    # pay a creator. Tests and the simulator set their own.
+    @property
+    def payouts(self) -> PayoutProvider | None:
+        if not self._payouts:
+            self._payouts.append(payout_provider_for(self.settings.payouts_provider, self.settings))
+        return self._payouts[0]
+
+    @payouts.setter
+    def payouts(self, provider: PayoutProvider | None) -> None:
+        self._payouts[:] = [provider]
+
     @classmethod
     def build(
         cls,
@@ -93,7 +108,9 @@ class Services:
         secret, which their IAM roles do not allow (template.yaml)."""
         dynamo = Dynamo(settings)
         if not takes_payments:
-            return cls(settings, dynamo, None)
+            services = cls(settings, dynamo, None)
+            services.payouts = None
+            return services
         if payments is None:
             return cls(settings, dynamo, provider_for(settings.payment_provider, settings))
         return cls(settings, dynamo, payments)

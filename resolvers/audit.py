@@ -26,6 +26,13 @@ path), and the payment processor's charges, refunds and disputes of a time windo
   Google's purchase) for its product, quantity, price where the store says it, and the money
   back it implies (`store_purchases.truth`) against what the purchase took back; a Google one
   a day old and not consumed; one the store does not know.
+- per withdrawal: its WITHDRAWAL entry, and WITHDRAWAL_RETURNED entries that give back all of
+  it when REJECTED, what was returned for a reversed transfer when PAID, nothing when PENDING;
+- against the payouts processor (Stripe Connect), every transfer created in the window and
+  every withdrawal PAID in it: each PAID withdrawal's transfer (`payoutReference`) for its
+  amount, currency and destination (the creator's connected account), the diamonds returned
+  for what was reversed of it; each transfer to a withdrawal PAID by it, one transfer a
+  withdrawal.
 Then the platform's loss: diamonds owed and not repaid, spent coins nothing was left to reverse.
 Each difference is a `Finding`; the command exits 1 on any.
 """
@@ -81,9 +88,12 @@ async def audit(
     processor: bool = True,
     store_reads: int = STORE_READS,
     stores: bool = True,
+    transfers: bool | None = None,
 ) -> Report:
-    """Audit the tables, and the processor and the stores over [since, until) (epoch seconds;
-    by default from the last clean audit to now). A clean audit moves the mark forward."""
+    """Audit the tables, the processor and the stores over [since, until) (epoch seconds; by
+    default from the last clean audit to now): the processor's charges (`processor`) and
+    transfers (`transfers`, by default as `processor`), the stores' purchases (`stores`). A
+    clean audit moves its mark forward."""
     report = Report()
     tables = dict(
         zip(
@@ -94,17 +104,25 @@ async def audit(
     )
     report.counts.update({t: len(items) for t, items in tables.items()})
     _tables(report, tables)
-    if processor and hasattr(services.payments, "charges_between"):
+    _withdrawals(report, tables)
+    charges = processor and hasattr(services.payments, "charges_between")
+    paid = (processor if transfers is None else transfers) and hasattr(
+        services.payouts, "transfers_between"
+    )
+    if charges or paid:
         mark = await services.dynamo.get("purchases", {"id": MARK}, consistent=True)
         start = since if since is not None else int((mark or {}).get("until", 0))
         end = until if until is not None else epoch()
         report.window = (start, end)
-        purchases = {
-            p["chargeId"]: p
-            for p in tables["purchases"]
-            if p["id"].startswith("pur_") and not p.get("store")
-        }
-        await _processor(services, report, purchases, start, end)
+        if charges:
+            purchases = {
+                p["chargeId"]: p
+                for p in tables["purchases"]
+                if p["id"].startswith("pur_") and not p.get("store")
+            }
+            await _processor(services, report, purchases, start, end)
+        if paid:
+            await _transfers(services, report, tables["withdrawals"], start, end)
         if not report.findings and until is None:
             await services.dynamo.put("purchases", {"id": MARK, "until": end})
     _store_tables(report, tables["purchases"])
@@ -119,6 +137,110 @@ async def audit(
         if len(report.findings) == findings and until is None:
             await services.dynamo.put("purchases", {"id": STORES_MARK, "until": end})
     return report
+
+
+def _withdrawals(report: Report, tables: dict[str, list[Item]]) -> None:
+    """Each withdrawal against its ledger entries and its returns."""
+    from resolvers.payouts import returned_for
+
+    taken: Counter[str] = Counter()
+    returned: Counter[str] = Counter()
+    for entry in tables["ledger"]:
+        if entry["kind"] == "WITHDRAWAL":
+            taken[entry["referenceId"]] -= entry["diamonds"]
+        elif entry["kind"] == "WITHDRAWAL_RETURNED":
+            returned[entry["referenceId"]] += entry["diamonds"]
+    for w in tables["withdrawals"]:
+        if w["id"].startswith("daily#"):
+            continue
+        wid, given = w["id"], w.get("returnedDiamonds", 0)
+        expected = {"REJECTED": w["diamonds"], "PAID": given}.get(w["status"], 0)
+        if taken[wid] != w["diamonds"] or returned[wid] != expected:
+            report.add(
+                "withdrawal entries differ",
+                wid,
+                f"{w['status']} of {w['diamonds']} diamonds: entries took {taken[wid]}, gave "
+                f"back {returned[wid]}, expected {expected}",
+            )
+        if given and (
+            w["status"] != "PAID"
+            or not 0 < given <= w["diamonds"]
+            or given != returned_for(w, w.get("reversedAmount", 0))
+        ):
+            report.add(
+                "returned differs",
+                wid,
+                f"{given} diamonds returned for {w.get('reversedAmount', 0)} cents reversed",
+            )
+
+
+async def _transfers(
+    services: Services, report: Report, withdrawals: list[Item], since: int, until: int
+) -> None:
+    """Every transfer of the window, and every withdrawal PAID in it, against each other."""
+    from resolvers.payouts import returned_for
+
+    provider: Any = services.payouts
+    listed = {t.id: t for t in await provider.transfers_between(since, until)}
+    by_id = {w["id"]: w for w in withdrawals if not w["id"].startswith("daily#")}
+    per_withdrawal: Counter[str] = Counter()
+    for transfer in listed.values():
+        per_withdrawal[transfer.withdrawal_id or ""] += 1
+        withdrawal = by_id.get(transfer.withdrawal_id or "")
+        if withdrawal is None:
+            report.add(
+                "transfer of no withdrawal", transfer.id, f"{transfer.amount} {transfer.currency}"
+            )
+        elif withdrawal["status"] != "PAID" or withdrawal.get("payoutReference") != transfer.id:
+            report.add(
+                "transferred, not paid",
+                withdrawal["id"],
+                f"{transfer.id} exists; the withdrawal is {withdrawal['status']} "
+                f"(payoutReference {withdrawal.get('payoutReference')})",
+            )
+    for wid, count in per_withdrawal.items():
+        if wid and count > 1:
+            report.add("paid twice", wid, f"{count} transfers")
+    # PAID by a transfer of the window, or PAID in the window where a processor pays
+    paid = [
+        w
+        for w in by_id.values()
+        if w["status"] == "PAID"
+        and (
+            w.get("payoutReference") in listed
+            or (w.get("payoutAccount") and since <= _epoch(w.get("settledAt", "")) < until)
+        )
+    ]
+    report.counts["transfers"] = len(listed)
+    for withdrawal in paid:
+        wid, reference = withdrawal["id"], withdrawal.get("payoutReference")
+        if not reference:
+            report.add("paid without a transfer", wid, "PAID while a payouts processor pays")
+            continue
+        transfer = listed.get(reference)
+        if transfer is None:
+            try:
+                transfer = await provider.transfer_state(reference)
+            except LookupError:
+                report.add("paid, no transfer", wid, f"transfer {reference} not found")
+                continue
+        expected = (withdrawal["amount"], withdrawal["currency"], withdrawal.get("payoutAccount"))
+        actual = (transfer.amount, transfer.currency, transfer.destination)
+        if expected != actual or transfer.withdrawal_id != wid:
+            report.add(
+                "transfer differs",
+                wid,
+                f"transfer {transfer.id}: {actual} for {transfer.withdrawal_id}; "
+                f"the withdrawal: {expected}",
+            )
+        due = returned_for(withdrawal, transfer.reversed)
+        if withdrawal.get("returnedDiamonds", 0) != due:
+            report.add(
+                "reversal not returned",
+                wid,
+                f"{transfer.reversed} cents reversed: {due} diamonds due back, "
+                f"{withdrawal.get('returnedDiamonds', 0)} returned",
+            )
 
 
 def _tables(report: Report, tables: dict[str, list[Item]]) -> None:
@@ -246,7 +368,7 @@ def _tables(report: Report, tables: dict[str, list[Item]]) -> None:
     from_buckets = sum(r["diamonds"] - r.get("owed", 0) for r in records)
     repaid = -sum(clawback.values())
     withdrawn = sum(
-        w["diamonds"]
+        w["diamonds"] - w.get("returnedDiamonds", 0)
         for w in tables["withdrawals"]
         if not w["id"].startswith("daily#") and w["status"] in ("PENDING", "PAID")
     )

@@ -138,6 +138,18 @@ class DailyLimitExceeded(UserError):
     currency: str = "USD"
 
 
+@dataclass
+class PayoutAccountRequired(UserError):
+    """Withdrawals need a payout account whose payouts are enabled; `status` is its own."""
+
+    status: str = "NOT_CONNECTED"
+
+
+@dataclass
+class PayoutRefused(UserError):
+    """The payouts processor refused the transfer for good; the withdrawal stays PENDING."""
+
+
 class Unauthenticated(Exception):
     code = "UNAUTHENTICATED"
 
@@ -151,6 +163,13 @@ class PaymentsNotConfigured(Exception):
     and refunds are refused before anything is written. Not retryable."""
 
     code = "PAYMENTS_NOT_CONFIGURED"
+
+
+class PayoutsNotConfigured(Exception):
+    """This deployment has no payouts processor (LIVECOINS_PAYOUTS_PROVIDER=none): there is
+    no payout account to onboard; withdrawals are paid by hand. Not retryable."""
+
+    code = "PAYOUTS_NOT_CONFIGURED"
 
 
 class TryAgain(Exception):

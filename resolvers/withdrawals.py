@@ -11,6 +11,12 @@ concurrent requests rarely plan on one item), then one TransactWriteItems:
 Every condition checks what it changes, so a plan made from a stale read cannot overdraw:
 the transaction is cancelled, and the request re-reads and plans again until its deadline
 (then TRY_AGAIN, with nothing remembered under the key).
+
+Where a payouts processor is configured (resolvers/payouts.py), a request needs the creator's
+payout account ENABLED (else PayoutAccountRequired; the same balance read has it: no extra
+call) and records that account on the withdrawal; settleWithdrawal PAID is then the transfer
+to it (`payouts.pay`), and REJECTED is refused once a transfer may exist. Without one, an admin
+pays by hand and PAID only records it.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra import runtime
-from infra.accounts import is_restricted
+from infra.accounts import is_restricted, payout_status
 from infra.dynamo import Item, TransactionCancelled, Unavailable, backoff
 from infra.earnings import MAX_SOURCES, ShardBalance, plan_debits
 from infra.ids import BadCursor, iso, new_id, now
+from infra.payouts import ENABLED
 from infra.withdrawals import PENDING
-from resolvers import accounts, idempotency, money_back, validation
+from resolvers import accounts, idempotency, money_back, payouts, validation
 from resolvers.context import Context
 from resolvers.errors import (
     BadUserInput,
@@ -35,6 +42,7 @@ from resolvers.errors import (
     InsufficientDiamonds,
     InvalidState,
     NotFound,
+    PayoutAccountRequired,
     TryAgain,
     restricted,
 )
@@ -180,6 +188,17 @@ async def request_withdrawal(ctx: Context, diamonds: int, idempotency_key: str) 
         )
         if is_restricted(account):
             return await _replay(ctx, await idempotency.fail(ctx, attempt, restricted()))
+        if services.payouts is not None:
+            if payout_status(account) != ENABLED:
+                status = await payouts.gate(services, account)
+                if status != ENABLED:
+                    refusal = PayoutAccountRequired(
+                        "Withdrawals are paid to your payout account: finish setting it up "
+                        "first (startPayoutOnboarding).",
+                        status=status,
+                    )
+                    return await _replay(ctx, await idempotency.fail(ctx, attempt, refusal))
+            withdrawal["payoutAccount"] = account["payoutAccountId"]
         withdrawal["review"] = {  # what the reviewer weighs: signals as of the request
             "accountCreatedAt": account.get("createdAt"),
             "earned": sum(s.earned for s in shards),
@@ -318,6 +337,13 @@ async def settle_withdrawal(ctx: Context, withdrawal_id: str, outcome: str) -> I
             return withdrawal
         if withdrawal["status"] != PENDING:
             raise InvalidState(f"This withdrawal is already {withdrawal['status']}.")
+        if outcome == "PAID" and services.payouts is not None:
+            return await payouts.pay(services, withdrawal, admin.sub)
+        if withdrawal.get("payoutStartedAt"):
+            raise InvalidState(
+                "A transfer of this withdrawal was asked for: settle it as PAID to finish it, "
+                "or to learn that it was refused."
+            )
         settled_at = iso(now())
         actions = [
             services.withdrawals.settle_action(withdrawal_id, outcome, settled_at, admin.sub)
@@ -343,7 +369,7 @@ async def settle_withdrawal(ctx: Context, withdrawal_id: str, outcome: str) -> I
             await services.dynamo.transact(actions)
         except TransactionCancelled as cancelled:
             if cancelled.failed(0):
-                continue  # settled concurrently: answer from what won
+                continue  # settled concurrently, or being paid by transfer: answer from that
             raise
         logger.info(
             "admin settled a withdrawal",

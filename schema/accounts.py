@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,10 +10,22 @@ import strawberry
 
 from infra.accounts import is_restricted
 from infra.dynamo import Item
-from resolvers import accounts
+from resolvers import accounts, payouts
 from resolvers.identity import is_adult
 from schema.common import Info, PageInfo, ctx, timestamp
-from schema.errors import InvalidInput, NotFound, returns_user_errors
+from schema.errors import (
+    AccountRestricted,
+    AgeRestricted,
+    InvalidInput,
+    NotFound,
+    returns_user_errors,
+)
+from schema.payouts import (
+    PayoutAccount,
+    PayoutAccountStatus,
+    PayoutOnboardingStarted,
+    StartPayoutOnboardingInput,
+)
 
 if TYPE_CHECKING:
     from schema.gifts import GiftTransfer
@@ -129,6 +141,13 @@ class Account:
     def restricted(self) -> bool:
         return is_restricted(self.item)
 
+    @strawberry.field(
+        description="Where this account's withdrawals are paid: its connected account at the "
+        "payment processor."
+    )
+    async def payout_account(self, info: Info) -> PayoutAccount:
+        return _payout_account(await payouts.payout_account(ctx(info), self.item))
+
     @strawberry.field
     async def wallet(self, info: Info) -> Wallet:
         return Wallet.of(await accounts.balances(ctx(info), self.item))
@@ -195,6 +214,16 @@ class ProfileUpdated:
 UpdateProfileResult = Annotated[
     ProfileUpdated | InvalidInput, strawberry.union("UpdateProfileResult")
 ]
+StartPayoutOnboardingResult = Annotated[
+    PayoutOnboardingStarted | AgeRestricted | AccountRestricted | InvalidInput,
+    strawberry.union("StartPayoutOnboardingResult"),
+]
+
+
+def _payout_account(found: payouts.PayoutView) -> PayoutAccount:
+    return PayoutAccount(
+        status=PayoutAccountStatus(found.status), requirements_due=list(found.requirements_due)
+    )
 
 
 @strawberry.type
@@ -216,6 +245,22 @@ class AccountMutations:
     async def update_profile(self, info: Info, input: UpdateProfileInput) -> UpdateProfileResult:
         item = await accounts.update_profile(ctx(info), input.display_name)
         return ProfileUpdated(user=User.of(item))
+
+    @strawberry.mutation(
+        description="Start or resume the payment processor's hosted onboarding for receiving "
+        "payouts (identity, bank account, tax details); answers the URL to send the creator "
+        "to. Adults only."
+    )
+    @returns_user_errors
+    async def start_payout_onboarding(
+        self, info: Info, input: StartPayoutOnboardingInput
+    ) -> StartPayoutOnboardingResult:
+        link, found = await payouts.start_onboarding(ctx(info), input.return_url, input.refresh_url)
+        return PayoutOnboardingStarted(
+            url=link.url,
+            expires_at=datetime.fromtimestamp(link.expires_at, UTC),
+            payout_account=_payout_account(found),
+        )
 
 
 @strawberry.input

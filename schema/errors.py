@@ -16,6 +16,7 @@ from infra.payments import ProviderUnavailable
 from infra.stores import StoreUnavailable
 from resolvers import errors
 from schema.common import Money
+from schema.payouts import PayoutAccountStatus
 
 logger = logging.getLogger("livecoins")
 
@@ -133,6 +134,20 @@ class PaymentPending(UserError):
     pass
 
 
+@strawberry.type(description="Withdrawals need a payout account whose payouts are enabled.")
+class PayoutAccountRequired(UserError):
+    status: PayoutAccountStatus
+
+
+@strawberry.type(
+    description="The processor refused the transfer for good (e.g. the creator's payouts were "
+    "disabled); the withdrawal stays PENDING until it is paid after the creator fixes it, or "
+    "REJECTED."
+)
+class PayoutRefused(UserError):
+    pass
+
+
 _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
     errors.NotFound: lambda e: NotFound(message=e.message),
     errors.InvalidInput: lambda e: InvalidInput(message=e.message, field=e.field),
@@ -162,6 +177,10 @@ _MEMBERS: dict[type[errors.UserError], Callable[[Any], Any]] = {
     errors.ReceiptInvalid: lambda e: ReceiptInvalid(message=e.message),
     errors.ReceiptAlreadyRedeemed: lambda e: ReceiptAlreadyRedeemed(message=e.message),
     errors.PaymentPending: lambda e: PaymentPending(message=e.message),
+    errors.PayoutAccountRequired: lambda e: PayoutAccountRequired(
+        message=e.message, status=PayoutAccountStatus(e.status)
+    ),
+    errors.PayoutRefused: lambda e: PayoutRefused(message=e.message),
 }
 
 P = ParamSpec("P")
@@ -188,6 +207,7 @@ _CODES: dict[type[Exception], str] = {
     errors.BadUserInput: "BAD_USER_INPUT",
     errors.UnknownId: "NOT_FOUND",
     errors.PaymentsNotConfigured: "PAYMENTS_NOT_CONFIGURED",
+    errors.PayoutsNotConfigured: "PAYOUTS_NOT_CONFIGURED",
 }
 # Transient failures the request could not absorb before its deadline (DynamoDB, the payment
 # provider, a mobile store): the caller retries with the same idempotency key. Logged as

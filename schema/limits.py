@@ -73,6 +73,7 @@ READS = frozenset(
         ("Account", "transactions"),
         ("Account", "withdrawals"),
         ("Account", "earnings"),
+        ("Account", "payoutAccount"),  # may read the account from the payouts processor
     }
 )
 # GraphiQL's introspection query selects 453 fields; introspection reads no data.
@@ -88,6 +89,7 @@ LIST_SIZES: dict[tuple[str, str], int] = {
     ("Query", "coinPackages"): CATALOG_SIZE,
     ("Query", "gifts"): CATALOG_SIZE,
     ("CoinPackage", "storeProducts"): 2,  # one product id per store at most
+    ("PayoutAccount", "requirementsDue"): 50,  # what Stripe still needs: a few, at most dozens
     ("TransactionConnection", "edges"): 1,
     ("WithdrawalConnection", "edges"): 1,
     ("LiveStreamConnection", "edges"): 1,

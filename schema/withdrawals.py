@@ -8,7 +8,7 @@ from typing import Annotated
 
 import strawberry
 
-from infra.accounts import NEW_ACCOUNT_DAYS, is_restricted
+from infra.accounts import NEW_ACCOUNT_DAYS, is_restricted, payout_status
 from infra.dynamo import Item
 from resolvers import accounts, withdrawals
 from schema.accounts import User, Wallet
@@ -23,8 +23,11 @@ from schema.errors import (
     InvalidInput,
     InvalidState,
     NotFound,
+    PayoutAccountRequired,
+    PayoutRefused,
     returns_user_errors,
 )
+from schema.payouts import PayoutAccountStatus
 
 
 @strawberry.type
@@ -110,6 +113,14 @@ class Withdrawal:
     status: WithdrawalStatus
     created_at: datetime
     settled_at: datetime | None
+    payout_reference: str | None = strawberry.field(
+        description="The payment processor's transfer to the creator's payout account once PAID "
+        "(null when paid outside the processor)."
+    )
+    returned_diamonds: int = strawberry.field(
+        description="Diamonds given back to the creator because the processor reversed the "
+        "transfer since (WITHDRAWAL_RETURNED entries); 0 otherwise."
+    )
     item: strawberry.Private[Item]
 
     @strawberry.field(description="The creator (one batched read for a whole page).")
@@ -122,6 +133,18 @@ class Withdrawal:
         if identity is None or not identity.is_admin:
             return None
         return is_restricted(await ctx(info).users.load(self.item["accountId"]))
+
+    @strawberry.field(
+        description="Whether the creator's payouts are enabled at the processor now, as last "
+        "read from it (admins only; null for others)."
+    )
+    async def payout_account_status(self, info: Info) -> PayoutAccountStatus | None:
+        identity = ctx(info).identity
+        if identity is None or not identity.is_admin:
+            return None
+        return PayoutAccountStatus(
+            payout_status(await ctx(info).users.load(self.item["accountId"]))
+        )
 
     @strawberry.field(description="Review signals (admins only; null for others).")
     def review(self, info: Info) -> WithdrawalReview | None:
@@ -152,6 +175,8 @@ class Withdrawal:
             status=WithdrawalStatus(item["status"]),
             created_at=timestamp(item["createdAt"]),
             settled_at=timestamp(item["settledAt"]) if item.get("settledAt") else None,
+            payout_reference=item.get("payoutReference"),
+            returned_diamonds=item.get("returnedDiamonds", 0),
             item=item,
         )
 
@@ -215,11 +240,12 @@ RequestWithdrawalResult = Annotated[
     | AgeRestricted
     | IdempotencyConflict
     | InvalidInput
-    | AccountRestricted,
+    | AccountRestricted
+    | PayoutAccountRequired,
     strawberry.union("RequestWithdrawalResult"),
 ]
 SettleWithdrawalResult = Annotated[
-    WithdrawalSettled | NotFound | InvalidState,
+    WithdrawalSettled | NotFound | InvalidState | PayoutRefused,
     strawberry.union(
         "SettleWithdrawalResult",
         description="Settling again with the same outcome returns WithdrawalSettled and changes "

@@ -203,6 +203,17 @@ class App:
         transfer_id: str = data["sendGift"]["transfer"]["id"]
         return transfer_id
 
+    def connect_payouts(self, sub: str) -> None:
+        """The creator's payout account (the local sandbox onboards at once)."""
+        back = f"{self.url}/app/#/creator"
+        data = self.graphql(
+            sub,
+            "mutation P($i: StartPayoutOnboardingInput!) { startPayoutOnboarding(input: $i) "
+            "{ __typename } }",
+            {"i": {"returnUrl": back, "refreshUrl": back}},
+        )
+        assert data["startPayoutOnboarding"]["__typename"] == "PayoutOnboardingStarted", data
+
     def coins(self, sub: str) -> int:
         coins: int = self.graphql(sub, "{ me { wallet { coins } } }")["me"]["wallet"]["coins"]
         return coins
@@ -312,7 +323,14 @@ def test_buy_gift_watch_withdraw_settle(app: App) -> None:
     expect(history.get_by_text("Signed in as Vic")).to_be_visible()
     expect(history.get_by_text("Gift sent: 2 \u00d7 Galaxy to Cora")).to_be_visible()
 
-    # WHEN Cora withdraws $10.00 (2,000 diamonds)
+    # WHEN Cora sets up payouts (the local sandbox onboards at once: straight back here)
+    expect(creator.get_by_test_id("payout-status")).to_have_text("Not set up")
+    creator.get_by_role("button", name="Set up payouts").click()
+    expect(creator.get_by_text("Your payouts are enabled.")).to_be_visible()
+    expect(creator.get_by_test_id("payout-status")).to_have_text("Enabled")
+    timings["payouts enabled"] = time.monotonic() - began
+
+    # AND withdraws $10.00 (2,000 diamonds)
     creator.get_by_role("button", name="Refresh").click()
     creator.get_by_label("Diamonds to withdraw").fill("2000")
     creator.get_by_role("button", name="Request withdrawal").click()
@@ -326,6 +344,7 @@ def test_buy_gift_watch_withdraw_settle(app: App) -> None:
     queued = admin.locator(f'tr[data-withdrawal="{withdrawal}"]')
     expect(queued).to_contain_text("$10.00")
     expect(queued).to_contain_text("Cora")
+    expect(queued).to_contain_text("Payouts enabled")
     queued.get_by_role("button", name=re.compile(r"^Pay ")).click()
     admin.get_by_role("dialog").get_by_role("button", name="Pay $10.00").click()
     expect(admin.get_by_text("Paid Cora $10.00.")).to_be_visible()
@@ -540,6 +559,7 @@ def test_phone_layout(app: App) -> None:
     stream = app.go_live("host-phone", long_title)
     app.buy("vic", "coins-3500")
     app.gift("vic", stream, "galaxy", 2)
+    app.connect_payouts("host-phone")
     app.graphql(
         "host-phone",
         'mutation { requestWithdrawal(input: {diamonds: 2000, idempotencyKey: "phone"}) '
@@ -704,3 +724,88 @@ def test_no_serious_accessibility_violations(app: App) -> None:
             found[f"{path} {viewport['width']}"] = violations
     assert found == {}, found
     app.end("host-axe", stream)
+
+
+@pytest.fixture(scope="module")
+def stripe_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    """A second `livecoins serve` paying creators through Stripe Connect (the local fake of its
+    API, tests/stripe_connect_fake.py), payout accounts read again on every look."""
+    chromium_or_skip()
+    from tests import local_server as server
+    from tests.stripe_connect_fake import CONNECT_WEBHOOK_SECRET, StripeConnectFake, served_apart
+    from tests.stripe_fake import SECRET_KEY
+
+    fake = StripeConnectFake()
+    with served_apart(fake) as url, pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "LIVECOINS_PAYOUTS_PROVIDER": "stripe",
+            "LIVECOINS_STRIPE_SECRET_KEY": SECRET_KEY,
+            "LIVECOINS_STRIPE_CONNECT_WEBHOOK_SECRET": CONNECT_WEBHOOK_SECRET,
+            "LIVECOINS_STRIPE_API_BASE": url,
+            "LIVECOINS_PAYOUT_REFRESH_SECONDS": "0",
+        }.items():
+            patch.setenv(name, value)
+        running = server.start(tmp_path_factory.mktemp("serve-stripe") / "data")
+        try:
+            yield running, fake
+        finally:
+            server.stop(running)
+
+
+def test_payouts_through_stripes_hosted_onboarding(
+    browser: Any, stripe_server: tuple[Any, Any]
+) -> None:
+    from playwright.sync_api import expect
+
+    running, fake = stripe_server
+    app = App(browser, running.url)
+    try:
+        # GIVEN Cora on her creator page, with no payout account yet
+        page = app.open_as("cora", "#/creator")
+        expect(page.get_by_test_id("payout-status")).to_have_text("Not set up")
+        visits: list[str] = []
+
+        def stripe(route: Any) -> None:
+            """Stripe's hosted onboarding: the first visit leaves before finishing; the second
+            finishes it. Either way Stripe sends the creator back to the return URL."""
+            visits.append(route.request.url)
+            link = next(link for link in fake.links if link["url"] == route.request.url)
+            if len(visits) > 1:
+                fake.complete_onboarding(link["account"])
+            route.fulfill(status=302, headers={"Location": link["_return_url"]})
+
+        page.route("https://connect.stripe.com/**", stripe)
+        # WHEN she starts, and comes back before finishing
+        page.get_by_role("button", name="Set up payouts").click()
+        expect(page.get_by_test_id("payout-status")).to_have_text("Setup not finished")
+        # THEN her page says what Stripe still needs
+        due = page.get_by_role("list", name="Still due")
+        expect(due.get_by_role("listitem")).to_have_count(3)
+        expect(due).to_contain_text("Individual: verification document")
+        assert page.url.endswith("#/creator?payouts=return"), page.url
+        # WHEN she continues and finishes THEN payouts are enabled, nothing is due
+        page.get_by_role("button", name="Continue setup").click()
+        expect(page.get_by_text("Your payouts are enabled.")).to_be_visible()
+        expect(page.get_by_test_id("payout-status")).to_have_text("Enabled")
+        expect(page.get_by_role("list", name="Still due")).to_have_count(0)
+        assert len(visits) == 2 and len(fake.accounts) == 1
+        # WHEN Stripe disables her payouts (information overdue) and notifies the payouts
+        # endpoint THEN her page says so
+        account = next(iter(fake.accounts))
+        fake.restrict(account)
+        payload, signature = fake.thin_event("v2.core.account[requirements].updated", account)
+        delivery = urllib.request.Request(  # noqa: S310 - the local server
+            f"{running.url}/webhooks/stripe-connect",
+            data=payload,
+            headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+        )
+        with urllib.request.urlopen(delivery, timeout=10) as answer:  # noqa: S310
+            assert answer.status == 200
+        page.reload()
+        expect(page.get_by_test_id("payout-status")).to_have_text("Restricted")
+        expect(page.get_by_role("button", name="Fix payout details")).to_be_visible()
+        expect(page.get_by_role("list", name="Still due")).to_contain_text("verification")
+    finally:
+        for context in app.contexts:
+            context.close()
+    assert app.errors == [], app.errors

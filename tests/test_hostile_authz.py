@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from infra.config import Settings
 from schema import schema
 from tests.clients import Client, claims_for
 from tests.gifting import PUBLISH, go_live
@@ -27,6 +30,18 @@ CLAIMS: dict[str, dict[str, Any] | None] = {
 U, F, DATA, AGE = "UNAUTHENTICATED", "FORBIDDEN", "DATA", "AgeRestricted"
 T = "{ __typename }"
 FAKE_PURCHASE, FAKE_WITHDRAWAL = "pur_01HZZZZZZZZZZZZZZZZZZZZZZZ", "wdr_01HZZZZZZZZZZZZZZZZZZZZZZZ"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """Creators paid through the payouts sandbox, sent back to the app's origin."""
+    return Settings(
+        table_prefix="test-",
+        catalog_cache_seconds=60,
+        payouts_provider="sandbox",
+        payout_return_origins=("https://app.example.com",),
+    )
+
 
 # field: (document, answers for anonymous, minor, adult, other, admin, owner)
 MATRIX: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -85,6 +100,12 @@ MATRIX: dict[str, tuple[str, tuple[str, ...]]] = {
     "Mutation.joinEvent": (
         f'mutation {{ joinEvent(input: {{eventId: $event, idempotencyKey: "m3"}}) {T} }}',
         (U, AGE, "EventJoined", "EventJoined", "EventJoined", "NotAllowed"),
+    ),
+    # before requestWithdrawal: the sandbox enables payouts at once, withdrawals need them
+    "Mutation.startPayoutOnboarding": (
+        'mutation { startPayoutOnboarding(input: {returnUrl: "https://app.example.com/", '
+        f'refreshUrl: "https://app.example.com/"}}) {T} }}',
+        (U, AGE, *("PayoutOnboardingStarted",) * 4),
     ),
     "Mutation.requestWithdrawal": (
         f'mutation {{ requestWithdrawal(input: {{diamonds: 2000, idempotencyKey: "m4"}}) {T} }}',

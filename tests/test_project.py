@@ -21,19 +21,6 @@ NOT_YET_BUILT: set[str] = {
     "Argument Subscription.giftFeed(after:) was removed.",
     "Field Subscription.streamDigest was removed.",
     "StreamDigest was removed.",
-    # Creator payouts (Stripe Connect)
-    "Field Account.payoutAccount was removed.",
-    "Field Mutation.startPayoutOnboarding was removed.",
-    "Field Withdrawal.payoutReference was removed.",
-    "PayoutAccount was removed.",
-    "PayoutAccountRequired was removed from union type RequestWithdrawalResult.",
-    "PayoutAccountRequired was removed.",
-    "PayoutAccountStatus was removed.",
-    "PayoutOnboardingStarted was removed.",
-    "PayoutRefused was removed from union type SettleWithdrawalResult.",
-    "PayoutRefused was removed.",
-    "StartPayoutOnboardingInput was removed.",
-    "StartPayoutOnboardingResult was removed.",
 }
 
 

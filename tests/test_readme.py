@@ -203,7 +203,7 @@ class Walk:
         return {"Authorization": f"Bearer {self.tokens[caller]}"}
 
     async def graphql(self, block: Block) -> None:
-        document = self.fill(block)
+        document = self.fill(block).replace(README_ADDRESS, self.url)  # e.g. a returnUrl
         if document.split("\n", 1)[1].lstrip().startswith("subscription"):
             await self.subscribe(document, block)
             return

@@ -26,6 +26,7 @@ TEMPLATE: dict[str, Any] = yaml.load(TEXT, Loader=_CfnLoader)  # noqa: S506 - a 
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
 FUNCTIONS = sorted(n for n, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function")
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:livecoins/stripe-AbCdEf"
+CONNECT_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:livecoins/connect-AbCdEf"
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 XRAY_WRITE = "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess"
 
@@ -288,14 +289,28 @@ def test_roles_carry_no_managed_policy_beyond_what_docs_aws_md_states() -> None:
     assert "AWSLambdaBasicExecutionRole" in stated and "AWSXrayWriteOnlyAccess" in stated
 
 
+# --- Size -----------------------------------------------------------------------------------
+
+
+def test_the_template_fits_in_the_quota_of_a_template_uploaded_to_s3() -> None:
+    """CloudFormation takes at most 51,200 bytes of template inline (TemplateBody) and 1 MB
+    from S3 (TemplateURL). This one is over the first, so it must go by S3: `sam deploy`
+    uploads it, and so does the local cloud (infra/local_cloud.py), whose ministack refuses an
+    inline body past the quota with AWS's ValidationError.
+    https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/cloudformation-limits.html"""
+    assert len(TEXT.encode()) <= 1_000_000, len(TEXT.encode())
+    deploys = (ROOT / "infra" / "local_cloud.py").read_text()
+    assert "TemplateURL=" in deploys and "TemplateBody" not in deploys
+
+
 # --- Secrets ------------------------------------------------------------------------------
 
 
-def _may_read_the_secret(function: str) -> bool:
+def _may_read_the_secret(function: str, parameter: str = "StripeSecretArn") -> bool:
     return any(
         s["Effect"] == "Allow"
         and "secretsmanager:GetSecretValue" in _listed(s["Action"])
-        and "StripeSecretArn" in _refs(s["Resource"])
+        and parameter in _refs(s["Resource"])
         for s in _statements(function)
     )
 
@@ -313,12 +328,50 @@ def test_the_secret_is_readable_by_exactly_the_functions_that_read_it(
     (an identity must be allowed secretsmanager:GetSecretValue on the secret), and
     https://docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html
     """
-    readers = {f for f in FUNCTIONS if _reads_the_secret(f, _environment(f), monkeypatch)}
+    readers = {
+        f for f in FUNCTIONS if SECRET_ARN in _reads_the_secret(f, _environment(f), monkeypatch)
+    }
     allowed = {f for f in FUNCTIONS if _may_read_the_secret(f)}
     assert readers == allowed == {"GraphQLFunction"}
     # The template hands the secret's ARN to that function only, too.
     named = {f for f in FUNCTIONS if "LIVECOINS_STRIPE_SECRET_ARN" in _environment(f)}
     assert named == {"GraphQLFunction"}
+
+
+def test_the_payouts_endpoint_secret_is_readable_by_exactly_the_functions_that_read_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same rule for the payouts endpoint's own secret (StripeConnectSecretArn): the
+    function that serves POST /webhooks/stripe-connect and pays withdrawals reads it (and the
+    platform's key, from the Stripe secret, when the Connect secret names none); no other
+    function may, whatever it is invoked with."""
+    readers = {
+        f
+        for f in FUNCTIONS
+        if CONNECT_ARN in _reads_the_secret(f, _environment(f), monkeypatch, _PAYOUTS_EVENTS)
+    }
+    allowed = {f for f in FUNCTIONS if _may_read_the_secret(f, "StripeConnectSecretArn")}
+    assert readers == allowed == {"GraphQLFunction"}
+    named = {f for f in FUNCTIONS if "LIVECOINS_STRIPE_CONNECT_SECRET_ARN" in _environment(f)}
+    assert named == {"GraphQLFunction"}
+    # reading the Connect secret without its own key, it also reads the platform's key
+    both = _reads_the_secret(
+        "GraphQLFunction", _environment("GraphQLFunction"), monkeypatch, _PAYOUTS_EVENTS
+    )
+    assert set(both) == {CONNECT_ARN, SECRET_ARN}
+
+
+def test_payout_return_origins_default_to_the_cors_origins() -> None:
+    told = _environment("GraphQLFunction", told={"CorsOrigins": "https://app.example.com"})
+    assert told["LIVECOINS_PAYOUT_RETURN_ORIGINS"] == "https://app.example.com"
+    own = _environment(
+        "GraphQLFunction",
+        told={
+            "CorsOrigins": "https://app.example.com",
+            "PayoutReturnOrigins": "https://pay.example",
+        },
+    )
+    assert own["LIVECOINS_PAYOUT_RETURN_ORIGINS"] == "https://pay.example"
 
 
 def test_the_functions_that_take_no_payment_never_read_the_secret_whatever_they_are_told(
@@ -332,12 +385,17 @@ def test_the_functions_that_take_no_payment_never_read_the_secret_whatever_they_
         if function != "GraphQLFunction":
             told = {**_environment(function), **money}
             assert not _reads_the_secret(function, told, monkeypatch), function
+            read = _reads_the_secret(function, told, monkeypatch, _PAYOUTS_EVENTS)
+            assert not read, function
 
 
-def _environment(function: str, stores: bool = False) -> dict[str, str]:
+def _environment(
+    function: str, stores: bool = False, told: dict[str, str] | None = None
+) -> dict[str, str]:
     """The variables template.yaml gives `function`, resolved for an AWS deployment with
-    PaymentProvider=stripe and a secret (tables named rules-<Logical>); with `stores`, selling
-    in both stores too, their keys in their own secrets."""
+    PaymentProvider=stripe, PayoutsProvider=stripe and their secrets (tables named
+    rules-<Logical>), and the parameters `told`; with `stores`, selling in both stores too,
+    their keys in their own secrets."""
     variables = {
         **TEMPLATE["Globals"]["Function"]["Environment"]["Variables"],
         **RESOURCES[function]["Properties"].get("Environment", {}).get("Variables", {}),
@@ -345,7 +403,10 @@ def _environment(function: str, stores: bool = False) -> dict[str, str]:
     parameters = {name: str(p.get("Default", "")) for name, p in TEMPLATE["Parameters"].items()} | {
         "PaymentProvider": "stripe",
         "StripeSecretArn": SECRET_ARN,
+        "PayoutsProvider": "stripe",
+        "StripeConnectSecretArn": CONNECT_ARN,
         "LocalCloudUrl": "",
+        **(told or {}),
     }
     if stores:
         parameters |= STORES
@@ -358,10 +419,18 @@ def _resolve(node: Any, parameters: dict[str, str]) -> str:
     ((key, value),) = node.items()
     if key == "Ref":
         return parameters.get(value, f"rules-{value}")
+    if key == "Join":  # of a list parameter: its comma-separated text
+        separator, ((ref, name),) = value[0], value[1].items()
+        assert ref == "Ref", value
+        return separator.join(v for v in parameters.get(name, "").split(",") if v)
     if key == "If":
         condition, then, otherwise = value
         if condition == "SellsInAppStore":
             return _resolve(then if parameters.get("AppStoreBundleId") else otherwise, parameters)
+        if condition == "HasPayoutReturnOrigins":
+            return _resolve(
+                then if parameters.get("PayoutReturnOrigins") else otherwise, parameters
+            )
         assert condition == "InLocalCloud", condition  # the only other one environments use
         return _resolve(otherwise, parameters)  # on AWS, LocalCloudUrl is empty
     if key == "Sub":  # URLs and ARNs: a well-formed stand-in is enough to build a client
@@ -370,15 +439,19 @@ def _resolve(node: Any, parameters: dict[str, str]) -> str:
 
 
 def _reads_the_secret(
-    function: str, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> bool:
+    function: str,
+    environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: dict[str, Any] | None = None,
+) -> list[str]:
     """Run the function's handler once (its first invocation builds what it uses), in moto,
-    and say whether it asked Secrets Manager for the Stripe keys."""
+    with its event of `events`, and say which Stripe secrets it asked Secrets Manager for."""
     from moto import mock_aws
 
     import handlers.gift_feed
     import handlers.lambda_api
     import handlers.payouts
+    import infra.stripe_connect
     import infra.stripe_payments
     from infra.config import Settings
     from infra.dynamo import Dynamo
@@ -390,8 +463,13 @@ def _reads_the_secret(
         reads.append(arn)
         return "sk_test_rules", "whsec_rules"
 
+    def connect_secret(arn: str, region: str) -> tuple[str | None, str]:
+        reads.append(arn)
+        return None, "whsec_rules_connect"
+
     with monkeypatch.context() as patch, mock_aws():
         patch.setattr(infra.stripe_payments, "_secret", secret)
+        patch.setattr(infra.stripe_connect, "_secret", connect_secret)
         for module, name in (
             (handlers.lambda_api, "_default"),
             (handlers.payouts, "_default"),
@@ -407,9 +485,9 @@ def _reads_the_secret(
         ensure_tables(Dynamo(settings).client, settings)
         module_name, handler_name = RESOURCES[function]["Properties"]["Handler"].rsplit(".", 1)
         handler = getattr(importlib.import_module(module_name), handler_name)
-        answer = handler(_EVENTS[function], _context(function))
+        answer = handler((events or _EVENTS)[function], _context(function))
     assert "errorMessage" not in json.dumps(answer), answer
-    return bool(reads)
+    return reads
 
 
 # The least each function is invoked with: enough for it to build its process's state.
@@ -424,6 +502,19 @@ _EVENTS: dict[str, Any] = {
     "GiftFeedSocketFunction": {"requestContext": {"routeKey": "$disconnect", "connectionId": "c"}},
     "GiftFeedFanOutFunction": {"Records": []},
     "StoreCatchUpFunction": {},
+}
+
+
+# The same, with the GraphQL function serving the payouts endpoint (which builds the payouts
+# processor, and so reads its secret).
+_PAYOUTS_EVENTS: dict[str, Any] = _EVENTS | {
+    "GraphQLFunction": {
+        "version": "2.0",
+        "rawPath": "/webhooks/stripe-connect",
+        "headers": {"stripe-signature": "t=1,v1=00"},
+        "body": "{}",
+        "requestContext": {"http": {"method": "POST"}},
+    },
 }
 
 

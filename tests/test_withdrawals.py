@@ -277,7 +277,8 @@ async def test_the_review_queue_shows_the_creator_and_signals_without_extra_read
         await earn(api, creator, [("galaxy", 3)], "coins-3500")
         await request(api, creator, 2000, "w")
     document = """{ pendingWithdrawals { edges { node { account { id displayName }
-      accountRestricted review { earnedDiamonds fromNewAccountsDiamonds newAccountsPercent
+      accountRestricted payoutAccountStatus
+      review { earnedDiamonds fromNewAccountsDiamonds newAccountsPercent
       restrictedAccountsPercent accountCreatedAt } } } } }"""
     calls.reset()
     queue = (await api.data(document, user=admin))["pendingWithdrawals"]["edges"]
@@ -287,6 +288,7 @@ async def test_the_review_queue_shows_the_creator_and_signals_without_extra_read
     assert (review["earnedDiamonds"], review["fromNewAccountsDiamonds"]) == (3000, 3000)
     assert (review["newAccountsPercent"], review["restrictedAccountsPercent"]) == (100, 0)
     assert review["accountCreatedAt"] and queue[0]["node"]["accountRestricted"] is False
+    assert queue[0]["node"]["payoutAccountStatus"] == "NOT_CONNECTED"  # paid by hand here
     assert calls.counts() == {"Query": 1, "BatchGetItem": 1}
     # AND the creator sees their own withdrawal without the reviewer's signals
     own = "{ me { withdrawals { edges { node { review { earnedDiamonds } } } } } }"

@@ -93,6 +93,13 @@ class Demo:
         )
 
     def withdraw(self, sub: str, diamonds: int) -> str:
+        back = f"{self.url}/app/#/creator"  # the local sandbox onboards at once
+        self.graphql(
+            sub,
+            "mutation P($i: StartPayoutOnboardingInput!) { startPayoutOnboarding(input: $i) "
+            "{ __typename } }",
+            {"i": {"returnUrl": back, "refreshUrl": back}},
+        )
         data = self.graphql(
             sub,
             "mutation W($d: Int!, $k: String!) { requestWithdrawal(input: {diamonds: $d, "

@@ -92,7 +92,17 @@ export const CREATOR = `query Creator {
       diamonds availableDiamonds pendingDiamonds nextAvailableAt cashValue { formatted }
       minimumWithdrawal { amount formatted } remainingToday { formatted }
     }
-    withdrawals(first: 20) { edges { node { id diamonds amount { formatted } status createdAt settledAt } } }
+    payoutAccount { status requirementsDue }
+    withdrawals(first: 20) { edges { node { id diamonds amount { formatted } status createdAt settledAt returnedDiamonds } } }
+  }
+}`;
+
+// The creator's payout account at the processor: the hosted onboarding to send them to.
+export const START_PAYOUT_ONBOARDING = `mutation StartPayoutOnboarding($input: StartPayoutOnboardingInput!) {
+  startPayoutOnboarding(input: $input) {
+    __typename
+    ... on PayoutOnboardingStarted { url payoutAccount { status requirementsDue } }
+    ${USER_ERROR}
   }
 }`;
 
@@ -122,6 +132,7 @@ export const REQUEST_WITHDRAWAL = `mutation RequestWithdrawal($input: RequestWit
     ... on InsufficientDiamonds { required available }
     ... on BelowMinimum { minimum { formatted } }
     ... on DailyLimitExceeded { remaining { formatted } }
+    ... on PayoutAccountRequired { status }
     ${USER_ERROR}
   }
 }`;
@@ -131,7 +142,7 @@ export const PENDING_WITHDRAWALS = `query PendingWithdrawals($first: Int!, $afte
   pendingWithdrawals(first: $first, after: $after) {
     edges { node {
       id diamonds amount { formatted } status createdAt
-      account { id displayName } accountRestricted
+      account { id displayName } accountRestricted payoutAccountStatus
       review { accountCreatedAt earnedDiamonds newAccountsPercent restrictedAccountsPercent }
     } }
     pageInfo { hasNextPage endCursor }

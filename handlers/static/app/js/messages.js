@@ -17,6 +17,11 @@ const USER_ERRORS = {
   DailyLimitExceeded: (e) => `You can request at most ${e.remaining.formatted} more today (UTC).`,
   IdempotencyConflict: () => "This clashed with an earlier request. Please try again.",
   AlreadyJoined: () => "You have already joined.",
+  PayoutAccountRequired: (e) =>
+    e.status === "NOT_CONNECTED"
+      ? "Withdrawals are paid to your payout account: set it up first (Payouts, above)."
+      : "Your payouts are not enabled yet: finish setting them up first (Payouts, above).",
+  // PayoutRefused: the API's own message says why (and that the withdrawal stays pending).
   // NotFound, NotAllowed, InvalidState, InvalidInput: the API's own message says it best.
 };
 
@@ -24,6 +29,7 @@ const ERROR_CODES = {
   UNAUTHENTICATED: "Your sign-in has expired. Please sign in again.",
   FORBIDDEN: "Only admins can do this.",
   PAYMENTS_NOT_CONFIGURED: "Payments are not set up on this server yet, so coins can't be bought.",
+  PAYOUTS_NOT_CONFIGURED: "This server pays withdrawals by hand: no payout account is needed.",
   TRY_AGAIN: "The service is busy and your request did not finish.",
   NETWORK: "The server could not be reached.",
   HTTP_429: "Too many requests. Wait a moment and try again.",
@@ -67,3 +73,19 @@ export function entryLabel(entry) {
 
 const STATUSES = { PENDING: "Pending review", PAID: "Paid", REJECTED: "Rejected" };
 export const statusLabel = (status) => STATUSES[status] || status;
+
+const PAYOUT_STATUSES = {
+  NOT_CONNECTED: "Not set up",
+  ONBOARDING: "Setup not finished",
+  ENABLED: "Enabled",
+  RESTRICTED: "Restricted",
+};
+export const payoutStatusLabel = (status) => PAYOUT_STATUSES[status] || status;
+
+/** What the processor still needs, readable: "identity.individual.verification.document" ->
+ * "Individual: verification document" (its own term stays in the title). */
+export function requirementLabel(name) {
+  const [first, ...rest] = name.replace(/^(identity|configuration)\./, "").split(".").map((w) => w.replaceAll("_", " "));
+  const head = `${first.charAt(0).toUpperCase()}${first.slice(1)}`;
+  return rest.length ? `${head}: ${rest.join(" ")}` : head;
+}

@@ -1,6 +1,7 @@
-// Admin: the review queue of pending withdrawals (oldest first), showing who is being paid and
-// the review signals the API returns, each paid or rejected after a confirmation; refunds by
-// purchase id, confirmed too.
+// Admin: the review queue of pending withdrawals (oldest first), showing who is being paid,
+// whether their payouts are enabled at the processor, and the review signals the API returns,
+// each paid (the transfer) or rejected after a confirmation; refunds by purchase id, confirmed
+// too.
 
 import { act } from "../clicks.js";
 import { PENDING_WITHDRAWALS, REFUND_PURCHASE, SETTLE_WITHDRAWAL } from "../documents.js";
@@ -27,6 +28,9 @@ export async function render({ api, session, main, signal, signInHref }) {
     const r = w.review;
     const flags = [];
     if (w.accountRestricted) flags.push(["danger", "Restricted account"]);
+    // where a payouts processor pays: Pay is refused unless the creator's payouts are enabled
+    const payout = { ENABLED: ["ok", "Payouts enabled"], ONBOARDING: ["warn", "Payouts not set up yet"], RESTRICTED: ["danger", "Payouts restricted"] }[w.payoutAccountStatus];
+    if (payout) flags.push(payout);
     if (r?.accountCreatedAt) {
       const days = Math.floor((Date.now() - Date.parse(r.accountCreatedAt)) / DAY_MS);
       flags.push([days < 7 ? "warn" : "", `Account ${plural(days, "day")} old`]);
@@ -55,7 +59,7 @@ export async function render({ api, session, main, signal, signInHref }) {
       const paying = outcome === "PAID";
       const sure = await confirmAction(
         paying
-          ? { title: `Pay ${who} ${w.amount.formatted}?`, body: "The money is sent to the creator. This can't be undone.", confirm: `Pay ${w.amount.formatted}` }
+          ? { title: `Pay ${who} ${w.amount.formatted}?`, body: "The money is sent to the creator's payout account. This can't be undone.", confirm: `Pay ${w.amount.formatted}` }
           : { title: `Reject ${who}'s ${w.amount.formatted}?`, body: `The ${plural(w.diamonds, "diamond")} go back to the creator's earnings.`, confirm: "Reject", danger: true },
       );
       if (!sure) return;
@@ -67,10 +71,12 @@ export async function render({ api, session, main, signal, signInHref }) {
           tr.remove();
           const done = result.withdrawal;
           notice(queueMessage, paying ? `Paid ${who} ${done.amount.formatted}.` : `Rejected ${who}'s ${done.amount.formatted}: the diamonds are back in their earnings.`, "success");
-        } else if (result.__typename === "InvalidState") {
+        } else if (result.__typename === "PayoutRefused") {
+          notice(queueMessage, `${who}'s ${w.amount.formatted} was not paid: ${result.message}`, "error");
+        } else if (result.__typename === "InvalidState" && result.message.includes("already")) {
           notice(queueMessage, `${who}'s ${w.amount.formatted} was already settled, by another admin or an earlier click. The queue is up to date now.`, "info");
           tr.remove();
-        } else notice(queueMessage, userErrorMessage(result), "error");
+        } else notice(queueMessage, userErrorMessage(result), "error"); // e.g. its transfer is under way
         if (!queue.querySelector("tr[data-withdrawal]")) await load(true);
       });
     };
@@ -131,7 +137,7 @@ export async function render({ api, session, main, signal, signInHref }) {
       "section",
       { class: "card", "aria-labelledby": "queue-title" },
       h("div", { class: "title-row" }, h("h2", { id: "queue-title" }, "Withdrawals to review"), refresh),
-      h("p", { class: "muted" }, "Oldest first. Pay sends the money; Reject returns the diamonds to the creator. Signals: how old the account is, and how much of what it earned came from new accounts or disputed payments."),
+      h("p", { class: "muted" }, "Oldest first. Pay sends the money; Reject returns the diamonds to the creator. Signals: whether the creator's payouts are enabled, how old the account is, and how much of what it earned came from new accounts or disputed payments."),
       h(
         "div",
         { class: "table-wrap" },

@@ -1,18 +1,27 @@
 // Creator: going live; while live, a dashboard that follows the stream as gifts land (its
 // feed, total and top gifters, and the diamonds they earn); when it ends, a summary; the
+// payout account (its state at the processor, what is still due, the hosted onboarding); the
 // earnings and withdrawals, each followed to its outcome.
 
 import { Intent } from "../api.js";
 import { act, unknownOutcome } from "../clicks.js";
-import { CREATOR, END_STREAM, MY_STREAM, RANKING_BASIC, REQUEST_WITHDRAWAL, START_STREAM, STREAM_SUMMARY } from "../documents.js";
+import { CREATOR, END_STREAM, MY_STREAM, RANKING_BASIC, REQUEST_WITHDRAWAL, START_PAYOUT_ONBOARDING, START_STREAM, STREAM_SUMMARY } from "../documents.js";
 import { StreamFeed, showCombos } from "../feed.js";
-import { statusLabel, userErrorMessage } from "../messages.js";
+import { payoutStatusLabel, requirementLabel, statusLabel, userErrorMessage } from "../messages.js";
 import { agoTime, confirmAction, duration, field, fill, h, notice, number, plural, refreshTimes, when } from "../ui.js";
 
 const DASHBOARD_LINES = 8;
 const FOLLOW_MS = 3000; // a pending withdrawal's status, while this page is shown
 
-export async function render({ api, session, main, signal, cleanup, signInHref }) {
+// What each payout account state means for the creator, and the button that moves it on.
+const PAYOUT_TEXT = {
+  NOT_CONNECTED: ["Withdrawals are paid to your own payout account. Stripe collects your identity, bank and tax details.", "Set up payouts"],
+  ONBOARDING: ["Setup is not finished: Stripe still needs the details below (or is checking them).", "Continue setup"],
+  ENABLED: ["Payouts are enabled: each withdrawal is sent to your payout account once an admin approves it.", "Update payout details"],
+  RESTRICTED: ["Stripe has disabled your payouts until the details below are fixed. Withdrawals wait meanwhile.", "Fix payout details"],
+};
+
+export async function render({ api, session, main, signal, cleanup, signInHref, params, go }) {
   if (!session.user) {
     fill(main, h("h1", {}, "Creator"), h("p", {}, h("a", { href: signInHref() }, "Sign in"), " to go live and withdraw."));
     return;
@@ -21,6 +30,8 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
   const earnings = h("dl", { class: "facts" });
   const withdrawals = h("tbody");
   const withdrawMessage = h("div");
+  const payouts = h("div", { class: "payouts", "data-testid": "payouts" });
+  const payoutsMessage = h("div");
   const streamMessage = h("div");
   const withdrawForm = h("div");
   let me = null;
@@ -48,11 +59,17 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
         h("td", { "data-label": "Requested" }, when(node.createdAt)),
         h("td", { class: "num", "data-label": "Amount" }, node.amount.formatted),
         h("td", { class: "num", "data-label": "Diamonds" }, number(node.diamonds)),
-        h("td", { "data-label": "Status" }, h("span", { class: `badge ${node.status.toLowerCase()}` }, statusLabel(node.status))),
+        h(
+          "td",
+          { "data-label": "Status" },
+          h("span", { class: `badge ${node.status.toLowerCase()}` }, statusLabel(node.status)),
+          node.returnedDiamonds ? h("span", { class: "muted" }, ` (reversed: ${plural(node.returnedDiamonds, "diamond")} back)`) : null,
+        ),
         h("td", { "data-label": "Settled" }, when(node.settledAt)),
       ),
     );
     fill(withdrawals, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No withdrawals yet.")));
+    showPayouts();
     // The request's message follows its outcome instead of staying "an admin reviews it next".
     const settled = requested && me.withdrawals.edges.find(({ node }) => node.id === requested.id && node.status !== "PENDING");
     if (settled) {
@@ -217,6 +234,48 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
     );
   }
 
+  // The payout account as the processor has it, with the button to its hosted onboarding.
+  function showPayouts() {
+    const account = me.payoutAccount;
+    if (!me.isAdult) {
+      fill(payouts, h("h3", {}, "Payouts"), h("p", { class: "muted" }, "Only adults (18+) can receive payouts."));
+      return;
+    }
+    const [text, action] = PAYOUT_TEXT[account.status] || PAYOUT_TEXT.NOT_CONNECTED;
+    const kind = { ENABLED: "paid", RESTRICTED: "rejected" }[account.status] || "pending";
+    const start = h("button", { type: "button", class: account.status === "ENABLED" ? "" : "primary" }, action);
+    start.addEventListener("click", () => startOnboarding(start));
+    fill(
+      payouts,
+      h("div", { class: "title-row" }, h("h3", {}, "Payouts"), h("span", { class: `badge ${kind}`, "data-testid": "payout-status" }, payoutStatusLabel(account.status))),
+      h("p", { class: "muted" }, text),
+      account.requirementsDue.length
+        ? h("ul", { class: "due", "aria-label": "Still due" }, account.requirementsDue.map((name) => h("li", { title: name }, requirementLabel(name))))
+        : null,
+      start,
+      payoutsMessage,
+    );
+  }
+
+  // Where the processor's hosted onboarding sends the creator back: this page (an origin the
+  // deployment allows, README "Paying creators"); the link is single-use, so coming back
+  // through refreshUrl asks for a new one at once.
+  async function startOnboarding(button) {
+    const here = `${location.origin}${location.pathname}`;
+    const input = { returnUrl: `${here}#/creator?payouts=return`, refreshUrl: `${here}#/creator?payouts=refresh` };
+    return act(button, payoutsMessage, async ({ onRetry }) => {
+      const result = (await api.mutate(START_PAYOUT_ONBOARDING, { input }, { onRetry })).startPayoutOnboarding;
+      if (result.__typename !== "PayoutOnboardingStarted") return notice(payoutsMessage, userErrorMessage(result), "error");
+      const target = new URL(result.url, location.href);
+      if (target.origin === location.origin && target.pathname === location.pathname) {
+        go(target.hash); // nothing to fill in (the local sandbox): straight back here
+      } else {
+        notice(payoutsMessage, "Taking you to Stripe…", "info");
+        location.assign(result.url);
+      }
+    });
+  }
+
   function showWithdrawForm() {
     if (!me.isAdult) {
       fill(withdrawForm, h("p", { class: "muted" }, "Only adults (18+) can withdraw."));
@@ -260,7 +319,21 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
     }),
   );
 
+  const back = params?.get("payouts");
+  if (back === "refresh") {
+    // the onboarding link expired or was used: a new one, at once
+    const button = h("button", { type: "button" });
+    await startOnboarding(button);
+  }
   await loadMoney();
+  if (back === "return") {
+    const status = me.payoutAccount.status;
+    notice(
+      payoutsMessage,
+      status === "ENABLED" ? "Your payouts are enabled." : "Welcome back. Stripe may still be checking your details: this page shows where it stands.",
+      status === "ENABLED" ? "success" : "info",
+    );
+  }
   showWithdrawForm();
   await loadStream();
   fill(
@@ -271,7 +344,7 @@ export async function render({ api, session, main, signal, cleanup, signInHref }
       "div",
       { class: "columns" },
       streamPanel,
-      h("section", { class: "card", "aria-labelledby": "earn-title" }, h("h2", { id: "earn-title" }, "Earnings"), earnings, withdrawForm, withdrawMessage),
+      h("section", { class: "card", "aria-labelledby": "earn-title" }, h("h2", { id: "earn-title" }, "Earnings"), earnings, payouts, withdrawForm, withdrawMessage),
     ),
     h(
       "section",
