@@ -79,10 +79,14 @@ class _Probe:
     def __init__(self) -> None:
         self.stream_id: str | None = None
 
-    async def subscribe(self, stream_id: str) -> AsyncIterator[Any]:
+    async def gifts(self, stream_id: str, after: str | None) -> AsyncIterator[Any]:
         self.stream_id = stream_id
         return
         yield  # an async generator that ends at once
+
+    async def digests(self, stream_id: str) -> AsyncIterator[Any]:
+        return
+        yield
 
 
 class _OneGift:
@@ -91,9 +95,13 @@ class _OneGift:
     def __init__(self, transfer: Item) -> None:
         self.transfer = transfer
 
-    async def subscribe(self, stream_id: str) -> AsyncIterator[Any]:
+    async def gifts(self, stream_id: str, after: str | None) -> AsyncIterator[Any]:
         if stream_id == self.transfer.get("streamId"):
             yield self.transfer
+
+    async def digests(self, stream_id: str) -> AsyncIterator[Any]:
+        return
+        yield
 
 
 async def execute(services: Services, request: dict[str, Any], feed: Any) -> list[dict[str, Any]]:
@@ -279,7 +287,7 @@ class SocketSession:
             return await self._ended(connection_id, subscription_id, [error])
         if stream.get("status") != "LIVE":
             return await self.post(connection_id, {"id": subscription_id, "type": "complete"})
-        at = channel(stream_id, connection_id, self.services.settings.feed_partitions)
+        at = channel(stream_id, connection_id, 4)
         added = await self._add_subscription(connection_id, subscription_id, at, limit)
         if added == "full":
             return await self.post(connection_id, _error(subscription_id, LIMIT_REACHED))
@@ -478,7 +486,7 @@ class FanOut:
         return len(subscribers)
 
     async def _subscribers(self, stream_id: str) -> list[Item]:
-        return await self.subscriptions.of_stream(stream_id, self.services.settings.feed_partitions)
+        return await self.subscriptions.of_stream(stream_id, 4)
 
     async def _post_all(self, posts: list[tuple[Item, dict[str, Any]]]) -> None:
         """Posts in order per subscriber, subscribers in parallel (bounded)."""

@@ -162,6 +162,7 @@ _CODES: dict[type[Exception], str] = {
     errors.BadUserInput: "BAD_USER_INPUT",
     errors.UnknownId: "NOT_FOUND",
     errors.PaymentsNotConfigured: "PAYMENTS_NOT_CONFIGURED",
+    errors.FeedFull: "FEED_FULL",
 }
 # Transient failures the request could not absorb before its deadline: the caller retries
 # with the same idempotency key. Logged as warnings (they are expected), never masked.

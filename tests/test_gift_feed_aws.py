@@ -260,7 +260,7 @@ async def test_gone_connections_are_removed_by_the_fan_out(
     transfer = await services.transfers.get(sent)
     assert transfer is not None
     await FanOut(services, poster).handle([record(transfer)])  # type: ignore[arg-type]
-    assert await session.subscriptions.of_stream(stream, services.settings.feed_partitions) == []
+    assert await session.subscriptions.of_stream(stream, 4) == []
 
 
 def test_the_token_check_refuses_an_expired_or_foreign_token() -> None:
