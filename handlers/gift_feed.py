@@ -57,6 +57,7 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
@@ -96,6 +97,7 @@ PROTOCOL = "graphql-transport-ws"
 Event = dict[str, Any]
 PAGE = 500  # subscribers a poster reads, and checkpoints, at a time
 LAST_DIGEST_DELAY = 2  # seconds after a stream ends: its last gifts reach the digest first
+STALE_SECONDS = 10  # a digest not posted by then is not posted: a newer one says more
 
 
 class Poster(Protocol):
@@ -731,6 +733,9 @@ class Posting:
             elif await self.digests.state.claim(stream_id, int(time.time())):
                 await self.digests.build(stream_id, last=False)
             return 0
+        if kind == DIGEST and not message.get("last") and _age(message["digest"]) > STALE_SECONDS:
+            self.services.metrics["FeedDigestsStale"] += 1
+            return 0  # a retry long after: a newer digest (with the full totals) has gone out
         partition = int(message["partition"])
         work = work_key(kind, partition, message["key"])
         checkpoint = await self.checkpoints.get(stream_id, work)
@@ -792,6 +797,11 @@ class Posting:
             if isinstance(outcome, BaseException) and not isinstance(outcome, PostFailed):
                 log.warning("a post failed: %r", outcome)
         return served, sum(o for o in outcomes if isinstance(o, int))
+
+
+def _age(digest: Item) -> float:
+    """Seconds since the digest was built."""
+    return time.time() - datetime.fromisoformat(digest["at"]).timestamp()
 
 
 class Bodies:

@@ -231,7 +231,7 @@ class Settings:
             token_issuer=env.get("LIVECOINS_TOKEN_ISSUER") or None,
             token_audience=env.get("LIVECOINS_TOKEN_AUDIENCE") or None,
             jwks_url=read.url("LIVECOINS_JWKS_URL"),
-            feed_dispatch_queue=read.url("LIVECOINS_FEED_DISPATCH_QUEUE"),
+            feed_dispatch_queue=read.text("LIVECOINS_FEED_DISPATCH_QUEUE", "") or None,
             feed_max_subscribers=read.integer("LIVECOINS_FEED_MAX_SUBSCRIBERS", 100, low=1),
             feed_partition_size=read.integer(
                 "LIVECOINS_FEED_PARTITION_SIZE", 1_000, low=1, high=100_000

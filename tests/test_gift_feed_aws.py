@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -410,7 +411,7 @@ class Clock:
 
 @pytest.fixture
 def seconds(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock(1_800_000_000.0)
+    clock = Clock(float(int(time.time())))
     monkeypatch.setattr("handlers.gift_feed.time", clock)
     return clock
 
@@ -625,3 +626,35 @@ async def test_the_management_api_signs_retries_throttles_and_reports_gone(
         await api.aclose()
     assert fake.received["abc="] == [b'{"type":"pong"}', b'{"type":"ka"}']
     assert fake.closed == ["abc="] and fake.requests == 6
+
+
+async def test_a_digest_retried_long_after_is_not_posted(
+    services: Services, session: SocketSession, poster: Recorder, posting: Posting
+) -> None:
+    """A digest message SQS delivers again after its visibility timeout (60 s) is stale: a
+    newer digest, with the full totals, has gone out since. The last one is always posted."""
+    from datetime import UTC, datetime
+
+    from infra.ids import iso
+
+    stream = await go_live(LambdaClient(services), claims_for("cora"))
+    await connect(session, "d")
+    await subscribe(session, "d", stream, "1", DIGEST_DOC)
+    old = iso(datetime.fromtimestamp(time.time() - 60, UTC))
+    digest = {
+        "streamId": stream,
+        "sequence": 7,
+        "at": old,
+        "status": "LIVE",
+        "coinsReceived": 0,
+        "giftsSinceLast": 0,
+        "coinsSinceLast": 0,
+        "topGifters": [],
+        "highlights": [],
+    }
+    message = {"kind": DIGEST, "stream": stream, "partition": 0, "key": "7", "digest": digest}
+    await posting.handle([{"messageId": "m", "body": json.dumps({**message, "last": False})}])
+    assert poster.of("d") == []
+    last = {**message, "key": "8", "digest": {**digest, "sequence": 8, "status": "ENDED"}}
+    await posting.handle([{"messageId": "m", "body": json.dumps({**last, "last": True})}])
+    assert [d["sequence"] for d in nexts(poster, "d", "streamDigest")] == [8]
