@@ -80,3 +80,52 @@ def _error(status: int, kind: str, message: Any) -> web.Response:
     return web.json_response(
         {"message": message}, status=status, headers={"x-amzn-ErrorType": kind}
     )
+
+
+def main() -> None:
+    """`python -m tests.management_api_fake PORT [DELAY_MS] [GONE_SUFFIX]`: the fake in its own
+    process (a benchmark's), answering after DELAY_MS (an in-region round trip), connections
+    whose id ends in GONE_SUFFIX gone, bodies counted, not kept."""
+    import asyncio
+    import sys
+
+    port = int(sys.argv[1])
+    delay = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.0
+    suffix = sys.argv[3] if len(sys.argv) > 3 else None
+    fake = ManagementApiFake()
+    fake.keep = False
+    if suffix:
+        fake.gone = _Suffix(suffix)  # type: ignore[assignment]
+    app = fake.app()
+    if delay:
+
+        @web.middleware
+        async def round_trip(request: web.Request, handler: Any) -> web.StreamResponse:
+            await asyncio.sleep(delay)
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        app.middlewares.append(round_trip)
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response({"requests": fake.requests})
+
+    app.router.add_get("/count", count)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+class _Suffix:
+    """Connections whose id ends in a suffix: a set for `in`."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    def __contains__(self, connection: object) -> bool:
+        return isinstance(connection, str) and connection.endswith(self.suffix)
+
+    def add(self, connection: str) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    main()

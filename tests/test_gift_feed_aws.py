@@ -12,6 +12,7 @@ import json
 import time
 from collections import defaultdict
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -658,3 +659,33 @@ async def test_a_digest_retried_long_after_is_not_posted(
     last = {**message, "key": "8", "digest": {**digest, "sequence": 8, "status": "ENDED"}}
     await posting.handle([{"messageId": "m", "body": json.dumps({**last, "last": True})}])
     assert [d["sequence"] for d in nexts(poster, "d", "streamDigest")] == [8]
+
+
+@pytest.mark.parametrize("token", [None, "a-session-token"])
+def test_the_posts_are_signed_as_botocore_signs_them(
+    monkeypatch: pytest.MonkeyPatch, token: str | None
+) -> None:
+    """The management API's SigV4 (infra.subscriptions.SigV4) gives the headers botocore's
+    SigV4Auth gives the same request at the same second, with and without a session token
+    (Lambda's credentials carry one)."""
+    import datetime as dt
+
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from infra.subscriptions import SigV4
+
+    endpoint = "https://abc123.execute-api.eu-west-1.amazonaws.com/live"
+    at = dt.datetime(2026, 12, 7, 1, 2, 3)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: at)
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG", token)
+    signer = SigV4(endpoint, "eu-west-1")
+    monkeypatch.setattr(signer, "_credentials", credentials)
+    for connection in ("Lz5hxedcIAMCEYQ=", "abc+/d", "x"):
+        url = f"{endpoint}/@connections/{quote(connection, safe='')}"
+        body = json.dumps({"type": "next", "id": connection}).encode()
+        request = AWSRequest(method="POST", url=url, data=body)
+        botocore.auth.SigV4Auth(credentials, "execute-api", "eu-west-1").add_auth(request)
+        expected = {k: v for k, v in request.headers.items()}
+        assert signer.headers("POST", url, body, at.strftime("%Y%m%dT%H%M%SZ")) == expected
