@@ -197,10 +197,13 @@ def _formatted(result: Any) -> dict[str, Any]:
     return payload
 
 
-async def _users(services: Services, transfers: list[Item]) -> dict[str, Item]:
-    """The senders and recipients of `transfers`: one BatchGetItem per 100."""
-    ids = sorted({t[k] for t in transfers for k in ("senderId", "recipientId") if t.get(k)})
-    return await services.accounts.get_many(ids) if ids else {}
+async def _users(
+    services: Services, transfers: list[Item], others: list[str] | None = None
+) -> dict[str, Item]:
+    """The senders and recipients of `transfers` (and `others`): one BatchGetItem per 100."""
+    ids = {t[k] for t in transfers for k in ("senderId", "recipientId") if t.get(k)}
+    ids |= set(others or ())
+    return await services.accounts.get_many(sorted(ids)) if ids else {}
 
 
 class SocketSession:
@@ -831,6 +834,7 @@ class Bodies:
         return [(prefix + payload + "}").encode() for key, payload in rendered if key not in sent]
 
     async def _render(self, request: dict[str, Any]) -> list[tuple[str, str]]:
+        ranked: list[str] = []
         if self.message["kind"] == FEED:
             transfers: list[Item] = self.message["gifts"]
             source = _Handed(transfers)
@@ -839,9 +843,10 @@ class Bodies:
             digest = self.message["digest"]
             source = _Handed(digest=digest)
             transfers = digest["highlights"]
+            ranked = [r["senderId"] for r in digest["topGifters"]]
             keys = [f"digest#{digest['sequence']}"]
-        if self._users is None:
-            self._users = await _users(self.services, transfers)
+        if self._users is None:  # every user the message shows, in one read
+            self._users = await _users(self.services, transfers, ranked)
         payloads = await execute(self.services, request, source, self._users)
         if len(payloads) != len(keys):  # refused (a document that no longer validates)
             keys = [f"error#{n}" for n in range(len(payloads))]

@@ -29,6 +29,9 @@ from infra.ids import epoch
 TABLE = "subscriptions"
 STATE_SECONDS = 24 * 3600  # a state untouched for a day goes (streams end long before)
 MARK_SECONDS = 3600  # batch marks and claims outlive any retry of their batch
+# Largest gifts taken out one by one (an UpdateExpression takes 4 KB): past that (digests did
+# not keep up), the lot is reset at once.
+MAX_TAKEN = 200
 # What a highlight keeps of a gift: what a GiftTransfer shows.
 HIGHLIGHT_FIELDS = (
     "id",
@@ -145,8 +148,11 @@ class DigestState:
         """Take what `state` (as read) had pending and number the next digest, unless another
         builder did since (False): one conditional UpdateItem."""
         taken = list(state.get("pend") or {})
-        names = {"#seq": "sequence", **{f"#h{n}": gift for n, gift in enumerate(taken)}}
         expression = "SET #seq = :next, expiresAt = :expires"
+        if len(taken) > MAX_TAKEN:  # a backlog: all at once (what a batch adds meanwhile is lost)
+            expression += ", pend = :empty"
+            taken = []
+        names = {"#seq": "sequence", **{f"#h{n}": gift for n, gift in enumerate(taken)}}
         if last:
             expression += ", ended = :true"
         expression += " ADD pendingGifts :gifts, pendingCoins :coins"
@@ -161,6 +167,8 @@ class DigestState:
         }
         if last:
             values[":true"] = True
+        if ":empty" in expression:
+            values[":empty"] = {}
         updated = await self.dynamo.update(
             TABLE,
             state_key(stream_id),

@@ -689,3 +689,21 @@ def test_the_posts_are_signed_as_botocore_signs_them(
         botocore.auth.SigV4Auth(credentials, "execute-api", "eu-west-1").add_auth(request)
         expected = {k: v for k, v in request.headers.items()}
         assert signer.headers("POST", url, body, at.strftime("%Y%m%dT%H%M%SZ")) == expected
+
+
+async def test_a_digest_backlog_is_taken_out_at_once(services: Services) -> None:
+    """An UpdateExpression takes 4 KB: past MAX_TAKEN gifts waiting as highlights (digests
+    that did not keep up), the builder resets them at once; the counts stay exact."""
+    from infra.digests import MAX_TAKEN, DigestState
+
+    state = DigestState(services.dynamo)
+    await state.ensure("str_backlog")
+    for n in range(MAX_TAKEN // 5 + 1):
+        gifts = [{"id": f"gft_{n:04d}{k}", "coins": k + 1} for k in range(5)]
+        assert await state.contribute("str_backlog", f"b{n}", gifts)
+    read = await state.read("str_backlog")
+    assert read is not None and len(read["pend"]) > MAX_TAKEN
+    assert await state.consume("str_backlog", read, last=False)
+    after = await state.read("str_backlog")
+    assert after is not None
+    assert (after["pend"], after["pendingGifts"], after["sequence"]) == ({}, 0, 1)
