@@ -141,7 +141,7 @@ class Settings:
     # refused with FEED_FULL (never its creator) and follow streamDigest instead; a stream's
     # streamDigest subscribers spread over one more partition (doubling) per this many.
     feed_max_subscribers: int = 100
-    feed_partition_size: int = 1_000
+    feed_partition_size: int = 500
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: str = ".livecoins-data"
@@ -234,7 +234,7 @@ class Settings:
             feed_dispatch_queue=read.text("LIVECOINS_FEED_DISPATCH_QUEUE", "") or None,
             feed_max_subscribers=read.integer("LIVECOINS_FEED_MAX_SUBSCRIBERS", 100, low=1),
             feed_partition_size=read.integer(
-                "LIVECOINS_FEED_PARTITION_SIZE", 1_000, low=1, high=100_000
+                "LIVECOINS_FEED_PARTITION_SIZE", 500, low=1, high=100_000
             ),
             host=read.text("HOST", "127.0.0.1"),
             port=read.integer("PORT", 8000, low=1, high=65535),

@@ -14,8 +14,8 @@ GiftFeedPostFunction's work) posting one digest to every subscriber of one parti
 
 Measured per run (RUNS interleaved runs, anchor then project): posts a second, CPU per post
 (this process: the event loop and the threads botocore's DynamoDB calls run in), and peak
-memory (the rise in peak RSS over the run). At 100,000 connections the partition is 100
-times what a production partition holds (`LIVECOINS_FEED_PARTITION_SIZE`, 1,000): one
+memory (the rise in peak RSS over the run). At 100,000 connections the partition is 200
+times what a production partition holds (`LIVECOINS_FEED_PARTITION_SIZE`, 500): one
 invocation streams it a page of 500 at a time, so its memory must not grow with it.
 """
 
@@ -380,11 +380,14 @@ async def test_one_poster_invocation_at_10_000_and_100_000_connections(
         "reset before it). A partition is streamed a page of 500 subscribers at a time: the "
         "figures do not grow with the connections (aim: equal at 10,000 and 100,000).",
     )
-    derive(
+    derived = derive(
         bench,
         statistics.median(results[100_000]["rate"]),
         statistics.median(results[100_000]["cpu"]),
     )
+    # the goal, on paper from these figures: a digest within 2 s of its gifts, the posters
+    # within their reserved concurrency
+    assert derived["worst"] < 2.0 and derived["concurrency"] < 300, derived
 
 
 class _NoDispatch:
@@ -403,45 +406,62 @@ def _now() -> str:
 VIEWERS = 100_000
 GIFTS_PER_SECOND = 1_000
 FEED_SUBSCRIBERS = 100 + 1  # the default cap, and the creator
-DIGEST_PARTITION = 1_000  # LIVECOINS_FEED_PARTITION_SIZE
-FEED_PARTITION = 25
-BATCHES_PER_SECOND = 20  # stream batches of the stream a second (about 50 gifts each)
+DIGEST_PARTITION = 500  # LIVECOINS_FEED_PARTITION_SIZE
+FEED_PARTITION = 25  # infra.subscriptions.FEED_PER_PARTITION
+BATCHES_PER_SECOND = 20  # of the stream's gifts from its shards: about 50 gifts each
 POSTER_GB = 1.769
+SUBSCRIPTION_BYTES = 450  # a subscription item with the app's document
+# Assumed, not measured here (AWS publishes none of them): DynamoDB Streams to the consumer
+# (Lambda polls each shard 4 times a second), a DynamoDB call, SQS to a poster.
+STREAM_LAG_S, DYNAMODB_S, SQS_S = 0.25, 0.01, 0.1
+
+
+def _partitions(count: int, per: int) -> int:
+    return min(256, 1 << (-(-count // per) - 1).bit_length())
 
 
 def derive(bench: Table, rate: float, cpu_us: float) -> dict[str, float]:
-    """The figures at 100,000 viewers from the measured rate and CPU per post (one vCPU)."""
-    digest_partitions = 1 << (-(-VIEWERS // DIGEST_PARTITION) - 1).bit_length()
-    feed_partitions = 1 << (-(-FEED_SUBSCRIBERS // FEED_PARTITION) - 1).bit_length()
-    digest_posts = VIEWERS  # one a second each
-    feed_posts = FEED_SUBSCRIBERS * GIFTS_PER_SECOND
+    """The figures at 100,000 viewers from one invocation's measured posts a second (this
+    shared machine: slower than a dedicated vCPU, so conservative) and CPU per post."""
+    digest_partitions = _partitions(VIEWERS, DIGEST_PARTITION)
+    feed_partitions = _partitions(FEED_SUBSCRIBERS, FEED_PARTITION)
+    per_digest = VIEWERS / digest_partitions
+    digest_s = per_digest / rate  # one digest partition's invocation
+    # a giftFeed message: its subscribers in parallel, each its batch's gifts one after another
+    gifts_per_batch = GIFTS_PER_SECOND / BATCHES_PER_SECOND
+    per_feed = FEED_SUBSCRIBERS / feed_partitions
+    feed_s = max(gifts_per_batch * (ROUND_TRIP_MS / 1000), per_feed * gifts_per_batch / rate)
+    digest_posts, feed_posts = VIEWERS, FEED_SUBSCRIBERS * GIFTS_PER_SECOND
     posts = digest_posts + feed_posts
-    per_partition = VIEWERS / digest_partitions
-    # poster seconds: CPU-bound at the measured CPU per post (1 vCPU at 1,769 MB), or
-    # round-trip-bound at 256 in flight, whichever is longer
-    seconds_per_post = max(cpu_us / 1e6, ROUND_TRIP_MS / 1000 / 256)
-    digest_seconds = per_partition * seconds_per_post  # one partition's invocation
-    poster_seconds = posts * seconds_per_post  # every post, every second
-    messages = digest_partitions + feed_partitions * BATCHES_PER_SECOND
-    concurrency = poster_seconds  # seconds of posting per second = invocations busy
+    feed_messages = feed_partitions * BATCHES_PER_SECOND
+    messages = digest_partitions + feed_messages
+    concurrency = digest_partitions * digest_s + feed_messages * feed_s
+    reads = (  # read request units a second (consistent Query: 4 KB units)
+        digest_partitions * (1 + per_digest * SUBSCRIPTION_BYTES / 4096)
+        + feed_messages * (1 + per_feed * SUBSCRIPTION_BYTES / 4096)
+        + BATCHES_PER_SECOND
+        + 256
+        + 32
+        + 3
+    )
+    writes = messages + BATCHES_PER_SECOND * 7 + 1
     hourly = {
         "API Gateway messages": posts * 3600 * PRICE_MESSAGE,
-        "API Gateway connection minutes": VIEWERS * 60 * PRICE_CONNECTION_MINUTE,
-        "Lambda (posters' GB-s)": poster_seconds * 3600 * POSTER_GB * PRICE_GB_SECOND,
-        "Lambda requests + SQS": messages * 3600 * (PRICE_INVOCATION + 2 * PRICE_SQS_REQUEST),
-        # a checkpoint per 500 posted and one done per message; the consumer's per batch:
-        # a contribution (transaction: 2 items, 2 WRU each), a claim, a queue; a digest's
-        # reads
-        "DynamoDB": (
-            (posts / 500 + messages) * PRICE_WRITE
-            + BATCHES_PER_SECOND * 6 * PRICE_WRITE
-            + (messages * 2 + 40) * PRICE_READ
-        )
-        * 3600,
+        "connection minutes": VIEWERS * 60 * PRICE_CONNECTION_MINUTE,
+        "posters (GB-s)": concurrency * 3600 * POSTER_GB * PRICE_GB_SECOND,
+        "invocations + SQS": messages * 3600 * (PRICE_INVOCATION + 3 * PRICE_SQS_REQUEST),
+        "DynamoDB": (reads * PRICE_READ + writes * PRICE_WRITE) * 3600,
     }
     total = sum(hourly.values())
+    # a gift's way to the last viewer's digest, when it lands just after its second's claim
+    build_s = 3 * DYNAMODB_S  # read the state; counters and ranking at once; take it out
+    dispatch_s = 2 * 0.02  # 26 SendMessageBatch, 16 at a time
+    worst = STREAM_LAG_S + 1.0 + build_s + dispatch_s + SQS_S + 3 * DYNAMODB_S + digest_s
     rows = [
-        ("digest partitions (1,000 viewers each, a power of two)", f"{digest_partitions}"),
+        (
+            "digest partitions (about 500 viewers each, a power of two)",
+            f"{digest_partitions} of {per_digest:.0f}",
+        ),
         (
             "posts a second (digests + giftFeed)",
             f"{digest_posts:,} + {feed_posts:,} = {posts:,}: {posts / 10_000:.0f}x the default "
@@ -449,19 +469,31 @@ def derive(bench: Table, rate: float, cpu_us: float) -> dict[str, float]:
         ),
         (
             "one digest partition's invocation",
-            f"{per_partition:.0f} posts in {digest_seconds:.2f} s at {rate:,.0f} posts/s "
-            f"measured ({cpu_us:.0f} µs CPU each)",
+            f"{per_digest:.0f} posts in {digest_s:.2f} s at the measured {rate:,.0f} posts/s "
+            f"({per_digest * cpu_us / 1e6:.2f} s at {cpu_us:.0f} µs CPU each on a dedicated "
+            "vCPU)",
+        ),
+        (
+            "a digest's way to its last viewer, worst case",
+            f"{worst:.2f} s = stream {STREAM_LAG_S} + waiting for the next second's claim 1.0 + "
+            f"build {build_s:.2f} + dispatch {dispatch_s:.2f} + SQS {SQS_S} + poster reads "
+            f"{3 * DYNAMODB_S:.2f} + posting {digest_s:.2f} (assumed: stream, DynamoDB, SQS)",
         ),
         (
             "poster invocations a second; busy at once",
-            f"{messages:,} messages ({digest_partitions} digest + {feed_partitions} x "
-            f"{BATCHES_PER_SECOND} giftFeed), {concurrency:.0f} concurrent: reserve 300",
+            f"{messages:,} messages ({digest_partitions} digest, {feed_partitions} giftFeed x "
+            f"{BATCHES_PER_SECOND} batches of {gifts_per_batch:.0f} gifts), "
+            f"{concurrency:.0f} invocations at once (reserved: 300)",
         ),
         (
-            "cost per hour (list prices)",
+            "cost an hour (list prices)",
             ", ".join(f"{k} ${v:,.2f}" for k, v in hourly.items()) + f": ${total:,.2f}",
         ),
-        ("cost per viewer-hour", f"${total / VIEWERS:.5f} (the issue's per-gift design: $2.88)"),
+        (
+            "cost per viewer-hour",
+            f"${total / VIEWERS:.5f}, {feed_posts / posts:.0%} of it for the giftFeed's "
+            f"{FEED_SUBSCRIBERS} subscribers (per-gift posting to every viewer: $2.88)",
+        ),
     ]
     for what, value in rows:
         bench.add(
@@ -473,4 +505,4 @@ def derive(bench: Table, rate: float, cpu_us: float) -> dict[str, float]:
                 "",
             )
         )
-    return {"posts": posts, "cost": total, "digest_seconds": digest_seconds}
+    return {"posts": posts, "cost": total, "worst": worst, "concurrency": concurrency}
