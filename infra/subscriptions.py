@@ -409,9 +409,9 @@ class ManagementApi:
                         detail = (await answer.read())[:200]
                     else:
                         await answer.release()
-            except (aiohttp.ClientError, TimeoutError) as error:
+            except (aiohttp.ClientError, TimeoutError) as error:  # not sent, or no answer
                 status, detail = 0, repr(error).encode()
-            if status < 300:
+            if 200 <= status < 300:
                 return
             if status == 410:
                 raise Gone(connection_id)

@@ -707,3 +707,18 @@ async def test_a_digest_backlog_is_taken_out_at_once(services: Services) -> None
     after = await state.read("str_backlog")
     assert after is not None
     assert (after["pend"], after["pendingGifts"], after["sequence"]) == ({}, 0, 1)
+
+
+async def test_a_post_that_reaches_no_one_is_not_taken_for_delivered() -> None:
+    """A refused connection, a reset, a timeout: retried, then PostFailed (the poster's
+    message is retried from its checkpoint), never counted as sent."""
+    from infra.engine import free_port
+    from infra.subscriptions import ManagementApi
+
+    api = ManagementApi(f"http://127.0.0.1:{free_port()}/live", "us-east-1")  # nobody there
+    try:
+        with pytest.raises(PostFailed):
+            await api.post("abc=", b"{}")
+    finally:
+        await api.aclose()
+    assert api.posts == ManagementApi.ATTEMPTS
