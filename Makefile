@@ -17,7 +17,7 @@ STEP := sh tools/step.sh
 	cloud \
 	screenshots \
 	build-GraphQLFunction build-PayoutsFunction build-GiftFeedSocketFunction \
-	build-GiftFeedFanOutFunction build-StoreCatchUpFunction
+	build-GiftFeedFanOutFunction build-GiftFeedPostFunction build-StoreCatchUpFunction
 
 $(BIN)/livecoins: pyproject.toml
 	@$(STEP) "$(VENV): LiveCoins with its tests and tools (first time: about 2 minutes)" \
@@ -153,7 +153,7 @@ endef
 # `sam build` calls these (BuildMethod: makefile): the code and requirements.txt only, with
 # wheels for the functions' platform (arm64), compiled by python3.11.
 build-GraphQLFunction build-PayoutsFunction build-GiftFeedSocketFunction build-GiftFeedFanOutFunction \
-build-StoreCatchUpFunction:
+build-GiftFeedPostFunction build-StoreCatchUpFunction:
 	$(check_lambda_python)
 	$(call copy_code,$(ARTIFACTS_DIR))
 	$(PYTHON) $(PIP_TARGET) "$(ARTIFACTS_DIR)" $(AWS_WHEELS)

@@ -1,4 +1,6 @@
-"""The gift feed on AWS: giftFeed over an API Gateway WebSocket API, graphql-transport-ws.
+"""The live feed on AWS: giftFeed and streamDigest over an API Gateway WebSocket API
+(graphql-transport-ws), fed by the tables' streams. docs/scaling.md has the design and its
+figures.
 
 `socket_handler` (GiftFeedSocketFunction) serves the connection's events:
 - $connect: remember the connection; answer the graphql-transport-ws subprotocol.
@@ -11,11 +13,13 @@
   reject an `error` that comes before connection_ack, so this is the refusal they can read.
 - subscribe: at most `LIVECOINS_WS_MAX_OPERATIONS` subscriptions per connection (past it an
   `error` for that id; the connection stays), as on the local server. The document is
-  executed once against an empty feed to validate it and learn its stream: a refused
-  document answers `error`; an execution error (a malformed stream id) and a stream that does
-  not exist answer `next` with the errors (NOT_FOUND) then `complete`, as the local server
-  does; a stream that is not live answers `complete` at once; otherwise the subscription is
-  stored under the stream's subscriber partition.
+  executed once against an empty feed to validate it and learn its field and stream: a
+  refused document answers `error`; an execution error (a malformed id), a stream that does
+  not exist, an `after` that is not one of its gifts and a full giftFeed (FEED_FULL, never
+  the creator) answer `next` with the errors then `complete`, as the local server does; a
+  stream that is not live answers `complete` at once (after giftFeed's backfill); otherwise
+  the subscription is stored in one of the stream's subscriber partitions, and giftFeed's
+  gifts after `after` are sent (resolvers/feed.py: `backfill`).
 - complete, ping/pong, $disconnect (its subscriptions are removed).
 - A message over `LIVECOINS_MAX_BODY_BYTES` is not read: an `error` for its id if it has one
   (MESSAGE_TOO_LARGE), then the connection is closed (the local server closes with 1009;
@@ -23,11 +27,17 @@
 Queries and mutations are the HTTP API's: over the socket they answer `error`.
 
 `fanout_handler` (GiftFeedFanOutFunction) consumes the transfers table's stream (new gifts)
-and the streams table's (a stream ended): each gift is executed once per distinct document
-among the stream's subscribers and posted to each of them (`next`, with the transfer's
-time-ordered id, so clients can order gifts that arrive out of order); an ended stream's
-subscribers get `complete`. Connections that are gone are removed. Delivery is at least
-once: a batch that fails is retried (the mapping then sends it to GiftFeedFailures).
+and the streams table's (a stream ended). It posts nothing itself: for each stream of a
+batch it hands the batch's gifts to each of the stream's giftFeed partitions (one dispatch
+message per partition), adds the batch to the stream's digest (infra/digests.py) and, if it
+wins the second's claim, builds the digest and hands it to each streamDigest partition; an
+ended stream's last digest is built 2 s later (`tick`), once its last gifts are in.
+
+`post_handler` (GiftFeedPostFunction) takes the dispatch queue's messages: each is one
+partition's posts for one batch of gifts, one digest or the end, streamed from the
+partition a page at a time with many posts in flight, checkpointed after each page (a
+retried message does not post again to those served; a duplicate posts nothing). Gone
+connections (410) are removed. A message that keeps failing goes to GiftFeedFailures.
 
 PyJWT (the token check) is imported here only: the GraphQL function never loads it. As in
 handlers/lambda_api.py, the imports run with the garbage collector off, then frozen.
@@ -43,9 +53,12 @@ gc.disable()
 import asyncio
 import json
 import logging
+import time
+import zlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 from graphql import OperationType, parse
@@ -53,17 +66,28 @@ from graphql.error import GraphQLSyntaxError
 
 from handlers.metrics import MetricsPublisher
 from infra.config import Settings
+from infra.digests import DigestState
 from infra.dynamo import Item, from_item
 from infra.services import Services
 from infra.subscriptions import (
     CONNECTIONS,
-    ConnectionPoster,
+    DIGEST,
+    FEED,
+    FEED_PER_PARTITION,
+    Checkpoints,
     ConnectionsRepo,
+    Dispatch,
     Gone,
+    ManagementApi,
+    PostFailed,
     SubscriptionsRepo,
+    batch_key,
     channel,
+    work_key,
 )
+from resolvers import feed as feed_resolvers
 from resolvers.context import Context
+from resolvers.errors import UnknownId
 from resolvers.identity import Identity
 from schema import schema
 
@@ -71,46 +95,87 @@ logger = Logger(service="livecoins")
 log = logging.getLogger("livecoins")
 PROTOCOL = "graphql-transport-ws"
 Event = dict[str, Any]
+PAGE = 500  # subscribers a poster reads, and checkpoints, at a time
+LAST_DIGEST_DELAY = 2  # seconds after a stream ends: its last gifts reach the digest first
+STALE_SECONDS = 10  # a digest not posted by then is not posted: a newer one says more
+
+
+class Poster(Protocol):
+    """API Gateway's management API (infra.subscriptions.ManagementApi; a recorder in tests)."""
+
+    async def post(self, connection_id: str, body: bytes) -> None: ...
+
+    async def close(self, connection_id: str) -> None: ...
+
+
+class Dispatcher(Protocol):
+    """The dispatch queue (infra.subscriptions.Dispatch; a list in tests)."""
+
+    async def send(self, messages: list[dict[str, Any]], delay: int = 0) -> None: ...
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
 
 
 class _Probe:
-    """A feed with no gifts that notes which stream a subscription asked for."""
+    """A feed with nothing in it that notes what a subscription asked for."""
 
     def __init__(self) -> None:
+        self.kind: str | None = None
         self.stream_id: str | None = None
+        self.after: str | None = None
 
-    async def subscribe(self, stream_id: str) -> AsyncIterator[Any]:
-        self.stream_id = stream_id
+    async def gifts(self, stream_id: str, after: str | None) -> AsyncIterator[Any]:
+        self.kind, self.stream_id, self.after = FEED, stream_id, after
         return
         yield  # an async generator that ends at once
 
-
-class _OneGift:
-    """A feed that delivers one gift to a subscription of its stream."""
-
-    def __init__(self, transfer: Item) -> None:
-        self.transfer = transfer
-
-    async def subscribe(self, stream_id: str) -> AsyncIterator[Any]:
-        if stream_id == self.transfer.get("streamId"):
-            yield self.transfer
+    async def digests(self, stream_id: str) -> AsyncIterator[Any]:
+        self.kind, self.stream_id = DIGEST, stream_id
+        return
+        yield
 
 
-async def execute(services: Services, request: dict[str, Any], feed: Any) -> list[dict[str, Any]]:
-    """Run a subscription document against `feed`: its results, formatted for `next`."""
-    refused, payloads = await _run(services, request, feed)
+class _Handed:
+    """A feed that delivers what it was handed: gifts (in order) or one digest, to the
+    subscriptions of their stream."""
+
+    def __init__(self, transfers: list[Item] | None = None, digest: Item | None = None) -> None:
+        self.transfers = transfers or []
+        self.digest = digest
+
+    async def gifts(self, stream_id: str, after: str | None) -> AsyncIterator[Any]:
+        for transfer in self.transfers:
+            if stream_id == transfer.get("streamId"):
+                yield transfer
+
+    async def digests(self, stream_id: str) -> AsyncIterator[Any]:
+        if self.digest is not None and self.digest["streamId"] == stream_id:
+            yield self.digest
+
+
+async def execute(
+    services: Services, request: dict[str, Any], feed: Any, users: dict[str, Item] | None = None
+) -> list[dict[str, Any]]:
+    """Run a subscription document against `feed`: its results, formatted for `next`.
+    `users` (by id) are the accounts the results show, read once for all of them."""
+    refused, payloads = await _run(services, request, feed, users)
     return [refused] if refused is not None else payloads
 
 
 async def _run(
-    services: Services, request: dict[str, Any], feed: Any
+    services: Services, request: dict[str, Any], feed: Any, users: dict[str, Item] | None = None
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """(the answer if the document was refused before execution, e.g. invalid; else None,
     and the results of executing it against `feed`)."""
+    context = Context(services, None, feed=feed)
+    if users:
+        context.users.prime_many(users)
     result = await schema.subscribe(
         request["query"],
         variable_values=request.get("variables") or None,
-        context_value=Context(services, None, feed=feed),
+        context_value=context,
         operation_name=request.get("operationName"),
     )
     if not hasattr(result, "__aiter__"):
@@ -132,25 +197,35 @@ def _formatted(result: Any) -> dict[str, Any]:
     return payload
 
 
+async def _users(
+    services: Services, transfers: list[Item], others: list[str] | None = None
+) -> dict[str, Item]:
+    """The senders and recipients of `transfers` (and `others`): one BatchGetItem per 100."""
+    ids = {t[k] for t in transfers for k in ("senderId", "recipientId") if t.get(k)}
+    ids |= set(others or ())
+    return await services.accounts.get_many(sorted(ids)) if ids else {}
+
+
 class SocketSession:
     """One WebSocket event's work, with the process's services and poster."""
 
-    def __init__(self, services: Services, poster: ConnectionPoster, verify: Any) -> None:
+    def __init__(self, services: Services, poster: Poster, verify: Any) -> None:
         self.services = services
         self.poster = poster
         self.verify = verify
         self.connections = ConnectionsRepo(services.dynamo)
         self.subscriptions = SubscriptionsRepo(services.dynamo)
+        self.digests = DigestState(services.dynamo)
 
     async def post(self, connection_id: str, message: dict[str, Any]) -> None:
         try:
-            await asyncio.to_thread(self.poster.post, connection_id, message)
+            await self.poster.post(connection_id, encode(message))
         except Gone:
             await self.disconnect(connection_id)
 
     async def close(self, connection_id: str, reason: str) -> None:
         log.info("closing a gift feed connection: %s", reason)
-        await asyncio.to_thread(self.poster.close, connection_id)
+        await self.poster.close(connection_id)
         await self.disconnect(connection_id)
 
     async def connect(self, event: Event) -> dict[str, Any]:
@@ -162,9 +237,7 @@ class SocketSession:
         return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": PROTOCOL}}
 
     async def disconnect(self, connection_id: str) -> None:
-        connection = await self.connections.close(connection_id)
-        for subscription_id, at in ((connection or {}).get("subscriptions") or {}).items():
-            await self.subscriptions.remove(at, connection_id, subscription_id)
+        await disconnect(self.connections, self.subscriptions, connection_id)
 
     async def message(self, connection_id: str, body: str) -> None:
         limit = self.services.settings.max_body_bytes
@@ -267,9 +340,11 @@ class SocketSession:
         errors = [e for r in results for e in r.get("errors", [])]
         if errors:  # as the local server: the execution's errors, then the end
             return await self._ended(connection_id, subscription_id, errors)
-        if probe.stream_id is None:
-            return await self.post(connection_id, _error(subscription_id, "Subscribe to giftFeed."))
-        stream_id = probe.stream_id
+        if probe.kind is None or probe.stream_id is None:
+            return await self.post(
+                connection_id, _error(subscription_id, "Subscribe to giftFeed or streamDigest.")
+            )
+        stream_id, kind = probe.stream_id, probe.kind
         stream = await self._stream(stream_id)
         if stream is None:
             error = {
@@ -277,20 +352,95 @@ class SocketSession:
                 "extensions": {"code": "NOT_FOUND", "field": "streamId"},
             }
             return await self._ended(connection_id, subscription_id, [error])
+        after: Item | None = None
+        if probe.after is not None:
+            try:
+                after = await feed_resolvers.anchor(self.services, stream_id, probe.after)
+            except UnknownId as unknown:
+                error = {
+                    "message": str(unknown),
+                    "extensions": {"code": "NOT_FOUND", "field": "after"},
+                }
+                return await self._ended(connection_id, subscription_id, [error])
         if stream.get("status") != "LIVE":
+            if after is not None:
+                await self._backfill(connection_id, subscription_id, request, stream, after)
             return await self.post(connection_id, {"id": subscription_id, "type": "complete"})
-        at = channel(stream_id, connection_id, self.services.settings.feed_partitions)
+        at = await self._take_place(connection_id, subscription_id, kind, stream, connection)
+        if at is None:
+            error = {
+                "message": "This stream's live gift feed is full: follow it with streamDigest.",
+                "extensions": {"code": "FEED_FULL"},
+            }
+            return await self._ended(connection_id, subscription_id, [error])
+        counted = kind == FEED and connection.get("sub") != stream["creatorId"]
         added = await self._add_subscription(connection_id, subscription_id, at, limit)
-        if added == "full":
-            return await self.post(connection_id, _error(subscription_id, LIMIT_REACHED))
         if added != "added":
+            await self.subscriptions.release_place(stream_id, kind, counted)
+            if added == "full":
+                return await self.post(connection_id, _error(subscription_id, LIMIT_REACHED))
             return await self.close(connection_id, f"4409 Subscriber for {subscription_id} exists")
-        await self.subscriptions.add(at, connection_id, subscription_id, request)
+        await self.subscriptions.add(
+            at,
+            connection_id,
+            subscription_id,
+            request,
+            stream_id=stream_id,
+            kind=kind,
+            counted=counted,
+        )
         if not await self._live(stream_id):  # it ended meanwhile: its fan-out may have missed us
             await self.connections.remove_subscription(connection_id, subscription_id)
             await self.subscriptions.remove(at, connection_id, subscription_id)
             await self.post(connection_id, {"id": subscription_id, "type": "complete"})
+            return None
+        if after is not None:
+            sent = await self._backfill(connection_id, subscription_id, request, stream, after, at)
+            log.info("giftFeed(after:) backfilled %d gifts", sent)
         return None
+
+    async def _take_place(
+        self, connection_id: str, subscription_id: str, kind: str, stream: Item, connection: Item
+    ) -> str | None:
+        """A place among the stream's subscribers of `kind` (giftFeed's are capped, never for
+        its creator), and the partition it is in; None when the giftFeed is full."""
+        settings = self.services.settings
+        creator = connection.get("sub") == stream["creatorId"]
+        counted = kind == FEED and not creator
+        per = FEED_PER_PARTITION if kind == FEED else settings.feed_partition_size
+        parts = await self.subscriptions.take_place(
+            stream["id"], kind, counted, settings.feed_max_subscribers, per
+        )
+        if parts is None:
+            return None
+        if kind == DIGEST:
+            await self.digests.ensure(stream["id"])
+        partition = zlib.crc32(connection_id.encode()) % parts
+        return channel(stream["id"], kind, partition)
+
+    async def _backfill(
+        self,
+        connection_id: str,
+        subscription_id: str,
+        request: dict[str, Any],
+        stream: Item,
+        after: Item,
+        at: str | None = None,
+    ) -> int:
+        """Send the gifts after `after` (resolvers/feed.py: `backfill`), in order. They are
+        noted on the subscription first, so the fan-out does not send them again."""
+        transfers = await feed_resolvers.backfill(self.services, stream, after)
+        if not transfers:
+            return 0
+        if at is not None:
+            ids = [t["id"] for t in transfers]
+            await self.subscriptions.sent(at, connection_id, subscription_id, ids)
+        users = await _users(self.services, transfers)
+        payloads = await execute(self.services, request, _Handed(transfers), users)
+        for payload in payloads:
+            message = {"id": subscription_id, "type": "next", "payload": payload}
+            await self.poster.post(connection_id, encode(message))
+        return len(payloads)
 
     async def _ended(
         self, connection_id: str, subscription_id: str, errors: list[dict[str, Any]]
@@ -415,6 +565,15 @@ class TokenVerifier:
         return Identity.from_claims(claims)
 
 
+async def disconnect(
+    connections: ConnectionsRepo, subscriptions: SubscriptionsRepo, connection_id: str
+) -> None:
+    """Forget a connection and every subscription it holds (their places too)."""
+    connection = await connections.close(connection_id)
+    held = ((connection or {}).get("subscriptions") or {}).items()
+    await asyncio.gather(*(subscriptions.remove(at, connection_id, sid) for sid, at in held))
+
+
 # --- the fan-out -------------------------------------------------------------------------
 
 
@@ -423,13 +582,70 @@ def _image(record: dict[str, Any]) -> Item:
     return from_item(image)
 
 
-class FanOut:
-    def __init__(self, services: Services, poster: ConnectionPoster, posts_at_once: int = 32):
+class Digests:
+    """Builds a stream's digest (once per claim) and hands it to each of its streamDigest
+    partitions: the fan-out and the posters' ticks share it."""
+
+    def __init__(self, services: Services, dispatch: Dispatcher) -> None:
         self.services = services
-        self.poster = poster
+        self.dispatch = dispatch
+        self.state = DigestState(services.dynamo)
         self.subscriptions = SubscriptionsRepo(services.dynamo)
-        self.connections = ConnectionsRepo(services.dynamo)
-        self.posts_at_once = posts_at_once
+
+    async def build(self, stream_id: str, last: bool, meta: Item | None = None) -> Item | None:
+        """The next digest, dispatched; None when nothing landed since the previous one (or
+        the last one was built). The state is read, the totals and ranking, then the state
+        taken out conditioned on what was read: a concurrent builder makes this one read
+        again. The last one also ends the stream's giftFeed subscriptions."""
+        digest: Item | None = None
+        for _ in range(3):
+            state = await self.state.read(stream_id)
+            if state is None or state.get("ended"):
+                break
+            pending = DigestState.pending(state)
+            if not pending.gifts and not last:
+                return None
+            sequence = int(state.get("sequence", 0)) + 1
+            built = await feed_resolvers.build_digest(
+                self.services, stream_id, pending, sequence, last
+            )
+            if await self.state.consume(stream_id, state, last):
+                digest = built
+                break
+        if digest is None and not last:
+            return None
+        meta = meta if meta is not None and not last else await self.subscriptions.meta(stream_id)
+        messages: list[dict[str, Any]] = []
+        if digest is not None:
+            self.services.metrics["FeedDigests"] += 1
+            messages += [
+                {
+                    "kind": DIGEST,
+                    "stream": stream_id,
+                    "partition": p,
+                    "key": str(digest["sequence"]),
+                    "digest": digest,
+                    "last": last,
+                }
+                for p in range(int(meta.get("digestParts", 0)))
+            ]
+        if last:  # the giftFeed subscribers' end (a repeated tick: their checkpoints say done)
+            messages += [
+                {"kind": "end", "stream": stream_id, "partition": p, "key": "end"}
+                for p in range(int(meta.get("feedParts", 0)))
+            ]
+        await self.dispatch.send(messages)
+        return digest
+
+
+class FanOut:
+    """The tables' streams' consumer: per stream of a batch, dispatch and digest work."""
+
+    def __init__(self, services: Services, dispatch: Dispatcher) -> None:
+        self.services = services
+        self.dispatch = dispatch
+        self.subscriptions = SubscriptionsRepo(services.dynamo)
+        self.digests = Digests(services, dispatch)
 
     async def handle(self, records: list[dict[str, Any]]) -> dict[str, int]:
         gifts: dict[str, list[Item]] = defaultdict(list)
@@ -443,68 +659,200 @@ class FanOut:
                     gifts[image["streamId"]].append(image)
             elif image.get("status") == "ENDED" and "creatorId" in image:
                 ended.add(image["id"])
-        counts = await asyncio.gather(
-            *(self._gifts(s, sorted(g, key=lambda t: t["id"])) for s, g in gifts.items()),
-            *(self._ended(s) for s in ended),
+        dispatched = await asyncio.gather(
+            *(self._gifts(s, sorted(g, key=lambda t: t["id"])) for s, g in gifts.items())
         )
-        posted = sum(counts)
-        self.services.metrics["FeedPosts"] += posted
-        return {"gifts": sum(len(g) for g in gifts.values()), "ended": len(ended), "posts": posted}
+        if ended:  # the last digest and the end, once the stream's last gifts are in
+            ticks = [{"kind": "tick", "stream": s, "last": True} for s in sorted(ended)]
+            await self.dispatch.send(ticks, delay=LAST_DIGEST_DELAY)
+        return {
+            "gifts": sum(len(g) for g in gifts.values()),
+            "ended": len(ended),
+            "dispatched": sum(dispatched),
+        }
 
     async def _gifts(self, stream_id: str, transfers: list[Item]) -> int:
-        subscribers = await self._subscribers(stream_id)
-        by_request: dict[str, list[Item]] = defaultdict(list)
-        for subscriber in subscribers:
-            by_request[subscriber["request"]].append(subscriber)
-        posts: list[tuple[Item, dict[str, Any]]] = []
-        for transfer in transfers:  # time order within the batch
-            for raw, group in by_request.items():
-                payloads = await execute(self.services, json.loads(raw), _OneGift(transfer))
-                for payload in payloads:
-                    posts += [
-                        (s, {"id": s["subscriptionId"], "type": "next", "payload": payload})
-                        for s in group
-                    ]
-        await self._post_all(posts)
-        return len(posts)
+        meta = await self.subscriptions.meta(stream_id)
+        key = batch_key([t["id"] for t in transfers])
+        messages = [
+            {"kind": FEED, "stream": stream_id, "partition": p, "key": key, "gifts": transfers}
+            for p in range(int(meta.get("feedParts", 0)) if meta.get("feed", 0) > 0 else 0)
+        ]
+        sending = asyncio.create_task(self.dispatch.send(messages))
+        try:
+            if meta.get("digest", 0) > 0:
+                await self._digest(stream_id, key, transfers, meta)
+        finally:
+            await sending
+        return len(messages)
 
-    async def _ended(self, stream_id: str) -> int:
-        subscribers = await self._subscribers(stream_id)
-        await self._post_all(
-            [(s, {"id": s["subscriptionId"], "type": "complete"}) for s in subscribers]
+    async def _digest(self, stream_id: str, key: str, transfers: list[Item], meta: Item) -> None:
+        state = self.digests.state
+        await state.contribute(stream_id, key, transfers)
+        second = int(time.time())
+        if await state.claim(stream_id, second):
+            await self.digests.build(stream_id, last=False, meta=meta)
+        elif await state.queue_tick(stream_id, second + 1):
+            # someone builds this second's digest, perhaps before this batch was added: the
+            # next second's is queued, in case no other batch of the stream comes to build it
+            await self.dispatch.send([{"kind": "tick", "stream": stream_id}], delay=1)
+
+
+# --- the posters -------------------------------------------------------------------------
+
+
+class Posting:
+    """The dispatch queue's consumer: each message one partition's posts (or a tick)."""
+
+    def __init__(self, services: Services, poster: Poster, dispatch: Dispatcher) -> None:
+        self.services = services
+        self.poster = poster
+        self.subscriptions = SubscriptionsRepo(services.dynamo)
+        self.connections = ConnectionsRepo(services.dynamo)
+        self.checkpoints = Checkpoints(services.dynamo)
+        self.digests = Digests(services, dispatch)
+
+    async def handle(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Every message at once; the ones that failed are reported for another try
+        (ReportBatchItemFailures), the others are done."""
+        outcomes = await asyncio.gather(
+            *(self.work(json.loads(r["body"])) for r in records), return_exceptions=True
         )
-        for s in subscribers:
-            await self.subscriptions.remove(s["channel"], s["connectionId"], s["subscriptionId"])
-        return len(subscribers)
+        failures = []
+        for record, outcome in zip(records, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("a feed dispatch message failed: %r", outcome)
+                failures.append({"itemIdentifier": record["messageId"]})
+            else:
+                self.services.metrics["FeedPosts"] += outcome
+        return {"batchItemFailures": failures}
 
-    async def _subscribers(self, stream_id: str) -> list[Item]:
-        return await self.subscriptions.of_stream(stream_id, self.services.settings.feed_partitions)
+    async def work(self, message: dict[str, Any]) -> int:
+        """One message's posts (their number)."""
+        stream_id, kind = message["stream"], message["kind"]
+        if kind == "tick":
+            if message.get("last"):
+                await self.digests.build(stream_id, last=True)
+            elif await self.digests.state.claim(stream_id, int(time.time())):
+                await self.digests.build(stream_id, last=False)
+            return 0
+        if kind == DIGEST and not message.get("last") and _age(message["digest"]) > STALE_SECONDS:
+            self.services.metrics["FeedDigestsStale"] += 1
+            return 0  # a retry long after: a newer digest (with the full totals) has gone out
+        partition = int(message["partition"])
+        work = work_key(kind, partition, message["key"])
+        checkpoint = await self.checkpoints.get(stream_id, work)
+        if checkpoint.get("done"):
+            return 0  # a duplicate of a message already served
+        at = channel(stream_id, DIGEST if kind == DIGEST else FEED, partition)
+        bodies = Bodies(self.services, message)
+        start, posts = checkpoint.get("upTo"), 0
+        while True:
+            page, last = await self.subscriptions.page(at, start, PAGE)
+            served, count = await self._page(page, bodies, message)
+            posts += count
+            if served < len(page):  # resume after the last subscriber all before were served
+                if served or start:
+                    up_to = page[served - 1]["subscriber"] if served else start
+                    await self.checkpoints.served(stream_id, work, str(up_to))
+                raise PostFailed(f"{len(page) - served} subscribers of {at} not served")
+            if last is None:
+                break
+            start = last
+            await self.checkpoints.served(stream_id, work, last)
+        await self.checkpoints.done(stream_id, work)
+        return posts
 
-    async def _post_all(self, posts: list[tuple[Item, dict[str, Any]]]) -> None:
-        """Posts in order per subscriber, subscribers in parallel (bounded)."""
-        by_subscriber: dict[str, list[tuple[Item, dict[str, Any]]]] = defaultdict(list)
-        for subscriber, message in posts:
-            by_subscriber[subscriber["subscriber"] + subscriber["channel"]].append(
-                (subscriber, message)
-            )
-        limit = asyncio.Semaphore(self.posts_at_once)
+    async def _page(
+        self, page: list[Item], bodies: Bodies, message: dict[str, Any]
+    ) -> tuple[int, int]:
+        """Post to a page of subscribers, all at once (the management API's connections bound
+        how many are in flight): how many of the first were all served, and the posts."""
+        ends = message["kind"] == "end" or bool(message.get("last"))
 
-        async def deliver(queue: list[tuple[Item, dict[str, Any]]]) -> None:
-            async with limit:
-                for subscriber, message in queue:
-                    try:
-                        await asyncio.to_thread(
-                            self.poster.post, subscriber["connectionId"], message
-                        )
-                    except Gone:
-                        await self.subscriptions.remove(
-                            subscriber["channel"],
-                            subscriber["connectionId"],
-                            subscriber["subscriptionId"],
-                        )
-                        return
+        async def serve(subscriber: Item) -> int:
+            posts = 0
+            texts = await bodies.of(subscriber)
+            if ends:
+                texts.append(encode({"id": subscriber["subscriptionId"], "type": "complete"}))
+            try:
+                for text in texts:  # one subscriber's in order
+                    await self.poster.post(subscriber["connectionId"], text)
+                    posts += 1
+            except Gone:
+                await disconnect(self.connections, self.subscriptions, subscriber["connectionId"])
+                return posts
+            if ends:  # the stream is over: no place to give back
+                await self.connections.remove_subscription(
+                    subscriber["connectionId"], subscriber["subscriptionId"]
+                )
+                await self.services.dynamo.delete(
+                    "subscriptions",
+                    {"channel": subscriber["channel"], "subscriber": subscriber["subscriber"]},
+                )
+            return posts
 
-        await asyncio.gather(*(deliver(q) for q in by_subscriber.values()))
+        outcomes = await asyncio.gather(*(serve(s) for s in page), return_exceptions=True)
+        served = next(
+            (n for n, o in enumerate(outcomes) if isinstance(o, BaseException)), len(page)
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, PostFailed):
+                log.warning("a post failed: %r", outcome)
+        return served, sum(o for o in outcomes if isinstance(o, int))
+
+
+def _age(digest: Item) -> float:
+    """Seconds since the digest was built."""
+    return time.time() - datetime.fromisoformat(digest["at"]).timestamp()
+
+
+class Bodies:
+    """What one message sends each subscriber: its document executed once per distinct
+    document (and variables) of the message's subscribers, serialised once."""
+
+    def __init__(self, services: Services, message: dict[str, Any]) -> None:
+        self.services = services
+        self.message = message
+        self._rendered: dict[str, list[tuple[str, str]]] = {}  # request -> [(gift id, payload)]
+        self._users: dict[str, Item] | None = None
+        self._lock = asyncio.Lock()
+
+    async def of(self, subscriber: Item) -> list[bytes]:
+        kind = self.message["kind"]
+        if kind == "end":
+            return []
+        raw = subscriber["request"]
+        rendered = self._rendered.get(raw)
+        if rendered is None:
+            async with self._lock:
+                rendered = self._rendered.get(raw)
+                if rendered is None:
+                    rendered = self._rendered[raw] = await self._render(json.loads(raw))
+        sent = set(subscriber.get("sent") or ())
+        prefix = '{"id":' + json.dumps(subscriber["subscriptionId"]) + ',"type":"next","payload":'
+        return [(prefix + payload + "}").encode() for key, payload in rendered if key not in sent]
+
+    async def _render(self, request: dict[str, Any]) -> list[tuple[str, str]]:
+        ranked: list[str] = []
+        if self.message["kind"] == FEED:
+            transfers: list[Item] = self.message["gifts"]
+            source = _Handed(transfers)
+            keys = [t["id"] for t in transfers]
+        else:
+            digest = self.message["digest"]
+            source = _Handed(digest=digest)
+            transfers = digest["highlights"]
+            ranked = [r["senderId"] for r in digest["topGifters"]]
+            keys = [f"digest#{digest['sequence']}"]
+        if self._users is None:  # every user the message shows, in one read
+            self._users = await _users(self.services, transfers, ranked)
+        payloads = await execute(self.services, request, source, self._users)
+        if len(payloads) != len(keys):  # refused (a document that no longer validates)
+            keys = [f"error#{n}" for n in range(len(payloads))]
+        return [
+            (k, json.dumps(p, separators=(",", ":"))) for k, p in zip(keys, payloads, strict=True)
+        ]
 
 
 # --- Lambda entrypoints ------------------------------------------------------------------
@@ -519,9 +867,26 @@ class _Function:
             raise RuntimeError("LIVECOINS_FEED_ENDPOINT is not set (template.yaml sets it)")
         # No payment provider: the feed never takes a payment, nor reads the processor's secret.
         self.services = Services.build(settings, takes_payments=False)
-        self.poster = ConnectionPoster(settings.feed_endpoint, settings.region)
         self.loop = asyncio.new_event_loop()
         self.metrics = MetricsPublisher(self.services)
+        self._poster: ManagementApi | None = None
+        self._dispatch: Dispatch | None = None
+
+    @property
+    def poster(self) -> ManagementApi:
+        if self._poster is None:
+            settings = self.services.settings
+            self._poster = ManagementApi(str(settings.feed_endpoint), settings.region)
+        return self._poster
+
+    @property
+    def dispatch(self) -> Dispatch:
+        if self._dispatch is None:
+            settings = self.services.settings
+            if not settings.feed_dispatch_queue:
+                raise RuntimeError("LIVECOINS_FEED_DISPATCH_QUEUE is not set (template.yaml)")
+            self._dispatch = Dispatch(settings.feed_dispatch_queue, settings.region)
+        return self._dispatch
 
     def run(self, work: Callable[[], Any]) -> Any:
         try:
@@ -532,6 +897,7 @@ class _Function:
 
 _socket: tuple[_Function, SocketSession] | None = None
 _fanout: tuple[_Function, FanOut] | None = None
+_posting: tuple[_Function, Posting] | None = None
 
 
 @logger.inject_lambda_context
@@ -563,11 +929,24 @@ def fanout_handler(event: Event, context: Any) -> dict[str, Any]:
     global _fanout
     if _fanout is None:
         function = _Function()
-        _fanout = function, FanOut(function.services, function.poster)
+        _fanout = function, FanOut(function.services, function.dispatch)
     function, fanout = _fanout
     counts: dict[str, Any] = function.run(lambda: fanout.handle(event.get("Records") or []))
     logger.info("gift feed fan-out", extra=counts)
     return counts
+
+
+@logger.inject_lambda_context
+def post_handler(event: Event, context: Any) -> dict[str, Any]:
+    global _posting
+    if _posting is None:
+        function = _Function()
+        _posting = function, Posting(function.services, function.poster, function.dispatch)
+    function, posting = _posting
+    answer: dict[str, Any] = function.run(lambda: posting.handle(event.get("Records") or []))
+    if answer["batchItemFailures"]:
+        logger.warning("gift feed posts failed", extra=answer)
+    return answer
 
 
 gc.freeze()

@@ -8,26 +8,40 @@ It also serves the reference web app (/app/, handlers/static/app) with its confi
 (/app/config.json) and, for `livecoins serve` only, /dev/tokens: dev tokens of a few demo
 users for the app's sign-in picker. That route exists on this local server alone, never in
 the Lambda (test enforced), and answers loopback clients only.
+
+streamDigest subscriptions are shared (`DigestGroups`): those with the same document and
+variables are executed once per digest, the message serialised once and queued to each of
+them, so 10,000 viewers of one stream cost one execution a second, not 10,000 (`make bench`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from cross_web import HTTPException
+from graphql import FieldNode, OperationDefinitionNode, OperationType, parse
+from graphql.error import GraphQLError
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+from strawberry.utils.aio import aclosing
 
 from handlers.cors import cors_headers
 from handlers.dev_tokens import dev_token_picker
@@ -47,7 +61,179 @@ IDENTITY = web.RequestKey("identity", Identity)
 SERVICES = web.AppKey("services", Services)
 
 
+log = logging.getLogger("livecoins")
+MEMBER_QUEUE = 16  # digests a viewer may fall behind (16 s) before it is dropped
+
+
+@functools.lru_cache(maxsize=512)
+def is_digest_subscription(query: str, operation_name: str | None) -> bool:
+    """Whether the document's operation subscribes to streamDigest (its one root field)."""
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return False
+    operations = [
+        d
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+        and (operation_name is None or (d.name is not None and d.name.value == operation_name))
+    ]
+    if len(operations) != 1 or operations[0].operation != OperationType.SUBSCRIPTION:
+        return False
+    roots = operations[0].selection_set.selections
+    return (
+        len(roots) == 1
+        and isinstance(roots[0], FieldNode)
+        and roots[0].name.value == ("streamDigest")
+    )
+
+
+class _Member:
+    """One viewer's streamDigest subscription in a group: what it has yet to be sent."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(MEMBER_QUEUE)
+
+    def offer(self, kind: str, body: Any) -> None:
+        try:
+            self.queue.put_nowait((kind, body))
+        except asyncio.QueueFull:  # fell too far behind: what it has is dropped for the end
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            slow = GraphQLError("This subscriber fell too far behind.").formatted
+            self.queue.put_nowait(("error", [slow]))
+
+
+class _DigestGroup:
+    """The streamDigest subscriptions of one document and variables: executed once per
+    digest, anonymously (a digest is the same for everyone), until the stream ends or the
+    last member leaves."""
+
+    def __init__(self, groups: DigestGroups, key: tuple[str, str, str | None]) -> None:
+        self.groups, self.key = groups, key
+        self.members: set[_Member] = set()
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+
+    def deliver(self, kind: str, body: Any = None) -> None:
+        for member in list(self.members):
+            member.offer(kind, body)
+
+    async def run(self) -> None:
+        query, variables, name = self.key
+        view = self.groups.view
+        try:
+            context = Context(view.services, None)
+            context.introspection = view.services.settings.introspection is not False
+            source = await view.schema.stream(
+                query,
+                variable_values=json.loads(variables),
+                context_value=context,
+                operation_name=name,
+            )
+            async with aclosing(source):
+                first = True
+                async for result in source:
+                    if first and isinstance(result, PreExecutionError):
+                        self.finish("error", [e.formatted for e in result.errors or []])
+                        return
+                    if not isinstance(result, ExecutionResult):
+                        error = GraphQLError("Incremental delivery is not supported here")
+                        self.finish("error", [error.formatted])
+                        return
+                    first = False
+                    payload: dict[str, Any] = {"data": result.data}
+                    if result.errors:
+                        payload["errors"] = [e.formatted for e in result.errors]
+                    self.deliver("next", view.encode_json(payload))
+            self.finish("complete")
+        except Exception:
+            log.exception("a shared streamDigest subscription failed")
+            self.finish("error", [{"message": "Internal error."}])
+            raise
+
+    def finish(self, kind: str, body: Any = None) -> None:
+        self.closed = True
+        self.groups.forget(self)
+        self.deliver(kind, body)
+
+    def leave(self, member: _Member) -> None:
+        self.members.discard(member)
+        if not self.members and not self.closed:
+            self.closed = True
+            self.groups.forget(self)
+            if self.task is not None:
+                self.task.cancel()
+
+
+class DigestGroups:
+    """This server's streamDigest subscriptions, grouped by document and variables."""
+
+    def __init__(self, view: LocalGraphQLView) -> None:
+        self.view = view
+        self.groups: dict[tuple[str, str, str | None], _DigestGroup] = {}
+
+    def join(self, operation: Operation[Context, None], member: _Member) -> _DigestGroup:
+        variables = json.dumps(operation.variables or {}, sort_keys=True)
+        key = (operation.query, variables, operation.operation_name)
+        group = self.groups.get(key)
+        if group is None or group.closed:
+            group = self.groups[key] = _DigestGroup(self, key)
+            group.task = asyncio.create_task(group.run())
+            group.task.add_done_callback(_retrieved)
+        group.members.add(member)
+        return group
+
+    def forget(self, group: _DigestGroup) -> None:
+        if self.groups.get(group.key) is group:
+            del self.groups[group.key]
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # logged where it was raised
+
+
+class LocalTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws as Strawberry speaks it, with streamDigest subscriptions served
+    from their group (one execution per digest for every viewer of a stream)."""
+
+    view: LocalGraphQLView
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        if not is_digest_subscription(operation.query, operation.operation_name):
+            await super().run_operation(operation)
+            return
+        member = _Member()
+        group = self.view.digest_groups.join(operation, member)
+        ws = getattr(self.websocket, "ws", None)
+        prefix = '{"id":' + json.dumps(operation.id) + ',"type":"next","payload":'
+        try:
+            while True:
+                kind, body = await member.queue.get()
+                if kind == "next" and ws is not None and not operation.completed:
+                    await ws.send_str(prefix + body + "}")
+                elif kind == "next":
+                    await operation.send_operation_message(
+                        {"id": operation.id, "type": "next", "payload": json.loads(body)}
+                    )
+                elif kind == "error":
+                    await operation.send_operation_message(
+                        {"id": operation.id, "type": "error", "payload": body}
+                    )
+                    return
+                else:
+                    await operation.send_operation_message({"id": operation.id, "type": "complete"})
+                    return
+        except ConnectionError:  # the viewer went away while it was being sent to
+            return
+        finally:
+            group.leave(member)
+
+
 class LocalGraphQLView(HttpRules, GraphQLView[Context, None]):
+    graphql_transport_ws_handler_class = LocalTransportWSHandler
+
     def __init__(self, services: Services) -> None:
         settings = services.settings
         super().__init__(
@@ -61,6 +247,7 @@ class LocalGraphQLView(HttpRules, GraphQLView[Context, None]):
             max_subscriptions_per_connection=settings.ws_max_operations,
         )
         self.services = services
+        self.digest_groups = DigestGroups(self)
         self._ide = (STATIC / "graphiql.html").read_text()
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:

@@ -144,13 +144,18 @@ class Settings:
     store_timeout_seconds: float = 8.0
     # The gift feed on AWS (handlers/gift_feed.py): the WebSocket API's management endpoint
     # (https://<api>.execute-api.<region>.amazonaws.com/<stage>, or the local cloud's), the
-    # Cognito pool's issuer, app client and keys, and how many partitions each stream's
-    # subscriber list spreads over (read in parallel by the fan-out).
+    # Cognito pool's issuer, app client and keys, and the queue that hands each (stream,
+    # subscriber partition) its posts (template.yaml sets them).
     feed_endpoint: str | None = None
     token_issuer: str | None = None
     token_audience: str | None = None
     jwks_url: str | None = None
-    feed_partitions: int = 4
+    feed_dispatch_queue: str | None = None
+    # Both entrypoints (docs/scaling.md): a stream's giftFeed subscribers past this many are
+    # refused with FEED_FULL (never its creator) and follow streamDigest instead; a stream's
+    # streamDigest subscribers spread over one more partition (doubling) per this many.
+    feed_max_subscribers: int = 100
+    feed_partition_size: int = 500
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: str = ".livecoins-data"
@@ -256,7 +261,11 @@ class Settings:
             token_issuer=env.get("LIVECOINS_TOKEN_ISSUER") or None,
             token_audience=env.get("LIVECOINS_TOKEN_AUDIENCE") or None,
             jwks_url=read.url("LIVECOINS_JWKS_URL"),
-            feed_partitions=read.integer("LIVECOINS_FEED_PARTITIONS", 4, low=1, high=100),
+            feed_dispatch_queue=read.text("LIVECOINS_FEED_DISPATCH_QUEUE", "") or None,
+            feed_max_subscribers=read.integer("LIVECOINS_FEED_MAX_SUBSCRIBERS", 100, low=1),
+            feed_partition_size=read.integer(
+                "LIVECOINS_FEED_PARTITION_SIZE", 500, low=1, high=100_000
+            ),
             host=read.text("HOST", "127.0.0.1"),
             port=read.integer("PORT", 8000, low=1, high=65535),
             data_dir=read.text("LIVECOINS_DATA_DIR", ".livecoins-data"),

@@ -57,6 +57,7 @@ WARM_EVENTS = {
         "requestContext": {"routeKey": "$disconnect", "connectionId": "warm-up"}
     },
     "GiftFeedFanOutFunction": {"Records": []},
+    "GiftFeedPostFunction": {"Records": []},
     "PayoutsFunction": {"limit": 1},
 }
 
@@ -182,12 +183,12 @@ class LocalCloud:
         assert "CodeUri: .\n" in body
         body = body.replace("CodeUri: .\n", f"CodeUri: s3://{BUCKET}/bundle.zip\n")
         # From S3, as `sam deploy` sends it: a template body inline may not pass 51,200 bytes
-        s3.put_object(Bucket=BUCKET, Key="template.yaml", Body=body.encode())
+        s3.put_object(Bucket=BUCKET, Key=f"{name}.yaml", Body=body.encode())
         values = {"LocalCloudUrl": self.url, **(parameters or {})}
         cloudformation = self.client("cloudformation")
         cloudformation.create_stack(
             StackName=name,
-            TemplateURL=f"{self.url}/{BUCKET}/template.yaml",
+            TemplateURL=f"{self.url}/{BUCKET}/{name}.yaml",
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
         )

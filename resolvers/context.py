@@ -7,7 +7,7 @@ from datetime import date
 from strawberry.dataloader import DataLoader
 
 from infra.dynamo import Item
-from infra.feed import FeedSource
+from infra.feed import FeedSource, GiftFeed
 from infra.ids import now
 from infra.services import Services
 from infra.transfers import TABLE as TRANSFERS
@@ -26,7 +26,7 @@ class Context:
         self.services = services
         self.identity = identity
         # giftFeed's source: the process's own feed unless the caller gives another.
-        self.feed: FeedSource = feed or services.feed
+        self.feed: FeedSource | GiftFeed = feed or services.feed
         self.users: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_users)
         self.streams: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_streams)
         self.videos: DataLoader[str, Item | None] = DataLoader(load_fn=self._load_videos)

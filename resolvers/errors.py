@@ -199,3 +199,10 @@ class UnknownId(Exception):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class FeedFull(Exception):
+    """The stream has its cap of giftFeed subscribers (never refused: its creator); its
+    streamDigest is the way to follow it."""
+
+    code = "FEED_FULL"

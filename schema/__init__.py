@@ -23,7 +23,8 @@ from schema.accounts import AccountMutations, AccountQueries, RestrictionMutatio
 from schema.catalog import CatalogMutations, CatalogQueries
 from schema.errors import ErrorPolicy
 from schema.events import EventMutations, EventQueries
-from schema.gifts import GiftMutations, GiftSubscriptions
+from schema.feed import FeedSubscriptions
+from schema.gifts import GiftMutations
 from schema.limits import CachedValidation, DocumentLimits
 from schema.purchases import PurchaseMutations, RefundMutations, StorePurchaseMutations
 from schema.streams import StreamMutations, StreamQueries
@@ -105,7 +106,7 @@ class LiveCoinsSchema(strawberry.Schema):
 schema = LiveCoinsSchema(
     query=Query,
     mutation=Mutation,
-    subscription=merge_types("Subscription", (GiftSubscriptions,)),
+    subscription=merge_types("Subscription", (FeedSubscriptions,)),
     extensions=[
         ErrorPolicy,
         RequestDeadline,

@@ -208,6 +208,7 @@ _CODES: dict[type[Exception], str] = {
     errors.UnknownId: "NOT_FOUND",
     errors.PaymentsNotConfigured: "PAYMENTS_NOT_CONFIGURED",
     errors.PayoutsNotConfigured: "PAYOUTS_NOT_CONFIGURED",
+    errors.FeedFull: "FEED_FULL",
 }
 # Transient failures the request could not absorb before its deadline (DynamoDB, the payment
 # provider, a mobile store): the caller retries with the same idempotency key. Logged as

@@ -1,8 +1,7 @@
-"""Gifts sent: GiftTransfer, the sendGift mutation and the giftFeed subscription."""
+"""Gifts sent: GiftTransfer and the sendGift mutation (their live feed: schema/feed.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,7 +9,7 @@ import strawberry
 
 from infra.catalog import GIFT
 from infra.dynamo import Item
-from resolvers import accounts, feed, gifts
+from resolvers import accounts, gifts
 from schema.accounts import User, Wallet
 from schema.catalog import Gift
 from schema.common import Info, PageInfo, ctx, timestamp
@@ -166,13 +165,3 @@ class GiftMutations:
             input.idempotency_key,
         )
         return GiftSent(transfer=GiftTransfer.of(outcome.transfer), sender_id=outcome.sender_id)
-
-
-@strawberry.type
-class GiftSubscriptions:
-    @strawberry.subscription(description="Each gift sent in the stream, as it lands.")
-    async def gift_feed(
-        self, info: Info, stream_id: strawberry.ID
-    ) -> AsyncGenerator[GiftTransfer, None]:
-        async for transfer in feed.gift_feed(ctx(info), str(stream_id)):
-            yield GiftTransfer.of(transfer)

@@ -94,6 +94,9 @@ LIST_SIZES: dict[tuple[str, str], int] = {
     ("WithdrawalConnection", "edges"): 1,
     ("LiveStreamConnection", "edges"): 1,
     ("GiftTransferConnection", "edges"): 1,
+    # a digest's ranking head and largest gifts (resolvers/feed.py: 10 and 5)
+    ("StreamDigest", "topGifters"): 10,
+    ("StreamDigest", "highlights"): 5,
 }
 
 

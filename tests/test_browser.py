@@ -501,7 +501,7 @@ def test_reconnect_gap_is_backfilled(app: App) -> None:
     # GIVEN an anonymous viewer of a stream whose feed socket the test can cut
     stream = app.go_live("host-gap", "Gap stream")
     app.buy("vic", "coins-700")
-    app.gift("vic", stream, "rose")
+    before = app.gift("vic", stream, "rose")
     state: dict[str, Any] = {"allow": True, "open": []}
 
     def socket(route: Any) -> None:
@@ -515,6 +515,26 @@ def test_reconnect_gap_is_backfilled(app: App) -> None:
     page = app.watch(context.new_page(), "watcher")
     page.clock.install()
     page.route_web_socket(re.compile(r"^ws://.*/graphql$"), socket)
+    subscribed: list[dict[str, Any]] = []  # the variables of each subscribe the page sent
+    pushed: list[str] = []  # the gifts the server sent it
+
+    def frames(ws: Any) -> None:
+        def sent(frame: Any) -> None:
+            message = json.loads(frame) if isinstance(frame, str) else {}
+            if message.get("type") == "subscribe":
+                subscribed.append(message["payload"]["variables"])
+
+        def received(frame: Any) -> None:
+            message = json.loads(frame) if isinstance(frame, str) else {}
+            if message.get("type") == "next" and "giftFeed" in (
+                message["payload"].get("data") or {}
+            ):
+                pushed.append(message["payload"]["data"]["giftFeed"]["id"])
+
+        ws.on("framesent", sent)
+        ws.on("framereceived", received)
+
+    page.on("websocket", frames)
     page.goto(f"{app.app}#/stream/{stream}")
     connection = page.locator(".connection")
     expect(connection).to_have_attribute("data-state", "live")
@@ -536,9 +556,13 @@ def test_reconnect_gap_is_backfilled(app: App) -> None:
             state["allow"] = True
         page.clock.run_for(RECONNECT_MS[min(closes - 1, len(RECONNECT_MS) - 1)])
 
-    # THEN once the server answers again the page is connected and has every gift of the
-    # gap, once: the 5 roses one combo with the first, the panda its own line
+    # THEN once the server answers again the page is connected, subscribed after the last gift
+    # it had (the server sends the gap), and has every gift of the gap, once: the 5 roses one
+    # combo with the first, the panda its own line
     expect(connection).to_have_attribute("data-state", "live")
+    assert {"streamId": stream, "after": before} in subscribed, subscribed
+    expect(page.locator(".feed li", has_text="Vic sent Panda \u00d71")).to_have_count(1)
+    assert set(gap) <= set(pushed), (gap, pushed)  # sent by the server, not only read back
     expect(page.locator(".feed li", has_text="Vic sent Rose \u00d76")).to_have_count(1)
     expect(page.locator(".feed li", has_text="Vic sent Panda \u00d71")).to_have_count(1)
     shown = " ".join(page.locator(".feed li").evaluate_all("els => els.map(e => e.dataset.gifts)"))
@@ -548,6 +572,49 @@ def test_reconnect_gap_is_backfilled(app: App) -> None:
     app.gift("vic", stream, "panda")
     expect(page.locator(".feed li", has_text="Vic sent Panda \u00d72")).to_have_count(1)
     app.end("host-gap", stream)
+
+
+def test_a_full_feed_is_followed_through_the_digest(app: App) -> None:
+    from contextlib import ExitStack
+
+    from playwright.sync_api import expect
+    from websockets.sync.client import connect
+
+    # GIVEN a stream whose giftFeed is full: 100 other viewers (the server's cap) hold it
+    stream = app.go_live("host-full", "Full stream")
+    app.buy("vic", "coins-700")
+    url = app.url.replace("http", "ws", 1) + "/graphql"
+    feed = {"query": "subscription F($s: ID!) { giftFeed(streamId: $s) { id } }"}
+
+    def viewer(sockets: ExitStack) -> Any:
+        socket = sockets.enter_context(connect(url, subprotocols=["graphql-transport-ws"]))  # type: ignore[list-item]
+        socket.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(socket.recv(timeout=10))["type"] == "connection_ack"
+        payload = {**feed, "variables": {"s": stream}}
+        socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        return socket
+
+    with ExitStack() as sockets:
+        for _ in range(100):
+            viewer(sockets)
+        probe = viewer(sockets)  # the 101st: refused once the 100 hold their places
+        refused = json.loads(probe.recv(timeout=10))
+        assert refused["payload"]["errors"][0]["extensions"] == {"code": "FEED_FULL"}, refused
+        # WHEN a viewer opens the stream and gifts land
+        page = app.open(None, f"#/stream/{stream}")
+        expect(page.locator(".connection")).to_have_attribute("data-state", "live")
+        for gift in ("rose", "rose", "panda"):
+            app.gift("vic", stream, gift)
+        # THEN the page follows the stream's digest instead: the gifts (a digest's largest,
+        # here all of them) in the feed, the total and the ranking, and no error
+        expect(page.locator(".feed li", has_text="Vic sent Rose \u00d72")).to_have_count(1)
+        expect(page.locator(".feed li", has_text="Vic sent Panda \u00d71")).to_have_count(1)
+        expect(page.get_by_test_id("stream-coins")).to_have_text("7 coins gifted")
+        expect(page.locator(".rank-card li", has_text="Vic")).to_have_count(1)
+        expect(page.get_by_text("The live feed stopped")).to_have_count(0)
+        # AND when the stream ends, the digest's last message says so
+        app.end("host-full", stream)
+        expect(page.locator(".connection")).to_have_attribute("data-state", "ended")
 
 
 def test_phone_layout(app: App) -> None:

@@ -475,6 +475,7 @@ def _reads_the_secret(
             (handlers.payouts, "_default"),
             (handlers.gift_feed, "_socket"),
             (handlers.gift_feed, "_fanout"),
+            (handlers.gift_feed, "_posting"),
         ):
             patch.setattr(module, name, None)  # a new process: nothing built yet
         for name in [n for n in os.environ if n.startswith("LIVECOINS_")]:
@@ -502,6 +503,7 @@ _EVENTS: dict[str, Any] = {
     "GiftFeedSocketFunction": {"requestContext": {"routeKey": "$disconnect", "connectionId": "c"}},
     "GiftFeedFanOutFunction": {"Records": []},
     "StoreCatchUpFunction": {},
+    "GiftFeedPostFunction": {"Records": []},
 }
 
 

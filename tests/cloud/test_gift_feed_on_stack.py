@@ -215,3 +215,56 @@ async def test_a_message_over_the_size_limit_is_refused_then_closed(cloud: Cloud
     refused = await feed.until("big", "error")
     assert refused["payload"][0]["extensions"] == {"code": "MESSAGE_TOO_LARGE"}
     await feed.closed()
+
+
+# --- streamDigest and giftFeed(after:) on the stack --------------------------------------
+
+DIGEST = """subscription D($id: ID!) { streamDigest(streamId: $id) {
+  streamId sequence status coinsReceived giftsSinceLast coinsSinceLast
+  topGifters { rank coins user { id } } highlights { id coins } } }"""
+AFTER = "subscription F($id: ID!, $after: ID) { giftFeed(streamId: $id, after: $after) { id } }"
+
+
+async def test_digests_over_the_websocket_api(cloud: Cloud, fay: str) -> None:
+    # GIVEN two viewers of Cora's stream's digest
+    stream = go_live(cloud, "cora")
+    before = _subscribers(cloud)
+    viewers = [await Feed(cloud).open() for _ in range(2)]
+    for viewer in viewers:
+        await viewer.subscribe("d", DIGEST, {"id": stream})
+    await wait_for(cloud, before + 2)
+    # WHEN Fay sends three gifts
+    sent = [
+        await asyncio.to_thread(gift, cloud, fay, stream, "rose", f"digest-{i}") for i in range(3)
+    ]
+    ids = [s["transfer"]["id"] for s in sent]
+    # THEN each viewer gets digests numbered one after another that add up to them, with the
+    # stream's total (its counters) and Fay at the head of the ranking
+    for viewer in viewers:
+        digests: list[dict[str, Any]] = []
+        while sum(d["giftsSinceLast"] for d in digests) < 3:
+            message = await viewer.until("d", "next", "error", "complete")
+            assert message["type"] == "next" and "errors" not in message["payload"], message
+            digests.append(message["payload"]["data"]["streamDigest"])
+        sequences = [d["sequence"] for d in digests]
+        assert sequences == list(range(sequences[0], sequences[0] + len(digests)))
+        assert digests[-1]["coinsReceived"] == sum(d["coinsSinceLast"] for d in digests) == 3
+        assert digests[-1]["topGifters"][0]["user"]["id"] == cloud.users[fay].sub
+        assert {h["id"] for d in digests for h in d["highlights"]} == set(ids)
+    # AND a giftFeed(after:) subscriber gets what landed after the gift it names
+    late = await Feed(cloud).open()
+    await late.subscribe("f", AFTER, {"id": stream, "after": ids[0]})
+    backfilled = [
+        (await late.until("f", "next"))["payload"]["data"]["giftFeed"]["id"] for _ in ids[1:]
+    ]
+    assert backfilled == ids[1:]
+    # WHEN Cora ends the stream: a last digest (ENDED), then complete, for each viewer
+    await asyncio.to_thread(cloud.data, "cora", END, {"id": stream})
+    for viewer in viewers:
+        last = await viewer.until("d", "next")
+        assert last["payload"]["data"]["streamDigest"]["status"] == "ENDED", last
+        assert (await viewer.until("d", "complete", "next"))["type"] == "complete"
+        await viewer.close()
+    assert (await late.until("f", "complete"))["type"] == "complete"
+    await late.close()
+    await wait_for(cloud, before)

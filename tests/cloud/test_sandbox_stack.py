@@ -23,5 +23,6 @@ def test_the_sandbox_stack_sells_coins_for_the_test_card(sandbox: Cloud) -> None
     assert sandbox.invoke("GiftFeedFanOutFunction", {"Records": []}) == {
         "gifts": 0,
         "ended": 0,
-        "posts": 0,
+        "dispatched": 0,
     }
+    assert sandbox.invoke("GiftFeedPostFunction", {"Records": []}) == {"batchItemFailures": []}

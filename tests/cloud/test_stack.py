@@ -236,8 +236,12 @@ async def _watch(
 
 
 def _subscribers(cloud: Cloud) -> int:
+    """Subscriptions stored (the table also keeps each stream's counts and digest state)."""
     table = cloud.table("SubscriptionsTable")
-    return int(cloud.cloud.client("dynamodb").scan(TableName=table, Select="COUNT")["Count"])
+    answer = cloud.cloud.client("dynamodb").scan(
+        TableName=table, Select="COUNT", FilterExpression="attribute_exists(connectionId)"
+    )
+    return int(answer["Count"])
 
 
 async def _wait_for_subscribers(cloud: Cloud, count: int, tasks: list[asyncio.Task[None]]) -> None:
@@ -387,7 +391,12 @@ def test_each_function_may_do_only_what_it_does(cloud: Cloud) -> None:
     assert set(
         decisions("GraphQLFunction", ["dynamodb:PutItem"], arn["ConnectionsTable"]).values()
     ) == {"implicitDeny"}
-    for function in ("GiftFeedSocketFunction", "GiftFeedFanOutFunction", "PayoutsFunction"):
+    for function in (
+        "GiftFeedSocketFunction",
+        "GiftFeedFanOutFunction",
+        "GiftFeedPostFunction",
+        "PayoutsFunction",
+    ):
         found = decisions(
             function, ["dynamodb:PutItem", "dynamodb:UpdateItem"], arn["AccountsTable"]
         )
@@ -403,6 +412,7 @@ def test_each_function_may_do_only_what_it_does(cloud: Cloud) -> None:
             "GraphQLFunction",
             "GiftFeedSocketFunction",
             "GiftFeedFanOutFunction",
+            "GiftFeedPostFunction",
             "PayoutsFunction",
         )
     }
@@ -410,6 +420,7 @@ def test_each_function_may_do_only_what_it_does(cloud: Cloud) -> None:
         "GraphQLFunction": "allowed",
         "GiftFeedSocketFunction": "implicitDeny",
         "GiftFeedFanOutFunction": "implicitDeny",
+        "GiftFeedPostFunction": "implicitDeny",
         "PayoutsFunction": "implicitDeny",
     }
     # No managed policy but basic execution (tracing is off): as the SAM transform ran here

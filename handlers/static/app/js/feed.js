@@ -1,21 +1,40 @@
-// A stream's gifts as a page shows them: the live feed (giftFeed) kept whole across dropped
-// connections, merged by gift id (never twice), newest first, grouped into combos, capped.
+// A stream's gifts as a page shows them: the live feed kept whole across dropped connections,
+// merged by gift id (never twice), newest first, grouped into combos, capped.
 //
-// Catching up: every time the feed's socket is acknowledged (the first time, and after each
-// drop), the page reads the stream again: its totals and the gifts newer than the newest one
-// it has (CATCH_UP, a page of 20 at a time until it meets a gift it already has, at most
-// CATCH_UP_PAGES). It reads once at once and once SETTLE_MS later: graphql-transport-ws does
-// not acknowledge a subscription, so a gift landing while the server is still setting the
-// subscription up could miss both the first read and the feed; the second read has it.
+// Following: giftFeed(streamId, after: the newest gift shown). The server first sends what
+// landed after it (gifts that committed late included), then the live ones. On every
+// reconnection the page subscribes again after its newest gift, so the gap is filled by the
+// server, not guessed. It also reads the stream once per (re)connection (CATCH_UP: the totals,
+// the ranking and the newest page of gifts, which the backfill's cap of 100 gifts could leave
+// out after a long absence); with nothing to be `after` yet it reads again SETTLE_MS later, as
+// a gift landing while the server sets the subscription up could miss the first read.
 //
-// With giftFeed(after:) (in the contract, not in this API yet) the server does this itself,
-// gifts that commit late included: `resume` becomes "subscribe again with after: newest()"
-// and both reads go away. A stream that refuses the feed with FEED_FULL is then followed with
-// streamDigest instead (see docs/app.md); today the refusal is shown as the feed's error.
+// A stream whose giftFeed is full answers FEED_FULL (never to its creator): the page follows
+// streamDigest instead, at most one message a second: its totals and ranking (onTotals) and
+// its largest gifts (highlights, shown like any gift). A digest whose sequence is not newer
+// than the last one's is a duplicate and dropped; a gap needs nothing (each carries the
+// totals).
+//
+// The two documents are here, beside their only user: GIFT_FEED (js/documents.js) has no
+// `after`, and streamDigest is followed nowhere else.
 
 import { RECONNECT_MS } from "./api.js";
 import { CATCH_UP, GIFT_FEED } from "./documents.js";
 import { agoTime, giftPicture, h, plural } from "./ui.js";
+
+const GIFT_LINE = GIFT_FEED.slice(GIFT_FEED.indexOf("fragment GiftLine"));
+export const GIFT_FEED_AFTER = `subscription GiftFeedAfter($streamId: ID!, $after: ID) {
+  giftFeed(streamId: $streamId, after: $after) { ...GiftLine }
+}
+${GIFT_LINE}`;
+export const STREAM_DIGEST = `subscription StreamDigest($streamId: ID!) {
+  streamDigest(streamId: $streamId) {
+    sequence status coinsReceived
+    topGifters { rank coins user { id displayName } }
+    highlights { ...GiftLine }
+  }
+}
+${GIFT_LINE}`;
 
 export const FEED_LINES = 50; // lines (combos) shown: the feed never grows without limit
 const KEPT = 200; // gifts kept to build them
@@ -28,17 +47,22 @@ const newestFirst = (a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0); // ids a
 export class StreamFeed {
   /**
    * handlers: onChange() when the gifts changed; onTotals(stream) with the stream's status,
-   * coinsReceived and topGifters after each catch-up; onGift(transfer) for each live gift;
-   * onSocket(state, closes) as in Api.subscribe; onEnd() when the stream ends; onError(error)
-   * when the feed is refused.
+   * coinsReceived and topGifters after each catch-up and digest; onGift(transfer) for each live
+   * gift; onSocket(state, closes) as in Api.subscribe; onEnd() when the stream ends;
+   * onError(error) when the feed is refused; onMode(mode) when the page follows the digest.
    */
   constructor(api, streamId, handlers) {
     this.api = api;
     this.streamId = streamId;
-    this.on = { onChange() {}, onTotals() {}, onGift() {}, onSocket() {}, onEnd() {}, onError() {}, ...handlers };
+    this.on = { onChange() {}, onTotals() {}, onGift() {}, onSocket() {}, onEnd() {}, onError() {}, onMode() {}, ...handlers };
     this.gifts = new Map();
     this.timers = new Set();
     this.controller = new AbortController();
+    this.mode = "feed"; // or "digest", once the stream's giftFeed is full
+    this.generation = 0; // of the subscription: a replaced one's late callbacks are ignored
+    this.connections = 0;
+    this.sequence = 0; // of the last digest shown
+    this.unsubscribe = () => {};
   }
 
   /** Merge gifts in any order, any number of times; true when one of them was new. */
@@ -65,33 +89,64 @@ export class StreamFeed {
 
   /** Follow the stream live; returns the function that stops (every timer and read with it). */
   start() {
-    const unsubscribe = this.api.subscribe(
-      GIFT_FEED,
-      { streamId: this.streamId },
-      {
-        onData: (data) => {
-          this.add([data.giftFeed]);
-          this.on.onGift(data.giftFeed);
-        },
-        onEnd: () => this.on.onEnd(),
-        onError: (error) => this.on.onError(error),
-        onSocket: (state, closes) => {
-          this.on.onSocket(state, closes);
-          if (state === "connected") this.resume();
-        },
-      },
-    );
+    this.follow();
     return () => {
-      unsubscribe();
+      this.generation++;
+      this.unsubscribe();
       this.controller.abort();
       for (const timer of this.timers) clearTimeout(timer);
     };
   }
 
-  /** Connected (again): fetch what may have landed while the feed was not listening. */
+  /** (Re)subscribe: to giftFeed after the newest gift shown, or to the stream's digest. */
+  follow() {
+    this.unsubscribe();
+    const generation = ++this.generation;
+    const current = (fn) => (...args) => (generation === this.generation ? fn(...args) : undefined);
+    const digest = this.mode === "digest";
+    this.after = digest ? null : this.newest();
+    this.unsubscribe = this.api.subscribe(
+      digest ? STREAM_DIGEST : GIFT_FEED_AFTER,
+      digest ? { streamId: this.streamId } : { streamId: this.streamId, after: this.after },
+      {
+        onData: current((data) => (digest ? this.digest(data.streamDigest) : this.gift(data.giftFeed))),
+        onEnd: current(() => this.on.onEnd()),
+        onError: current((error) => {
+          if (!digest && error?.extensions?.code === "FEED_FULL") {
+            this.mode = "digest";
+            this.on.onMode("digest");
+            this.follow();
+            return;
+          }
+          this.on.onError(error);
+        }),
+        onSocket: current((state, closes) => {
+          this.on.onSocket(state, closes);
+          if (state === "connected") this.resume();
+        }),
+      },
+    );
+  }
+
+  gift(transfer) {
+    this.add([transfer]);
+    this.on.onGift(transfer);
+  }
+
+  digest(message) {
+    if (message.sequence <= this.sequence) return; // a duplicate: delivery is at least once
+    this.sequence = message.sequence;
+    this.on.onTotals(message);
+    this.add(message.highlights);
+  }
+
+  /** Connected (again): the server sends the gifts after the newest one shown (a new
+   * subscription after it); the totals are read again. */
   resume() {
+    this.connections++;
+    if (this.connections > 1 && this.mode === "feed") this.follow();
     this.catchUp(0);
-    this.later(SETTLE_MS, () => this.catchUp(0));
+    if (this.mode === "feed" && !this.after) this.later(SETTLE_MS, () => this.catchUp(0));
   }
 
   later(ms, fn) {
