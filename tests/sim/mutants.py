@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ class Mutant:
     seeds: tuple[int, ...] = (1, 2, 3)
     ops: int = 1500
     subset: bool = False  # run in make test
-    extra: dict[str, object] = field(default_factory=dict)
+    payouts: bool = False  # the world pays withdrawals through the Connect processor
 
 
 MUTANTS = [
@@ -59,7 +59,22 @@ MUTANTS = [
     Mutant(
         "double-credit",
         "a purchase is credited once, whatever retries",
-        (("resolvers/purchases.py", '"id": record["purchaseId"],', '"id": new_id("pur"),'),),
+        # every guard of exactly-once crediting at once: the record's PENDING -> COMPLETED,
+        # the ledger entry's id fixed when the key was claimed, the charge's single purchase
+        (
+            ("resolvers/purchases.py", '"id": record["purchaseId"],', '"id": new_id("pur"),'),
+            ("resolvers/purchases.py", 'entry_id=record["entryId"],', 'entry_id=new_id("tx"),'),
+            (
+                "infra/idempotency.py",
+                'condition="#s = :pending AND requestHash = :h",',
+                'condition="requestHash = :h",',
+            ),
+            (
+                "infra/purchases.py",
+                'condition="attribute_not_exists(id) OR purchaseId = :p",',
+                'condition="attribute_not_exists(id) OR :p = :p",',
+            ),
+        ),
         subset=True,
     ),
     Mutant(
@@ -288,6 +303,28 @@ MUTANTS = [
             ),
         ),
     ),
+    Mutant(
+        "transfer-once",
+        "a withdrawal is transferred once, whatever retries",
+        (("resolvers/payouts.py", "key=transfer_key(wid, attempt),", 'key=new_id("tr"),'),),
+        seeds=(1, 2, 3, 4, 5, 6),  # withdrawals need creators' earnings to mature
+        payouts=True,
+    ),
+    Mutant(
+        "return-guard",
+        "a reversed transfer's diamonds are returned once",
+        (
+            (
+                "infra/withdrawals.py",
+                'condition="#s = :paid AND payoutReference = :tr AND "\n'
+                '            + counted("returnedDiamonds", before, ":before"),',
+                'condition="#s = :paid AND payoutReference = :tr AND "\n'
+                '            + ":before = :before",',
+            ),
+        ),
+        seeds=(1, 2, 3, 4, 5, 6),
+        payouts=True,
+    ),
 ]
 
 
@@ -322,7 +359,7 @@ def _apply(to: Path, mutant: Mutant) -> None:
         path.write_text(text.replace(old, new))
 
 
-def _run(mutant: Mutant | None, seed: int, ops: int) -> dict[str, object]:
+def _run(mutant: Mutant | None, seed: int, ops: int, payouts: bool) -> dict[str, object]:
     """One short seed of the simulator on a mutated copy (or on this checkout)."""
     with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
         where = Path(tmp)
@@ -333,7 +370,7 @@ def _run(mutant: Mutant | None, seed: int, ops: int) -> dict[str, object]:
             "import json, sys\n"
             "from tests.sim.run import simulate\n"
             f"r = simulate({seed}, clients=16, operations={ops}, fault_rate=0.2, hold={HOLD},"
-            " stop_on_violation=True)\n"
+            f" stop_on_violation=True, payouts={payouts})\n"
             "print(json.dumps({'violations': r.violations[:3], 'at': r.detected_at,"
             " 'completed': r.completed}))\n"
         )
@@ -380,6 +417,10 @@ def _invariant(violation: str) -> str:
         ("never credited nor refunded", "every charge credited or refunded"),
         ("daily withdrawal total", "daily total = withdrawals"),
         ("topGifters", "ranking = gifts"),
+        ("transferred", "a withdrawal transferred once"),
+        ("would have paid", "PayoutRefused only as the processor refused"),
+        ("returned for", "returned = what was reversed"),
+        ("returned more", "returned = what was reversed"),
         ("audit", "livecoins audit"),
         ("errors", "no internal error"),
     )
@@ -392,7 +433,7 @@ def _invariant(violation: str) -> str:
 def run_mutant(mutant: Mutant) -> Outcome:
     started = time.perf_counter()
     for seed in mutant.seeds:
-        result = _run(mutant, seed, mutant.ops)
+        result = _run(mutant, seed, mutant.ops, mutant.payouts)
         if "error" in result:
             return Outcome(mutant, False, error=str(result["error"]))
         violations = result["violations"]
@@ -438,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         chosen = [m for m in chosen if m.name in args.only]
     # the same seeds on this checkout: a mutant is killed only where the original passes
-    runs = sorted({(seed, m.ops) for m in chosen for seed in m.seeds})
+    runs = sorted({(seed, m.ops, m.payouts) for m in chosen for seed in m.seeds})
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         baselines = list(pool.map(lambda run: _run(None, *run), runs))
         for run, baseline in zip(runs, baselines, strict=True):

@@ -101,11 +101,20 @@ def simulate(
     hold: int = 0,
     stop_on_violation: bool = False,
     fidelity: Fidelity | None = DYNAMODB,
+    payouts: bool = False,
 ) -> Report:
     """One seeded run. With `hold` > 0 (the earnings hold, seconds) virtual time also jumps
     hours and days now and then, so diamonds mature, are withdrawn, and are then disputed;
     `fidelity` None runs on a serial store (every read the latest, every transaction applied
-    inside its call)."""
+    inside its call). With `payouts` the world has the Connect processor of tests/sim/payouts.py
+    and the workload onboards creators and pays withdrawals by transfer."""
+    world_class, workload_class = World, Workload
+    if payouts:
+        from tests.sim.payouts import PayoutsWorkload, PayoutsWorld, payout_settings
+
+        world_class = type("World", (PayoutsWorld, World), {})
+        workload_class = type("Workload", (PayoutsWorkload, Workload), {})
+        settings = payout_settings(settings)
     report = Report(seed, clients, operations, fault_rate, entrypoint)
     scheduler = Scheduler(random.Random(f"schedule-{seed}"))
     sim = SimRuntime(scheduler, random.Random(f"runtime-{seed}"))
@@ -132,11 +141,11 @@ def simulate(
         ensure_tables(store, settings)
         asyncio.run(_seed(settings, store))
         store.settle()  # the catalog was there long before the run
-        world = World(seed, store, settings, fault_rate, scheduler, entrypoint)
+        world = world_class(seed, store, settings, fault_rate, scheduler, entrypoint)
         totals = Totals(PREFIX, world.provider, sim.time, hold, LIMIT_CENTS, world.stores)
         store.listeners.append(totals.listen)
         store.on_apply.append(totals.applied)
-        workload = Workload(world, totals, seed, clients, operations, PREFIX)
+        workload = workload_class(world, totals, seed, clients, operations, PREFIX)
         workload.stop_on_violation = stop_on_violation
         if progress:
             workload.progress = lambda done: print(
@@ -304,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         default="dynamodb",
         help="dynamodb: lagging reads and indexes, real contention (default); serial: none",
     )
+    parser.add_argument(
+        "--payouts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="creators onboard to the Connect processor and withdrawals are paid by transfer",
+    )
     args = parser.parse_args(argv)
     failed = False
     for seed in range(args.seed, args.seed + args.seeds):
@@ -316,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
             hold=args.hold,
             fidelity=DYNAMODB if args.store == "dynamodb" else None,
+            payouts=args.payouts,
         )
         print(report.text(), flush=True)
         failed |= bool(report.violations)
