@@ -84,9 +84,10 @@ checkov: $(CHECKOV_VENV)/bin/checkov
 	cd /tmp && $(CURDIR)/$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download \
 		--framework cloudformation --skip-check $(CHECKOV_SKIPS) --file $(CURDIR)/template.yaml
 
-# -rs lists skips with their reason; the browser test is skipped without Chromium.
+# -rs lists skips with their reason; the browser test is skipped without Chromium. Test files
+# run in parallel, each whole in one worker (its module fixtures, a deployed stack, built once).
 pytest: deps
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs -n auto --maxprocesses 4 --dist loadfile
 	@test -x /usr/bin/chromium || echo "make test: SKIPPED the browser test" \
 		"(tests/test_browser.py): no /usr/bin/chromium; install it with: apt-get install chromium"
 
