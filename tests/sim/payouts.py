@@ -12,42 +12,19 @@ workload does with it, and the invariants that hold it to the processor.
   fault (a timeout before or after it acted, a crash before or after, and for a transfer a
   definite refusal: the platform's balance could not cover it, remembered under the key).
 - `PayoutsWorld`, `PayoutsWorkload`: mixins for tests/sim/world.py's `World` and
-  tests/sim/workload.py's `Workload` that add all of it (tests/test_sim_payouts.py plugs them
-  into subclasses and runs seeds with 0 violations).
+  tests/sim/workload.py's `Workload` that add all of it; `simulate(..., payouts=True)`
+  (tests/sim/run.py; `make sim` has it on) composes them with the simulator's own:
+  - creators start or resume onboarding now and then (those who never do keep meeting
+    PayoutAccountRequired), and admins pay withdrawals still waiting for review;
+  - about one act in three is the Connect processor's: an onboarding completes or stalls, an
+    enabled account is restricted mid-review or reinstated, a transfer is reversed in part or
+    in full; each queues its signed thin event for `/webhooks/stripe-connect` (some twice at
+    once, some forged);
+  - answers about payouts are justified from the store and the processor's history
+    (`justify_payouts`), and after the last deliveries `PayoutChecks.final` and the
+    `livecoins audit` of withdrawals against transfers run.
 - `PayoutChecks`: running invariants (a store listener) and the final ones, and the
-  compensation `Totals` needs until it counts returned diamonds itself.
-
-How to plug it into the simulator for good (tests/sim/*.py belong to the simulator's owner):
-
-1. `world.py`: in `World.__init__`, `self.connect = SimConnect()`; in `Container.__init__`,
-   after building `self.services`, `self.services.payouts = ConnectClient(self)` (what
-   `PayoutsWorld` does).
-2. `run.py`: the settings allow the onboarding's return origin
-   (`payout_return_origins=(ORIGIN,)`, e.g. `simulate(..., settings=payout_settings())`), and
-   after the run `report.violations += checks.final(store)` plus the `livecoins audit` of
-   transfers (`await final_audit(settings, store, world.connect)`).
-3. `workload.py` (each item is one method of `PayoutsWorkload`, written to be moved in as is):
-   - `DOCS["startPayoutOnboarding"] = ONBOARD` (and `PayoutAccountRequired { status }` may be
-     selected in requestWithdrawal's document);
-   - `_new`: one attempt in twenty is a creator starting or resuming onboarding (creators
-     who never onboard keep meeting PayoutAccountRequired), and one of an admin's in ten pays
-     a withdrawal still waiting for review (so that transfers meet every fault);
-   - `run`: note when each attempt is sent, for the justifications below;
-   - `_act`: about one act in three is the Connect processor's (`connect_act`): an onboarding
-     completes or stalls, an enabled account is restricted mid-review or reinstated, a
-     transfer is reversed in part or in full; new transfers get their `transfer.created`;
-     each queues its signed thin event for `/webhooks/stripe-connect` (some twice at once,
-     some forged);
-   - `_forged`: a Connect delivery (to `/webhooks/stripe-connect`) is forged when its
-     signature is the workload's forged one;
-   - `_justify` (before its own rules): `justify_payouts` answers for
-     `PayoutOnboardingStarted`, `PayoutAccountRequired` (the account was not enabled at some
-     moment since the attempt was sent), `PayoutRefused` (likewise, or the transfer was
-     refused under its key), and `InvalidState` for a REJECTED whose transfer was asked for
-     (`payoutStartedAt`); `None` from it means "not mine";
-   - `redeliver`: after the last deliveries, `checks.final` and `final_audit`.
-4. `checker.py`: `Totals._withdrawals` counts `item["diamonds"] - item.get("returnedDiamonds",
-   0)` as withdrawn (what `PayoutChecks.compensate` does meanwhile from its listener).
+  compensation `Totals` needs for returned diamonds.
 """
 
 from __future__ import annotations
