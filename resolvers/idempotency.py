@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infra.dynamo import Item, TransactionCancelled
-from infra.idempotency import FAILED, record_key, request_hash
+from infra.dynamo import Item, TransactionCancelled, Unavailable, backoff
+from infra.idempotency import COMPLETED, FAILED, record_key, request_hash
 from resolvers import validation
 from resolvers.context import Context
-from resolvers.errors import IdempotencyConflict, UserError
+from resolvers.errors import IdempotencyConflict, TryAgain, UserError
 
 
 @dataclass(frozen=True)
@@ -76,3 +76,18 @@ async def fail(ctx: Context, attempt: Attempt, error: UserError) -> Item:
     if existing is None:
         raise error
     return settle(attempt, existing)
+
+
+async def settled_record(services: Any, key: str) -> Item:
+    """The record of a key known to have left PENDING: the transaction that moved it may be
+    committed and not yet visible to reads (read-committed), so read again until it is."""
+    deadline, attempt = services.dynamo.deadline(), 0
+    while True:
+        latest = await services.idempotency.get(key)
+        if latest and latest["status"] in (COMPLETED, FAILED):
+            return latest
+        try:
+            await backoff(attempt, deadline, "idempotency record")
+        except Unavailable as error:
+            raise TryAgain("The request is being answered; retry with the same key.") from error
+        attempt += 1

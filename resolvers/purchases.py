@@ -51,6 +51,7 @@ from resolvers.errors import (
     UserError,
     restricted,
 )
+from resolvers.idempotency import settled_record
 
 logger = logging.getLogger("livecoins")
 MUTATION = "purchaseCoins"
@@ -249,12 +250,11 @@ async def _fail(ctx: Context, key: str, digest: str, error: UserError) -> Purcha
     """Remember a user error so a retry with the same key gets the same answer, and raise it;
     if a concurrent attempt with the key got further first, answer as it did."""
     moved = await ctx.services.idempotency.fail(key, digest, error.to_record())
-    if moved is None:
-        latest = await ctx.services.idempotency.get(key)
-        if latest and latest["status"] == COMPLETED:
+    if moved is None:  # no longer PENDING: the other attempt's answer is the key's answer
+        latest = await settled_record(ctx.services, key)
+        if latest["status"] == COMPLETED:
             return await _replay(ctx, latest)
-        if latest and latest["status"] == FAILED:
-            raise UserError.from_record(latest["error"])
+        raise UserError.from_record(latest["error"])
     raise error
 
 

@@ -84,6 +84,7 @@ from resolvers.errors import (
     TryAgain,
     UserError,
 )
+from resolvers.idempotency import settled_record
 from resolvers.identity import is_adult
 from resolvers.purchases import PurchaseOutcome
 
@@ -494,12 +495,11 @@ async def _fail(services: Services, record: Item, error: UserError) -> PurchaseO
     """Remember a user error under the key and raise it; if another attempt with the key got
     further first, answer as it did."""
     moved = await services.idempotency.fail(record["key"], record["requestHash"], error.to_record())
-    if moved is None:
-        latest = await services.idempotency.get(record["key"])
-        if latest and latest["status"] == COMPLETED:
+    if moved is None:  # no longer PENDING: the other attempt's answer is the key's answer
+        latest = await settled_record(services, record["key"])
+        if latest["status"] == COMPLETED:
             return await _replay(services, latest)
-        if latest and latest["status"] == FAILED:
-            raise UserError.from_record(latest["error"])
+        raise UserError.from_record(latest["error"])
     raise error
 
 

@@ -565,9 +565,12 @@ class Workload:
         scheduler.jump(seconds)
         self.log.append(f"time jumps {seconds} s")
         self.pausing = False
-        # the scheduled catch-up ran hourly meanwhile: its windows (Google's voided purchases
-        # keep 30 days) never fall behind by more than a jump
-        await self.catch_up()
+        # the scheduled catch-up ran hourly meanwhile, again after a run that failed: its
+        # windows (Google's voided purchases keep 30 days) never fall behind by more than a jump
+        for _ in range(5):
+            report = await self.catch_up()
+            if report is not None and not report.failed:
+                break
 
     async def _paused(self) -> None:
         while self.pausing:
