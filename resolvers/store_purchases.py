@@ -268,6 +268,13 @@ async def _redeem_play(ctx: Context, record: Item, token: str, product_id: str) 
     binding = await _bind(services, found, record, package)
     if binding["status"] == CREDITED:
         return await _credited(services, binding, record)
+    if binding.get("notes"):
+        # The store said something of this purchase, perhaps a void after `found` was read:
+        # the credit is conditioned on the notes as bound, so read the store after them.
+        try:
+            found = await store_now(services, binding)
+        except stores.ReceiptInvalid as error:
+            raise _refusal(error) from error
     if found.state == stores.PENDING:
         raise PaymentPending(
             "Google Play has not taken the payment yet. The purchase is bound to this account "
