@@ -247,6 +247,37 @@ async def test_the_catch_up_reads_googles_voided_purchases(
     assert await coins_of(api, alice) == 350
 
 
+async def test_a_void_followed_while_a_redemption_is_about_to_bind_makes_it_ask_again(
+    api: Client,
+    alice: dict[str, Any],
+    google: PlayStoreFake,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN Google voids the purchase right after the redemption read it, and the void is
+    # followed before the redemption binds it (nothing credited yet: nothing to take back)
+    token = play_buy(google, alice)
+    store = services.play_store
+    assert store is not None
+    real = store.purchase
+    raced: list[int] = []
+
+    async def read_then_void(product_id: str, purchase_token: str) -> Any:
+        found = await real(product_id, purchase_token)
+        if not raced:
+            raced.append(1)
+            google.void(token)
+            await follow_store_transaction(services, "PLAY_STORE", found.transaction_id)
+        return found
+
+    monkeypatch.setattr(store, "purchase", read_then_void)
+    # WHEN it is redeemed THEN the binding carries the note, Google is asked again, and the
+    # void is refused rather than credited over (its only notification is already spent)
+    refused = await redeem_play(api, alice, "k", token)
+    assert refused["__typename"] == "ReceiptInvalid"
+    assert await coins_of(api, alice) == 0 and store_items(services, "pur_") == []
+
+
 async def test_a_purchase_voided_before_it_is_redeemed_is_refused(
     api: Client, alice: dict[str, Any], google: PlayStoreFake
 ) -> None:
