@@ -688,10 +688,22 @@ async def catch_up(
     budget = budget or services.settings.retry_budget_seconds
     end = until or now()
     if services.app_store is not None:
-        await _catch_up_app_store(services, report, since, end, budget)
+        try:
+            await _catch_up_app_store(services, report, since, end, budget)
+        except (TryAgain, Unavailable) as error:  # its mark stays: the next run reads again
+            report.failed.append(f"{APP_STORE}: {error!r}")
     if services.play_store is not None:
-        await _catch_up_play(services, report, since, end, budget)
-        for binding in await services.purchases.unconsumed():
+        try:
+            await _catch_up_play(services, report, since, end, budget)
+        except (TryAgain, Unavailable) as error:
+            report.failed.append(f"{PLAY_STORE}: {error!r}")
+        start_request(budget)
+        try:
+            unconsumed = await services.purchases.unconsumed()
+        except (TryAgain, Unavailable) as error:  # the next run reads them again
+            report.failed.append(f"unconsumed purchases: {error!r}")
+            unconsumed = []
+        for binding in unconsumed:
             start_request(budget)
             try:
                 await consume(services, binding)
