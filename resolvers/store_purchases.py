@@ -651,6 +651,10 @@ async def apply_notification(services: Services, note: StoreNotification) -> Ite
 # Apple keeps 180 days of notification history, Google 30 days of voided purchases; each run
 # reads again a little before where the last complete one ended (stores index late).
 APPLE_DAYS, PLAY_DAYS = 180, 30
+# A window longer than this is read a piece at a time, each piece checkpointed once done: a run
+# that dies (or keeps failing) late in a long window keeps what it finished, so the window
+# cannot grow until runs never finish and Google's 30 days pass over lost notifications.
+STEP = timedelta(days=1)
 OVERLAP = timedelta(hours=1)
 FIRST = timedelta(days=30)
 
@@ -737,6 +741,15 @@ async def _follow(
         report.failed.append(f"{key} {transaction_id}: {error!r}")
 
 
+def _days(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """The window cut into consecutive pieces of at most `STEP`, oldest first."""
+    pieces, at = [], start
+    while at < end:
+        pieces.append((at, min(at + STEP, end)))
+        at = pieces[-1][1]
+    return pieces or [(start, end)]
+
+
 async def _catch_up_app_store(
     services: Services, report: CatchUp, since: datetime | None, end: datetime, budget: float
 ) -> None:
@@ -744,36 +757,38 @@ async def _catch_up_app_store(
     name = f"catchup#{APP_STORE}"
     start = await _window(services, name, since, end, APPLE_DAYS)
     report.windows[APP_STORE] = (iso(start), iso(end))
-    failed = len(report.failed)
-    for environment in app.environments:
-        for kind in ("REFUND", "REFUND_REVERSED"):
-            token: str | None = None
-            while True:
-                start_request(budget)
-                try:
-                    page = await ask_store(
-                        services,
-                        lambda: app.notification_history(
-                            start,
-                            end,
-                            environment=environment,  # noqa: B023 - called at once
-                            notification_type=kind,  # noqa: B023
-                            pagination_token=token,  # noqa: B023
-                        ),
-                    )
-                except TryAgain as error:
-                    report.failed.append(f"{APP_STORE} {environment} {kind}: {error!r}")
-                    break
-                for note in page.notifications:
-                    if note.transaction is not None:
-                        found = note.transaction
-                        key = store_key(APP_STORE, found.environment)
-                        await _follow(services, report, key, found.transaction_id, budget)
-                if not page.has_more or not page.pagination_token:
-                    break
-                token = page.pagination_token
-    if len(report.failed) == failed:
-        await services.purchases.set_mark(name, {"until": iso(end)})
+    for first, last in _days(start, end):  # a day at a time, each done one checkpointed
+        failed = len(report.failed)
+        for environment in app.environments:
+            for kind in ("REFUND", "REFUND_REVERSED"):
+                token: str | None = None
+                while True:
+                    start_request(budget)
+                    try:
+                        page = await ask_store(
+                            services,
+                            lambda: app.notification_history(
+                                first,  # noqa: B023 - called at once
+                                last,  # noqa: B023
+                                environment=environment,  # noqa: B023
+                                notification_type=kind,  # noqa: B023
+                                pagination_token=token,  # noqa: B023
+                            ),
+                        )
+                    except TryAgain as error:
+                        report.failed.append(f"{APP_STORE} {environment} {kind}: {error!r}")
+                        break
+                    for note in page.notifications:
+                        if note.transaction is not None:
+                            found = note.transaction
+                            key = store_key(APP_STORE, found.environment)
+                            await _follow(services, report, key, found.transaction_id, budget)
+                    if not page.has_more or not page.pagination_token:
+                        break
+                    token = page.pagination_token
+        if len(report.failed) > failed:
+            return  # the next run starts again from the last day done
+        await services.purchases.set_mark(name, {"until": iso(last)})
 
 
 async def _catch_up_play(
@@ -783,22 +798,24 @@ async def _catch_up_play(
     name = f"catchup#{PLAY_STORE}"
     start = await _window(services, name, since, end, PLAY_DAYS)
     report.windows[PLAY_STORE] = (iso(start), iso(end))
-    failed = len(report.failed)
-    token: str | None = None
-    while True:
-        start_request(budget)
-        try:
-            page = await ask_store(
-                services,
-                lambda: play.voided_page(start, end, token),  # noqa: B023 - called at once
-            )
-        except TryAgain as error:
-            report.failed.append(f"{PLAY_STORE} voided purchases: {error!r}")
-            break
-        for voided in page.voided:
-            await _follow(services, report, PLAY_STORE, voided.transaction_id, budget)
-        if not page.next_page_token:
-            break
-        token = page.next_page_token
-    if len(report.failed) == failed:
-        await services.purchases.set_mark(name, {"until": iso(end)})
+    for first, last in _days(start, end):  # a day at a time, each done one checkpointed
+        failed = len(report.failed)
+        token: str | None = None
+        while True:
+            start_request(budget)
+            try:
+                page = await ask_store(
+                    services,
+                    lambda: play.voided_page(first, last, token),  # noqa: B023 - called at once
+                )
+            except TryAgain as error:
+                report.failed.append(f"{PLAY_STORE} voided purchases: {error!r}")
+                break
+            for voided in page.voided:
+                await _follow(services, report, PLAY_STORE, voided.transaction_id, budget)
+            if not page.next_page_token:
+                break
+            token = page.next_page_token
+        if len(report.failed) > failed:
+            return  # the next run starts again from the last day done
+        await services.purchases.set_mark(name, {"until": iso(last)})
