@@ -6,12 +6,15 @@ is taken back, whatever the order, the duplicates or the forgeries."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from infra.ids import iso, now
 from infra.services import Services
 from infra.stores import account_token
+from resolvers.errors import TryAgain
 from resolvers.store_purchases import catch_up, follow_store_transaction
 from tests import test_store_purchases as bought
 from tests.app_store_fake import AppStoreFake, make_chain
@@ -245,6 +248,43 @@ async def test_the_catch_up_reads_googles_voided_purchases(
     report = await catch_up(services)
     assert report.failed == [] and report.followed["PLAY_STORE"] == 2
     assert await coins_of(api, alice) == 350
+
+
+async def test_a_catch_up_that_fails_late_in_its_window_keeps_the_days_it_finished(
+    api: Client,
+    alice: dict[str, Any],
+    google: PlayStoreFake,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a purchase voided just now whose notification was lost, and a catch-up window of
+    # five days whose third day Google does not answer (once)
+    token = play_buy(google, alice)
+    await redeem_play(api, alice, "k", token)
+    google.void(token)
+    store = services.play_store
+    assert store is not None
+    real, asked, refused = store.voided_page, [], []
+    end = now()
+
+    async def third_day_fails(start: datetime, until: datetime | None = None, *a: Any) -> Any:
+        asked.append(start)
+        if len(asked) == 3 and not refused:
+            refused.append(start)
+            raise TryAgain("Google did not answer")
+        return await real(start, until, *a)
+
+    monkeypatch.setattr(store, "voided_page", third_day_fails)
+    # WHEN the catch-up runs THEN it stops at the third day and checkpoints the two before it
+    report = await catch_up(services, since=end - timedelta(days=5), until=end)
+    assert len(asked) == 3 and report.failed and await coins_of(api, alice) == 350
+    mark = await services.purchases.mark("catchup#PLAY_STORE")
+    assert mark is not None and mark["until"] == iso(end - timedelta(days=3))
+    # WHEN it runs again THEN it reads on from there (an hour before it), and finds the void
+    asked.clear()
+    report = await catch_up(services, until=end)
+    assert report.failed == [] and iso(asked[0]) == iso(end - timedelta(days=3, hours=1))
+    assert len(asked) == 4 and await coins_of(api, alice) == 0
 
 
 async def test_a_void_followed_while_a_redemption_is_about_to_bind_makes_it_ask_again(
