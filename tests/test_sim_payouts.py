@@ -103,10 +103,18 @@ def plugged(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return RUNS
 
 
-@pytest.mark.parametrize(("seed", "hold"), [(32, 0), (37, 7 * 24 * 3600)])
-def test_short_simulations_with_payouts(plugged: list[Any], seed: int, hold: int) -> None:
+# with a 7-day hold earnings must mature before anything is withdrawn: a longer run
+@pytest.mark.parametrize(("seed", "hold", "operations"), [(32, 0, 1000), (38, 7 * 24 * 3600, 2000)])
+def test_short_simulations_with_payouts(
+    plugged: list[Any], seed: int, hold: int, operations: int
+) -> None:
     report = run.simulate(
-        seed, clients=16, operations=1000, fault_rate=0.2, settings=payout_settings(), hold=hold
+        seed,
+        clients=16,
+        operations=operations,
+        fault_rate=0.2,
+        settings=payout_settings(),
+        hold=hold,
     )
     assert report.violations == [], report.text()
     (workload,) = plugged

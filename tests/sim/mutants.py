@@ -302,6 +302,7 @@ MUTANTS = [
         "transfer-once",
         "a withdrawal is transferred once, whatever retries",
         (("resolvers/payouts.py", "key=transfer_key(wid, attempt),", 'key=new_id("tr"),'),),
+        ops=3000,  # a transfer retried after a timeout that hid its success: enough settlements
         payouts=True,
     ),
     Mutant(
@@ -316,6 +317,7 @@ MUTANTS = [
                 '            + ":before = :before",',
             ),
         ),
+        ops=3000,
         payouts=True,
     ),
 ]
