@@ -31,7 +31,7 @@ and the streams table's (a stream ended). It posts nothing itself: for each stre
 batch it hands the batch's gifts to each of the stream's giftFeed partitions (one dispatch
 message per partition), adds the batch to the stream's digest (infra/digests.py) and, if it
 wins the second's claim, builds the digest and hands it to each streamDigest partition; an
-ended stream's last digest is built 2 s later (`tick`), once its last gifts are in.
+ended stream's last digest is built 5 s later (`tick`), once its last gifts are in.
 
 `post_handler` (GiftFeedPostFunction) takes the dispatch queue's messages: each is one
 partition's posts for one batch of gifts, one digest or the end, streamed from the
@@ -96,7 +96,9 @@ log = logging.getLogger("livecoins")
 PROTOCOL = "graphql-transport-ws"
 Event = dict[str, Any]
 PAGE = 500  # subscribers a poster reads, and checkpoints, at a time
-LAST_DIGEST_DELAY = 2  # seconds after a stream ends: its last gifts reach the digest first
+LAST_DIGEST_DELAY = 5  # seconds after a stream ends: its last gifts reach the feed first (a
+# heuristic: the gifts come on the transfers table's stream, the end on the streams table's, in no
+# order; a transfers stream lagging more than this still completes a viewer before its last gifts)
 STALE_SECONDS = 10  # a digest not posted by then is not posted: a newer one says more
 
 
