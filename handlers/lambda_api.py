@@ -231,14 +231,8 @@ async def _webhook(
 
     if _method(event) != "POST":
         return _error(405, "Method not allowed")
-    raw = event.get("body") or ""
-    try:
-        payload = (
-            base64.b64decode(raw, validate=True)
-            if event.get("isBase64Encoded")
-            else raw.encode("utf-8", "surrogatepass")
-        )
-    except (binascii.Error, ValueError):
+    payload = _raw_body(event)
+    if payload is None:
         return _error(400, "The body is not valid base64")
     if path == "/webhooks/stripe":
         answer = await webhooks.stripe_webhook(services, payload, headers.get("stripe-signature"))
@@ -253,20 +247,27 @@ async def _webhook(
     }
 
 
+def _raw_body(event: Event) -> bytes | None:
+    """A webhook's body as sent (signatures are over these bytes); None if not valid base64."""
+    raw = event.get("body") or ""
+    try:
+        return (
+            base64.b64decode(raw, validate=True)
+            if event.get("isBase64Encoded")
+            else raw.encode("utf-8", "surrogatepass")
+        )
+    except (binascii.Error, ValueError):
+        return None
+
+
 async def _connect_webhook(services: Services, event: Event) -> LambdaResponse:
     """The payouts processor's webhook (Stripe Connect, its own signing secret)."""
     from handlers.webhooks import body, connect_webhook
 
     if _method(event) != "POST":
         return _error(405, "Method not allowed")
-    raw = event.get("body") or ""
-    try:
-        payload = (
-            base64.b64decode(raw, validate=True)
-            if event.get("isBase64Encoded")
-            else raw.encode("utf-8", "surrogatepass")
-        )
-    except (binascii.Error, ValueError):
+    payload = _raw_body(event)
+    if payload is None:
         return _error(400, "The body is not valid base64")
     answer = await connect_webhook(services, payload, _headers(event).get("stripe-signature"))
     return {

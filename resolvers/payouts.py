@@ -63,6 +63,7 @@ from resolvers.errors import (
     TryAgain,
     restricted,
 )
+from resolvers.purchases import ask_provider
 
 logger = logging.getLogger("livecoins")
 T = TypeVar("T")
@@ -94,19 +95,12 @@ def _provider(services: Services) -> PayoutProvider:
 async def _ask(services: Services, call: Callable[[], Awaitable[T]]) -> T:
     """A processor call, asked again (same idempotency key) while it gives no answer, until
     the request's deadline: then TRY_AGAIN, and the caller's retry asks once more."""
-    deadline, attempt = services.dynamo.deadline(), 0
-    while True:
-        try:
-            return await call()
-        except ProviderUnavailable as error:
-            services.dynamo.faults["ProviderUnavailable"] += 1
-            try:
-                await backoff(attempt, deadline, "payouts processor")
-            except Unavailable:
-                raise TryAgain(
-                    "The payouts processor did not answer; nothing was lost. Retry."
-                ) from error
-            attempt += 1
+    return await ask_provider(
+        services,
+        call,
+        "payouts processor",
+        "The payouts processor did not answer; nothing was lost. Retry.",
+    )
 
 
 def _millis() -> int:

@@ -156,9 +156,15 @@ async def _ask_provider(ctx: Context, call: Callable[[], Awaitable[T]]) -> T:
     return await ask_provider(ctx.services, call)
 
 
-async def ask_provider(services: Services, call: Callable[[], Awaitable[T]]) -> T:
-    """A provider call, asked again (same idempotency key) while it gives no answer, until
-    the request's deadline: then TRY_AGAIN, and the caller's retry asks once more."""
+async def ask_provider(
+    services: Services,
+    call: Callable[[], Awaitable[T]],
+    name: str = "payment provider",
+    message: str = "The payment provider did not answer; retry with the same key.",
+) -> T:
+    """A processor call (payments or payouts: `name`), asked again (same idempotency key)
+    while it gives no answer, until the request's deadline: then TRY_AGAIN (`message`), and
+    the caller's retry asks once more."""
     deadline, attempt = services.dynamo.deadline(), 0
     while True:
         try:
@@ -166,11 +172,9 @@ async def ask_provider(services: Services, call: Callable[[], Awaitable[T]]) -> 
         except ProviderUnavailable as error:
             services.dynamo.faults["ProviderUnavailable"] += 1
             try:
-                await backoff(attempt, deadline, "payment provider")
+                await backoff(attempt, deadline, name)
             except Unavailable:
-                raise TryAgain(
-                    "The payment provider did not answer; retry with the same key."
-                ) from error
+                raise TryAgain(message) from error
             attempt += 1
 
 
